@@ -1,0 +1,1 @@
+"""The Pulumi program of mnist-platform: one component per target."""

@@ -1,0 +1,22 @@
+"""The Pulumi program: read the settings, build the platform of `settings.cloud`, export the outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+
+from infra.platforms import build_platform
+from infra.settings import load_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+settings = load_settings(
+    pulumi.get_stack(), pulumi.Config(), aws_config=pulumi.Config("aws"), project_root=PROJECT_ROOT
+)
+platform = build_platform("mnist", settings)
+
+pulumi.export("endpoints", platform.endpoints)
+pulumi.export("models", platform.models)
+pulumi.export("bucket", platform.bucket)
+pulumi.export("dataset", platform.dataset)

@@ -1,0 +1,1 @@
+"""Dynamic providers where no Pulumi provider covers the resource."""

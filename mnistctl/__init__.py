@@ -1,0 +1,1 @@
+"""mnistctl: the command line and the endpoint clients of mnist-platform."""

@@ -1,0 +1,1 @@
+"""The training package: datasets, format converters and one trainer per framework."""
