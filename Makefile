@@ -31,3 +31,39 @@ test: lint typecheck
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# --- `make up` / `make down`: the stack $(STACK) (local by default; `STACK=aws make up` for SageMaker) ---
+PULUMI_INSTALLER := https://get.pulumi.com
+# Pulumi's installer puts the CLI in ~/.pulumi/bin; state stays in the repo (no Pulumi Cloud login)
+# unless PULUMI_BACKEND_URL says otherwise.
+up down pulumi-cli: export PATH := $(HOME)/.pulumi/bin:$(PATH)
+up down: export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
+# The local stack holds no secrets: an empty passphrase. Cloud stacks bring their own (docs/local.md).
+ifeq ($(STACK),local)
+ifndef PULUMI_CONFIG_PASSPHRASE_FILE
+up down: export PULUMI_CONFIG_PASSPHRASE ?=
+endif
+endif
+
+.PHONY: pulumi-cli
+pulumi-cli:
+	@command -v pulumi >/dev/null 2>&1 && exit 0; \
+	command -v curl >/dev/null 2>&1 || { echo "error: the Pulumi CLI is missing and curl is not installed to fetch it." \
+	  "Install curl, or the CLI itself (https://www.pulumi.com/docs/install/), then run make again." >&2; exit 1; }; \
+	echo "The Pulumi CLI is missing: installing it with Pulumi's official installer ($(PULUMI_INSTALLER))"; \
+	installer=$$(mktemp); trap 'rm -f "$$installer"' EXIT; \
+	if ! curl -fsSL --max-time 60 $(PULUMI_INSTALLER) -o "$$installer"; then \
+	  echo "error: could not download the Pulumi installer from $(PULUMI_INSTALLER): this machine seems to have" \
+	    "no internet access. Install the Pulumi CLI by other means (https://www.pulumi.com/docs/install/;" \
+	    "e.g. unpack a release archive so that ~/.pulumi/bin/pulumi exists) and run make again." >&2; \
+	  exit 1; \
+	fi; \
+	sh "$$installer" || { echo "error: Pulumi's installer failed (see its output above); without internet access" \
+	  "install the CLI by other means (https://www.pulumi.com/docs/install/) and run make again." >&2; exit 1; }
+
+up: $(INSTALLED) pulumi-cli
+	pulumi stack select --create $(STACK)
+	pulumi up --yes --stack $(STACK)
+
+down: $(INSTALLED) pulumi-cli
+	pulumi destroy --yes --stack $(STACK)

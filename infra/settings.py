@@ -211,12 +211,15 @@ def load_settings(
     except ValueError:
         allowed = ", ".join(c.value for c in Cloud)
         raise ValueError(
-            f"config {PROJECT}:cloud must be one of {allowed} (it defaults to the stack name), got {cloud_raw!r}"
+            f"config {PROJECT}:cloud must be one of {allowed} (it defaults to the stack name), "
+            f"got {cloud_raw!r}"
         ) from None
 
     models_raw = _get_json(config, "models")
     if models_raw is not None and not isinstance(models_raw, list):
-        raise ValueError(f'config {PROJECT}:models must be a JSON list such as ["xgboost"], got {models_raw!r}')
+        raise ValueError(
+            f'config {PROJECT}:models must be a JSON list such as ["xgboost"], got {models_raw!r}'
+        )
     values: dict[str, Any] = {
         "stack": stack,
         "cloud": cloud,
@@ -238,7 +241,10 @@ def load_settings(
     elif cloud is Cloud.AWS:
         region = aws_config.get("region") if aws_config is not None else None
         if not region:
-            raise ValueError("config aws:region is required for the aws stack (e.g. `pulumi config set aws:region us-east-1`)")
+            raise ValueError(
+                "config aws:region is required for the aws stack "
+                "(e.g. `pulumi config set aws:region us-east-1`)"
+            )
         values["aws"] = {"region": region, **_pick(config, _AWS_KEYS)}
 
     try:

@@ -1,4 +1,4 @@
-"""`python -m mnistctl`: the same CLI as the `mnistctl` console script (used by the local stack's subprocesses)."""
+"""`python -m mnistctl`: the `mnistctl` console script (the local stack starts its subprocesses this way)."""
 
 from mnistctl.cli import app
 

@@ -1,0 +1,253 @@
+"""Serving on SageMaker: the hosting role, model, endpoint configuration and endpoint of one artifact,
+with autoscaling and alarms.
+
+Immutable configurations without failed updates (docs/aws.md, "Serving"): the model and the endpoint
+configuration carry no fixed name, so every replacement gets a new generated name and is created
+next to the old one (create-before-delete, stated explicitly below); the endpoint is updated in place
+to the new configuration (UpdateEndpoint, a blue/green switch), and the old configuration and model
+are deleted only at the end of the update. That is the design that avoids terraform-provider-aws
+#21811 (a fixed-name configuration replaced delete-first) and #40048 (the old configuration deleted
+before the endpoint used the new one).
+
+The endpoint's own name is fixed per instance type: SageMaker refuses an UpdateEndpoint that changes
+the instance type of a variant registered with Application Auto Scaling, so a new instance type gets
+a new endpoint (created first, the old one removed last) instead of a failed update.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.aws_iam import Account, hosting_role_policy, service_trust_policy
+from infra.aws_names import content_hash, parse_image_uri, sagemaker_name
+
+VARIANT_NAME = "AllTraffic"
+ENDPOINT_DIGEST_LENGTH = 8
+ENDPOINT_LOG_RETENTION_DAYS = 30
+# Target tracking on SageMakerVariantInvocationsPerInstance (invocations per instance per minute):
+# ~10 requests/s per ml.m5.large, half of what a single small XGBoost model serves comfortably.
+INVOCATIONS_PER_INSTANCE_TARGET = 600.0
+SCALE_IN_COOLDOWN_SECONDS = 300
+SCALE_OUT_COOLDOWN_SECONDS = 60
+# Alarms: any 5xx in five minutes; p90 model latency above half a second (ModelLatency is in µs).
+MODEL_LATENCY_P90_THRESHOLD_MICROSECONDS = 500_000.0
+ALARM_PERIOD_SECONDS = 300
+
+
+# The container variable that switches on selectable inference content (see the Model below).
+INFERENCE_OUTPUT_ENV = "SAGEMAKER_INFERENCE_OUTPUT"
+
+
+@dataclass
+class SageMakerEndpointArgs:
+    """One trained artifact to serve, and how."""
+
+    provider: aws.Provider
+    """The stack's AWS provider (region and default tags)."""
+    account: pulumi.Input[Account]
+    """Partition, region and account id, for the role policy's ARNs and trust condition."""
+    bucket: pulumi.Input[str]
+    """The bucket holding the training jobs' output."""
+    output_prefix: str
+    """Where in the bucket the training jobs write (`output`)."""
+    job_name_prefix: str
+    """Every training job of the stack is `<job_name_prefix>-<hash>`: what the role may read from."""
+    endpoint_name_prefix: str
+    """The endpoint is `<endpoint_name_prefix>-<hash of the instance type>`."""
+    image: str
+    """The serving image (the built-in XGBoost image serves what it trained)."""
+    artifact: pulumi.Input[str]
+    """`s3://…/model.tar.gz` of the training job."""
+    training_job: pulumi.Resource
+    """The job that writes `artifact`: the model is created only once it has finished."""
+    instance_type: str = "ml.m5.large"
+    """Instance type of the production variant."""
+    min_instances: int = 1
+    """Autoscaling lower bound and the variant's initial instance count."""
+    max_instances: int = 2
+    """Autoscaling upper bound."""
+    kms_key_arn: str | None = None
+    """Customer KMS key for the artifact and the endpoint's storage volume."""
+
+
+class SageMakerEndpoint(pulumi.ComponentResource):
+    """Model -> endpoint configuration -> endpoint, autoscaled, with 5xx and latency alarms."""
+
+    endpoint_name: pulumi.Output[str]
+    endpoint_arn: pulumi.Output[str]
+    model_name: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: SageMakerEndpointArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mnist-platform:aws:SageMakerEndpoint", name, None, opts)
+        self._name = name
+        self._args = args
+        role, policy = self._hosting_role()
+        # `artifact` resolves only once the job resource is created, i.e. after the training finished.
+        model = aws.sagemaker.Model(
+            f"{name}-model",
+            execution_role_arn=role.arn,
+            primary_container=aws.sagemaker.ModelPrimaryContainerArgs(
+                image=args.image,
+                model_data_url=args.artifact,
+                mode="SingleModel",
+                # Without it the built-in XGBoost server answers CSV whatever `Accept` says; with it,
+                # `Accept: application/json` returns {"predictions": [{"probabilities": [10]}]} and
+                # text/csv one record per line (sagemaker-xgboost-container "selectable inference").
+                environment={INFERENCE_OUTPUT_ENV: "probabilities"},
+            ),
+            # The built-in algorithm's server needs no network: SageMaker downloads the model itself.
+            enable_network_isolation=True,
+            # No `name` (generated, so a replacement never collides); created before the old is deleted.
+            opts=self._opts(depends_on=[policy, args.training_job], delete_before_replace=False),
+        )
+        config = aws.sagemaker.EndpointConfiguration(
+            f"{name}-endpoint-config",
+            production_variants=[
+                aws.sagemaker.EndpointConfigurationProductionVariantArgs(
+                    variant_name=VARIANT_NAME,
+                    model_name=model.name,
+                    instance_type=args.instance_type,
+                    initial_instance_count=args.min_instances,
+                    initial_variant_weight=1.0,
+                )
+            ],
+            kms_key_arn=args.kms_key_arn,
+            # No `name`: each replacement gets a fresh generated name, is created before the endpoint
+            # switches to it, and the old one is deleted last (tf-provider-aws #21811, #40048).
+            opts=self._opts(delete_before_replace=False),
+        )
+        endpoint_digest = content_hash({"instance_type": args.instance_type}, ENDPOINT_DIGEST_LENGTH)
+        endpoint_name = sagemaker_name(args.endpoint_name_prefix, endpoint_digest)
+        # Created before the endpoint so that the stack owns it (retention, tags, deleted on destroy).
+        # CloudWatch Logs' own encryption: a customer key here would need a key policy for the logs service.
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-endpoint-logs",
+            name=f"/aws/sagemaker/Endpoints/{endpoint_name}",
+            retention_in_days=ENDPOINT_LOG_RETENTION_DAYS,
+            opts=self._opts(),
+        )
+        endpoint = aws.sagemaker.Endpoint(
+            f"{name}-endpoint",
+            name=endpoint_name,
+            endpoint_config_name=config.name,
+            opts=self._opts(depends_on=[log_group]),
+        )
+        self._autoscaling(endpoint)
+        self._alarms(endpoint)
+
+        self.endpoint_name = endpoint.name
+        self.endpoint_arn = endpoint.arn
+        self.model_name = model.name
+        self.register_outputs(
+            {
+                "endpoint_name": self.endpoint_name,
+                "endpoint_arn": self.endpoint_arn,
+                "model_name": self.model_name,
+            }
+        )
+
+    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
+        """Child options: parented to the component, on the stack's provider."""
+        return pulumi.ResourceOptions(parent=self, provider=self._args.provider, **kwargs)
+
+    def _hosting_role(self) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
+        args = self._args
+        account = pulumi.Output.from_input(args.account)
+        role = aws.iam.Role(
+            f"{self._name}-hosting",
+            description="mnist-platform: SageMaker model (endpoint) execution role",
+            assume_role_policy=account.apply(
+                lambda a: json.dumps(service_trust_policy("sagemaker.amazonaws.com", a.account_id))
+            ),
+            opts=self._opts(),
+        )
+        policy = aws.iam.RolePolicy(
+            f"{self._name}-hosting-access",
+            role=role.id,
+            policy=pulumi.Output.all(account, args.bucket).apply(
+                lambda values: json.dumps(
+                    hosting_role_policy(
+                        account=values[0],
+                        bucket=values[1],
+                        output_prefix=args.output_prefix,
+                        job_name_prefix=args.job_name_prefix,
+                        endpoint_name_prefix=args.endpoint_name_prefix,
+                        image_repository_arn=_repository_arn(args.image, values[0]),
+                        kms_key_arn=args.kms_key_arn,
+                    )
+                )
+            ),
+            opts=self._opts(),
+        )
+        return role, policy
+
+    def _autoscaling(self, endpoint: aws.sagemaker.Endpoint) -> None:
+        args = self._args
+        target = aws.appautoscaling.Target(
+            f"{self._name}-scaling-target",
+            service_namespace="sagemaker",
+            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
+            resource_id=endpoint.name.apply(lambda n: f"endpoint/{n}/variant/{VARIANT_NAME}"),
+            min_capacity=args.min_instances,
+            max_capacity=args.max_instances,
+            opts=self._opts(),
+        )
+        aws.appautoscaling.Policy(
+            f"{self._name}-scaling-policy",
+            policy_type="TargetTrackingScaling",
+            service_namespace=target.service_namespace,
+            scalable_dimension=target.scalable_dimension,
+            resource_id=target.resource_id,
+            target_tracking_scaling_policy_configuration={
+                "target_value": INVOCATIONS_PER_INSTANCE_TARGET,
+                "predefined_metric_specification": {
+                    "predefined_metric_type": "SageMakerVariantInvocationsPerInstance"
+                },
+                "scale_in_cooldown": SCALE_IN_COOLDOWN_SECONDS,
+                "scale_out_cooldown": SCALE_OUT_COOLDOWN_SECONDS,
+            },
+            opts=self._opts(),
+        )
+
+    def _alarms(self, endpoint: aws.sagemaker.Endpoint) -> None:
+        dimensions = endpoint.name.apply(lambda n: {"EndpointName": n, "VariantName": VARIANT_NAME})
+        aws.cloudwatch.MetricAlarm(
+            f"{self._name}-5xx-errors",
+            alarm_description="The MNIST endpoint answered with 5xx errors (model or container failures)",
+            namespace="AWS/SageMaker",
+            metric_name="Invocation5XXErrors",
+            dimensions=dimensions,
+            statistic="Sum",
+            period=ALARM_PERIOD_SECONDS,
+            evaluation_periods=1,
+            threshold=1.0,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            treat_missing_data="notBreaching",
+            opts=self._opts(),
+        )
+        aws.cloudwatch.MetricAlarm(
+            f"{self._name}-model-latency",
+            alarm_description="p90 model latency of the MNIST endpoint is above 0.5 s",
+            namespace="AWS/SageMaker",
+            metric_name="ModelLatency",
+            dimensions=dimensions,
+            extended_statistic="p90",
+            period=ALARM_PERIOD_SECONDS,
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            threshold=MODEL_LATENCY_P90_THRESHOLD_MICROSECONDS,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            opts=self._opts(),
+        )
+
+
+def _repository_arn(image: str, account: Account) -> str:
+    return parse_image_uri(image).repository_arn(account.partition)

@@ -1,0 +1,179 @@
+"""The local platform: the whole MNIST platform on this machine, no cloud account needed.
+
+Per model: the dataset (one, shared) -> a training job (`mnistctl train` in a subprocess) -> an
+endpoint (a detached `mnistctl serve` process speaking the wire contract of the platform that model
+is served on in the cloud: xgboost as SageMaker, tensorflow as Vertex AI, pytorch as watsonx.ai).
+Everything lives under one folder, `localRoot`, which `pulumi destroy` removes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from infra.providers.local_dataset import LocalDataset, LocalDatasetArgs
+from infra.providers.local_endpoint import LocalEndpoint, LocalEndpointArgs
+from infra.providers.local_support import tree_sha256
+from infra.providers.local_training import LocalTrainingJob, LocalTrainingJobArgs
+from infra.settings import Framework, Settings
+from mnistctl.client import DEFAULT_WATSONX_VERSION, LOCAL_VERTEX_PROJECT
+from serving.constants import Flavor
+
+TYPE = "mnist-platform:local:LocalPlatform"
+REGION = "local"
+# Which platform's wire contract each model speaks, as it is served in the cloud.
+FLAVOR_BY_MODEL: dict[Framework, Flavor] = {
+    Framework.XGBOOST: Flavor.SAGEMAKER,
+    Framework.TENSORFLOW: Flavor.VERTEX,
+    Framework.PYTORCH: Flavor.WATSONX,
+}
+TRAINING_PACKAGE = Path(__file__).resolve().parents[1] / "training"
+# Each trainer module is one model's code; the rest of the training package is shared by all models.
+TRAINER_MODULES: dict[Framework, str] = {
+    Framework.XGBOOST: "xgboost_trainer.py",
+    Framework.TENSORFLOW: "tf_trainer.py",
+    Framework.PYTORCH: "torch_trainer.py",
+}
+
+
+def training_code_hash(model: Framework, package: Path = TRAINING_PACKAGE) -> str:
+    """Hash of the training sources `model` runs (shared modules and its own trainer, not the other
+    trainers): editing them retrains that model. A renamed trainer only means more retraining."""
+    others = {module for framework, module in TRAINER_MODULES.items() if framework is not model}
+    return tree_sha256(package, suffixes=(".py",), skip=others)
+
+
+@dataclass
+class LocalPlatformArgs:
+    """What the local platform needs; `LocalPlatform.from_settings` fills it from the stack's settings."""
+
+    root: pulumi.Input[str]
+    """The one folder that holds everything the stack creates (absolute path)."""
+    stack: pulumi.Input[str]
+    """The stack's name, written into the root's marker file."""
+    dataset: pulumi.Input[str]
+    """Dataset name: mnist, mnist-t10k, kmnist or fashion-mnist."""
+    models: Sequence[Framework]
+    """The models to train and serve, one endpoint each."""
+    training_code_hashes: Mapping[Framework, pulumi.Input[str]]
+    """Per model, the hash of the training code it runs; a change retrains that model."""
+    data_dir: pulumi.Input[str] | None = None
+    """Where the dataset is read from or cached; the user cache dir when None."""
+    hyperparameters: Mapping[Framework, Mapping[str, str]] = field(default_factory=dict)
+    """Per model, overrides as the trainer takes them."""
+    ports: Mapping[Framework, int] = field(default_factory=dict)
+    """Per model, a fixed loopback port; a free port when absent."""
+    dry_run: pulumi.Input[bool] = False
+    """Train on a tiny subset (quick looks and tests), not for accuracy."""
+
+
+class LocalPlatform(pulumi.ComponentResource):
+    """Dataset, one training job and one endpoint per model, all under localRoot."""
+
+    endpoints: pulumi.Output[dict[str, Any]]
+    models: pulumi.Output[dict[str, Any]]
+    bucket: pulumi.Output[str]
+    dataset: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: LocalPlatformArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(TYPE, name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.data = LocalDataset(
+            f"{name}-data",
+            LocalDatasetArgs(
+                dataset=args.dataset, root=args.root, stack=args.stack, source_dir=args.data_dir
+            ),
+            child,
+        )
+        self.training_jobs: dict[Framework, LocalTrainingJob] = {}
+        self.local_endpoints: dict[Framework, LocalEndpoint] = {}
+        endpoint_names: dict[Framework, str] = {}
+        for model in args.models:
+            job = LocalTrainingJob(
+                f"{name}-{model.value}-training",
+                LocalTrainingJobArgs(
+                    framework=model.value,
+                    dataset=args.dataset,
+                    data_dir=self.data.path,
+                    data_hash=self.data.content_hash,
+                    code_hash=args.training_code_hashes[model],
+                    root=args.root,
+                    hyperparameters=dict(args.hyperparameters.get(model, {})),
+                    dry_run=args.dry_run,
+                ),
+                child,
+            )
+            self.training_jobs[model] = job
+            endpoint_names[model] = f"{name}-{model.value}"
+            self.local_endpoints[model] = LocalEndpoint(
+                f"{name}-{model.value}-endpoint",
+                LocalEndpointArgs(
+                    model=model.value,
+                    flavor=FLAVOR_BY_MODEL[model].value,
+                    name=endpoint_names[model],
+                    model_dir=job.out_dir,
+                    artifact_hash=job.artifact_hash,
+                    root=args.root,
+                    requested_port=args.ports.get(model, 0),
+                ),
+                child,
+            )
+
+        self.endpoints = pulumi.Output.all(
+            **{
+                model.value: _endpoint_entry(model, endpoint_names[model], endpoint.url)
+                for model, endpoint in self.local_endpoints.items()
+            }
+        )
+        self.models = pulumi.Output.all(
+            **{
+                model.value: pulumi.Output.all(artifact=job.artifact, metrics=job.metrics)
+                for model, job in self.training_jobs.items()
+            }
+        )
+        self.bucket = self.data.path
+        self.dataset = pulumi.Output.from_input(args.dataset)
+        self.register_outputs(
+            {
+                "endpoints": self.endpoints,
+                "models": self.models,
+                "bucket": self.bucket,
+                "dataset": self.dataset,
+            }
+        )
+
+    @classmethod
+    def from_settings(cls, name: str, settings: Settings) -> LocalPlatform:
+        """The component for a local stack (called by infra/platforms.py)."""
+        if settings.local is None:
+            raise ValueError("LocalPlatform needs local settings (cloud: local)")
+        args = LocalPlatformArgs(
+            root=str(settings.local.root),
+            stack=settings.stack,
+            dataset=settings.dataset.value,
+            models=settings.models,
+            training_code_hashes={model: training_code_hash(model) for model in settings.models},
+            data_dir=str(settings.data_dir) if settings.data_dir else None,
+            hyperparameters=settings.hyperparameters,
+            ports=settings.local.ports,
+            dry_run=settings.local.dry_run,
+        )
+        return cls(name, args)
+
+
+def _endpoint_entry(model: Framework, name: str, url: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:
+    """One entry of the `endpoints` output, in the shape every stack exports (DESIGN.md)."""
+    flavor = FLAVOR_BY_MODEL[model]
+    extra: dict[str, str] = {}
+    if flavor is Flavor.VERTEX:
+        extra["project"] = LOCAL_VERTEX_PROJECT
+    elif flavor is Flavor.WATSONX:
+        extra["version"] = DEFAULT_WATSONX_VERSION
+    return url.apply(lambda u: {"flavor": flavor.value, "name": name, "url": u, "region": REGION, **extra})

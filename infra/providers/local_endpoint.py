@@ -1,0 +1,260 @@
+"""The local stack's endpoint: a detached `mnistctl serve` process on a loopback port.
+
+Create starts the server in a session of its own (it outlives `pulumi up`), writes its output to
+`<localRoot>/logs/<id>.log` and returns once the health route answers. Delete stops the process, if
+it is still ours, and waits until the port is closed. A server that died or was killed behind the
+stack's back shows up in `diff` (and `refresh`), so the next `pulumi up` starts it again.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import requests
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
+from tenacity import retry, retry_if_exception_type, stop_after_attempt
+
+from infra.providers.local_support import (
+    LOOPBACK,
+    LocalProviderError,
+    changed_keys,
+    file_tail,
+    free_port,
+    log,
+    port_taken,
+    process_cmdline,
+    process_start,
+    reap,
+    state_of,
+    stop_process_group,
+    wait_port_closed,
+)
+from serving.constants import PING_ROUTE
+
+STARTUP_TIMEOUT_SECONDS = 180.0  # loading TensorFlow on a busy two-core machine takes a while
+STOP_TIMEOUT_SECONDS = 10.0
+PORT_CLOSE_TIMEOUT_SECONDS = 10.0
+_REPLACE_KEYS = ("flavor", "name", "model_dir", "artifact_hash", "requested_port", "root")
+
+
+@dataclass
+class LocalEndpointArgs:
+    """Inputs of a LocalEndpoint."""
+
+    model: pulumi.Input[str]
+    """The framework whose model is served (xgboost, tensorflow, pytorch)."""
+    flavor: pulumi.Input[str]
+    """Wire contract: sagemaker, vertex or watsonx."""
+    name: pulumi.Input[str]
+    """Endpoint name in the URL path (`/endpoints/{name}/invocations` etc.)."""
+    model_dir: pulumi.Input[str]
+    """The training job's artifact folder (`mnistctl serve --model`)."""
+    artifact_hash: pulumi.Input[str]
+    """The artifact's hash: a new artifact replaces the endpoint."""
+    root: pulumi.Input[str]
+    """The stack's localRoot; the server's log goes to <root>/logs/."""
+    requested_port: pulumi.Input[int] = 0
+    """A fixed loopback port, or 0 for a free one."""
+
+
+class PortTakenError(LocalProviderError):
+    """The server could not bind its port (taken between our check and its start)."""
+
+
+class LocalEndpointProvider(ResourceProvider):
+    """One server process per endpoint; the pid, its start time and the port identify it."""
+
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        endpoint_id = f"{props['name']}-{secrets.token_hex(4)}"
+        requested = int(props.get("requested_port") or 0)
+        if not requested:
+            started = _start_on_a_free_port(props, endpoint_id)
+        elif port_taken(requested):
+            raise port_taken_error(requested, str(props["model"]))
+        else:
+            try:
+                started = _start(props, endpoint_id, requested)
+            except PortTakenError:
+                raise port_taken_error(requested, str(props["model"])) from None
+        return CreateResult(id_=endpoint_id, outs={**state_of(props), **started})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        replaces = changed_keys(olds, news, _REPLACE_KEYS)
+        if not replaces and not server_running(olds):
+            replaces = ["pid"]  # the recorded server is gone: start it again
+        # A fixed port can only be held by one server at a time: stop the old one first.
+        fixed_port = bool(news.get("requested_port") or olds.get("requested_port"))
+        return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=fixed_port)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        if not server_running(props):
+            return ReadResult(None, {})  # refresh drops it; the next `pulumi up` starts a new one
+        return ReadResult(id_, state_of(props))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        pid, port = int(props.get("pid") or 0), int(props.get("port") or 0)
+        if not pid or not is_our_server(props):
+            log(f"endpoint {props.get('name')}: server {pid or '?'} is already gone")
+            return
+        log(f"stopping endpoint {props.get('name')} (pid {pid}, port {port})")
+        stop_process_group(pid, STOP_TIMEOUT_SECONDS)
+        if port and not wait_port_closed(port, PORT_CLOSE_TIMEOUT_SECONDS):
+            raise LocalProviderError(
+                f"port {port} still accepts connections {PORT_CLOSE_TIMEOUT_SECONDS:.0f}s after the server "
+                f"(pid {pid}) stopped; something else listens there: `ss -ltnp 'sport = :{port}'` shows it."
+            )
+
+
+def server_command(props: dict[str, Any], port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "mnistctl",
+        "serve",
+        "--flavor",
+        str(props["flavor"]),
+        "--model",
+        str(props["model_dir"]),
+        "--port",
+        str(port),
+        "--name",
+        str(props["name"]),
+    ]
+
+
+def is_our_server(state: dict[str, Any]) -> bool:
+    """Whether the recorded pid is still the server we started (not a later process with that pid)."""
+    pid = int(state.get("pid") or 0)
+    if not pid:
+        return False
+    cmdline = process_cmdline(pid)
+    if cmdline is None or "serve" not in cmdline or str(int(state.get("port") or 0)) not in cmdline:
+        return False
+    recorded = state.get("started")
+    return recorded is None or process_start(pid) == recorded
+
+
+def server_running(state: dict[str, Any]) -> bool:
+    """Whether the recorded server process is ours and answers its health route."""
+    return is_our_server(state) and _healthy(int(state.get("port") or 0))
+
+
+def port_taken_error(port: int, model: str) -> LocalProviderError:
+    return LocalProviderError(
+        f"port {port} for the {model} endpoint is already in use by another process. "
+        f"Stop that process (`ss -ltnp 'sport = :{port}'` or `lsof -i :{port}` shows it), "
+        f"or choose another port: `pulumi config set ports '{{\"{model}\": <port>}}'` "
+        "(without a port for this model a free one is picked)."
+    )
+
+
+@retry(retry=retry_if_exception_type(PortTakenError), stop=stop_after_attempt(3), reraise=True)
+def _start_on_a_free_port(props: dict[str, Any], endpoint_id: str) -> dict[str, Any]:
+    # A free port can be taken by someone else between free_port() and the server's bind: try another.
+    return _start(props, endpoint_id, free_port())
+
+
+def _start(props: dict[str, Any], endpoint_id: str, port: int) -> dict[str, Any]:
+    root = Path(props["root"])
+    log_path = root / "logs" / f"{endpoint_id}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = server_command(props, port)
+    log(f"starting endpoint {props['name']} ({props['flavor']}) on port {port}; log: {log_path}")
+    with log_path.open("ab") as log_file:
+        try:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=root,
+                start_new_session=True,  # its own process group: survives `pulumi up`, stopped as a group
+                close_fds=True,
+            )
+        except OSError as error:
+            raise LocalProviderError(f"could not start the server ({command[0]}): {error}") from error
+    try:
+        _wait_ready(process, port, log_path, str(props["name"]))
+    except BaseException:
+        if process.poll() is None:
+            stop_process_group(process.pid, STOP_TIMEOUT_SECONDS)
+        process.wait()
+        raise
+    url = f"http://{LOOPBACK}:{port}"
+    log(f"endpoint {props['name']} ready at {url} (pid {process.pid})")
+    return {
+        "pid": process.pid,
+        "port": port,
+        "url": url,
+        "started": process_start(process.pid),
+        "log_path": str(log_path),
+    }
+
+
+def _wait_ready(process: subprocess.Popen, port: int, log_path: Path, name: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        returncode = process.poll()
+        if returncode is not None:
+            reap(process.pid)
+            output = file_tail(log_path)
+            if "address already in use" in output.lower():
+                raise PortTakenError(f"port {port} was taken before the server of {name} could bind it")
+            raise LocalProviderError(
+                f"the server of endpoint {name} exited with code {returncode} before it was ready. "
+                f"Its last lines:\n{output}\nFull log: {log_path}."
+            )
+        if _healthy(port):
+            return
+        time.sleep(0.25)
+    raise LocalProviderError(
+        f"the server of endpoint {name} did not answer {PING_ROUTE} on port {port} within "
+        f"{STARTUP_TIMEOUT_SECONDS:.0f}s. Its last lines:\n{file_tail(log_path)}\nFull log: {log_path}."
+    )
+
+
+def _healthy(port: int) -> bool:
+    if not port:
+        return False
+    try:
+        return requests.get(f"http://{LOOPBACK}:{port}{PING_ROUTE}", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+class LocalEndpoint(pulumi.dynamic.Resource, module="local", name="Endpoint"):
+    """A local server speaking one platform's wire contract."""
+
+    pid: pulumi.Output[int]
+    port: pulumi.Output[int]
+    url: pulumi.Output[str]
+    started: pulumi.Output[str]
+    log_path: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: LocalEndpointArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        props = {
+            "model": args.model,
+            "flavor": args.flavor,
+            "name": args.name,
+            "model_dir": args.model_dir,
+            "artifact_hash": args.artifact_hash,
+            "root": args.root,
+            "requested_port": args.requested_port,
+            "pid": None,
+            "port": None,
+            "url": None,
+            "started": None,
+            "log_path": None,
+        }
+        super().__init__(LocalEndpointProvider(), name, props, opts)

@@ -1,0 +1,277 @@
+"""What the local stack's dynamic providers share: errors, logging, hashing, processes and ports.
+
+Everything here runs inside the dynamic provider process (or, under mocks, inside the test), so it
+holds no state: each function looks at the machine as it is now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime.rpc import UNKNOWN
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+LOOPBACK = "127.0.0.1"
+# The marker that makes a folder a local stack root: only a folder carrying it is ever removed whole.
+ROOT_MARKER = ".mnist-platform-root"
+LOG_TAIL_LINES = 25
+_HASH_CHUNK = 1 << 20
+_SKIPPED_PARTS = frozenset({"__pycache__", ".pytest_cache", ".ipynb_checkpoints"})
+
+
+class LocalProviderError(Exception):
+    """A local resource could not be created, read or deleted; the message says what to do."""
+
+
+def log(message: str) -> None:
+    """Send a line to the Pulumi log.
+
+    Inside a dynamic provider the SDK has no engine connection and `pulumi.log` prints to stderr,
+    which the CLI shows under the resource (pulumi/pulumi#18253); under mocks it goes to logging.
+    """
+    pulumi.log.info(message)
+
+
+def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` non-empty lines of `text`, indented for an error message."""
+    kept = [line for line in text.splitlines() if line.strip()][-lines:]
+    return "\n".join(f"    {line}" for line in kept) or "    (no output)"
+
+
+def file_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return tail(path.read_text(errors="replace"), lines)
+    except OSError:
+        return f"    (no log at {path})"
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+
+def changed_keys(olds: Mapping[str, Any], news: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
+    """The keys whose new value differs from the recorded one, or is not known yet (a preview)."""
+    changed = []
+    for key in keys:
+        new = news.get(key)
+        if new == UNKNOWN or _normalise(olds.get(key)) != _normalise(new):
+            changed.append(key)
+    return changed
+
+
+def _normalise(value: Any) -> Any:
+    # Numbers cross the wire as floats (8080 -> 8080.0); compare them as numbers, not by type.
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {str(k): _normalise(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def state_of(props: Mapping[str, Any]) -> dict[str, Any]:
+    """The resource's properties without the serialized provider, to return as outputs."""
+    return {k: v for k, v in props.items() if k != "__provider" and v is not None}
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tree_sha256(root: Path, suffixes: tuple[str, ...] = (), skip: Collection[str] = ()) -> str:
+    """One hash over every file below `root` (names and bytes), optionally only those with `suffixes`
+    and not those whose path relative to `root` is in `skip`."""
+    digest = hashlib.sha256()
+    paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for path in paths:
+        if _SKIPPED_PARTS.intersection(path.parts) or (suffixes and path.suffix not in suffixes):
+            continue
+        if path != root and path.relative_to(root).as_posix() in skip:
+            continue
+        digest.update(path.relative_to(root).as_posix().encode() if path != root else path.name.encode())
+        digest.update(b"\0")
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def size_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@retry(
+    retry=retry_if_exception_type(OSError),
+    stop=stop_after_attempt(5),
+    wait=wait_exponential(multiplier=0.2, max=2),
+    reraise=True,
+)
+def _rmtree(path: Path) -> None:
+    # A process that just exited may still be closing files in the folder ("Directory not empty").
+    shutil.rmtree(path)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file or folder; already gone is success."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            _rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise LocalProviderError(
+            f"could not remove {path}: {error}. Close whatever holds files in it and run the command again."
+        ) from error
+
+
+def claim_root(root: Path, stack: str) -> None:
+    """Make `root` the stack's folder: create it, or adopt it if it is empty or already ours."""
+    marker = root / ROOT_MARKER
+    if root.exists() and not marker.exists() and any(root.iterdir()):
+        raise LocalProviderError(
+            f"localRoot {root} already exists and holds files that mnist-platform did not create. "
+            "The local stack removes its localRoot on destroy, so it only uses an empty or new folder: "
+            "set another one with `pulumi config set localRoot <folder>`, or empty this one."
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"stack: {stack}\nRemoved as a whole by `pulumi destroy` of that stack.\n")
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+def process_cmdline(pid: int) -> list[str] | None:
+    """The command line of a live (not zombie) process, or None when there is no such process."""
+    proc = Path(f"/proc/{pid}")
+    if Path("/proc/self").exists():
+        try:
+            stat = (proc / "stat").read_text()
+            raw = (proc / "cmdline").read_bytes()
+        except OSError:
+            return None
+        # Field 3 (after the parenthesised command name) is the state; Z is a zombie, X is dead.
+        if stat.rsplit(")", 1)[-1].split()[0] in {"Z", "X"}:
+            return None
+        return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+    try:  # no /proc (macOS): ask ps
+        out = subprocess.run(
+            ["ps", "-o", "stat=", "-o", "command=", "-p", str(pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        return None
+    if not out or out.startswith("Z"):
+        return None
+    return out.split()[1:]
+
+
+def process_start(pid: int) -> str | None:
+    """A token that tells this process apart from a later one with the same pid (its start time)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
+    except (OSError, IndexError):
+        pass
+    try:
+        out = subprocess.run(
+            ["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status of our own child so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        reap(pid)
+        if process_cmdline(pid) is None:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def stop_process_group(pid: int, timeout: float) -> None:
+    """SIGTERM the process group led by `pid`, then SIGKILL it if it has not exited after `timeout`."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            reap(pid)
+            return
+        except PermissionError as error:
+            raise LocalProviderError(
+                f"not allowed to stop process {pid} ({error}); stop it by hand (`kill {pid}`) and try again"
+            ) from error
+        if wait_gone(pid, wait):
+            return
+        log(f"process {pid} did not exit within {wait:.0f}s of {sig.name}")
+    raise LocalProviderError(f"process {pid} survived SIGKILL; stop it by hand and run the command again")
+
+
+# --- ports ----------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (the caller retries if it is taken meanwhile)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_taken(port: int) -> bool:
+    """Whether something already listens on the loopback port (what the server would fail to bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As uvicorn binds: with SO_REUSEADDR, so connections in TIME_WAIT do not count as taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return True
+    return port_open(port)
+
+
+def port_open(port: int) -> bool:
+    """Whether a connection to the loopback port is accepted."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((LOOPBACK, port)) == 0
+
+
+def wait_port_closed(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while port_open(port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True

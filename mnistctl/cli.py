@@ -1,0 +1,256 @@
+"""`mnistctl`: train a model, serve it under a platform's wire contract, and ask any endpoint for digits.
+
+Heavy packages (the trainers, the serving runtimes, the cloud SDKs) are imported inside the commands,
+so `mnistctl --help` and `mnistctl predict` start quickly.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from mnistctl import stack_commands
+from serving.constants import Flavor
+from training.datasets import DatasetName
+from training.run import Framework
+
+app = typer.Typer(
+    help="Train, serve and query MNIST models on SageMaker, Vertex AI, watsonx.ai or this machine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+# Tables are wider than 80 columns; when stdout is not a terminal (pipes, tests) do not wrap them.
+console = Console(width=None if sys.stdout.isatty() else 160)
+errors = Console(stderr=True)
+
+# Exit codes: 1 a remote or runtime failure, 2 bad input (as click uses 2 for usage errors).
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+DEFAULT_PORT = 8080
+DEFAULT_NAME = "mnist"
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
+    """Print `message` on stderr; return the Exit to raise."""
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def train(
+    framework: Annotated[Framework, typer.Option(help="Which trainer.", case_sensitive=False)],
+    out: Annotated[
+        Path, typer.Option(help="Folder for the artifact, metrics.json and hyperparameters.json.")
+    ],
+    dataset: Annotated[DatasetName, typer.Option(help="Dataset to train on.")] = DatasetName.MNIST,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder with the dataset files (default: the user cache).")
+    ] = None,
+    hp: Annotated[
+        list[str] | None, typer.Option("--hp", help="Hyperparameter override NAME=VALUE (repeatable).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Train a tiny model on a few images (for CI).")] = False,
+) -> None:
+    """Train one model and write its artifact in the layout each platform serves."""
+    from training.datasets import DatasetError
+    from training.hyperparameters import parse_assignments
+    from training.run import train_model
+
+    try:
+        overrides = parse_assignments(hp)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--hp") from error
+    with _TrainingProgress(f"{framework.value} on {dataset.value}") as progress:
+        try:
+            metrics = train_model(
+                framework.value, dataset.value, data_dir, out, overrides, dry_run, progress=progress.update
+            )
+        except DatasetError as error:
+            raise fail(str(error), EXIT_BAD_INPUT) from error
+        except ValueError as error:  # unknown hyperparameter or a value of the wrong type
+            raise fail(str(error), EXIT_BAD_INPUT) from error
+    from mnistctl.report import metrics_table
+
+    console.print(metrics_table(metrics, title=f"{framework.value} -> {out}"))
+
+
+class _TrainingProgress:
+    """A rich progress bar fed by the trainer's `progress(done, total, message)` callback."""
+
+    def __init__(self, description: str) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[message]}"),
+            console=errors,
+        )
+        self._task: TaskID = self._progress.add_task(description, total=None, message="")
+
+    def __enter__(self) -> _TrainingProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, done: int, total: int, message: str) -> None:
+        self._progress.update(self._task, completed=done, total=total, message=message)
+
+
+@app.command()
+def serve(
+    flavor: Annotated[
+        Flavor, typer.Option(help="Which platform's wire contract to speak.", case_sensitive=False)
+    ],
+    model: Annotated[Path, typer.Option(help="The OUT folder of `mnistctl train`.")],
+    port: Annotated[
+        int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)
+    ] = DEFAULT_PORT,
+    name: Annotated[str, typer.Option(help="Endpoint (or deployment) name in the URL.")] = DEFAULT_NAME,
+) -> None:
+    """Serve a trained model on 127.0.0.1 until SIGTERM or Ctrl-C.
+
+    Prints one line `serving <flavor> <name> on http://127.0.0.1:<port>` once it accepts requests.
+    """
+    from serving.app import serve as run_server
+    from serving.errors import PlatformError
+
+    def announce(url: str) -> None:
+        print(f"serving {flavor.value} {name} on {url}", flush=True)
+
+    try:
+        run_server(flavor, model, port=port, name=name, on_ready=announce)
+    except PlatformError as error:
+        raise fail(error.message, EXIT_BAD_INPUT) from error
+
+
+@app.command()
+def predict(
+    flavor: Annotated[
+        Flavor | None,
+        typer.Option(help="The wire contract the endpoint speaks (not with --stack).", case_sensitive=False),
+    ] = None,
+    images: Annotated[list[Path] | None, typer.Argument(help="PNG files of digits, any size.")] = None,
+    name: Annotated[str, typer.Option(help="Endpoint (or deployment) name.")] = DEFAULT_NAME,
+    url: Annotated[
+        str | None, typer.Option(help="Base URL of a local server; omit for the platform's cloud endpoint.")
+    ] = None,
+    region: Annotated[str | None, typer.Option(help="Cloud region (cloud endpoints).")] = None,
+    project: Annotated[
+        str | None, typer.Option(help="Google Cloud project (cloud vertex endpoints).")
+    ] = None,
+    version: Annotated[str | None, typer.Option(help="watsonx.ai API version date, YYYY-MM-DD.")] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="Send this many held-out MNIST test digits instead of files.", min=1)
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder with the MNIST test files (for --sample).")
+    ] = None,
+    stack: Annotated[
+        str | None, typer.Option(help="Take the endpoint from this stack's outputs (pulumi stack output).")
+    ] = None,
+    outputs: Annotated[
+        Path | None, typer.Option("--outputs", help="A JSON file of stack outputs instead of --stack.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="With --stack/--outputs: which model's endpoint (xgboost, ...).")
+    ] = None,
+) -> None:
+    """Send digits to an endpoint and print the digit and the ten probabilities for each."""
+    from mnistctl.client import client_for, resolve_endpoint
+
+    inputs, pixels, labels = _load_inputs(images or [], sample, data_dir)
+    try:
+        if stack is not None or outputs is not None:
+            entry = _stack_endpoint(stack, outputs, model)
+        elif flavor is None:
+            raise ValueError("give --flavor (with --url for a local server), or --stack S / --outputs FILE")
+        else:
+            entry = resolve_endpoint(flavor, name, url, region, project, version)
+        client = client_for(entry)
+    except ValueError as error:
+        raise fail(str(error), EXIT_BAD_INPUT) from error
+    label = f"{entry['flavor']} {entry['name']}"
+    try:
+        probabilities = client.predict(pixels)
+    except _remote_errors() as error:
+        raise fail(f"{entry['flavor']} endpoint {entry['name']!r} failed: {error}") from error
+    from mnistctl.report import prediction_table
+
+    console.print(prediction_table(probabilities, inputs, labels, title=label))
+    if labels is not None:
+        correct = int((probabilities.argmax(axis=1) == labels).sum())
+        console.print(f"{correct}/{len(labels)} correct ({correct / len(labels):.1%})")
+
+
+def _stack_endpoint(stack: str | None, outputs: Path | None, model: str | None) -> dict:
+    """The endpoint entry of `model` in a stack's outputs (the only one when the stack has one)."""
+    from mnistctl.stacks import StackOutputsError, endpoints, load_outputs
+
+    try:
+        found = endpoints(load_outputs(stack=stack, outputs_file=outputs))
+    except StackOutputsError as error:
+        raise ValueError(str(error)) from error
+    if model is None and len(found) == 1:
+        return next(iter(found.values()))
+    if model not in found:
+        raise ValueError(f"--model must be one of the stack's models: {', '.join(sorted(found))}")
+    return found[model]
+
+
+def _load_inputs(
+    paths: list[Path], sample: int | None, data_dir: Path | None
+) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """(row names, float32 [N, 784], labels or None) from image files or from held-out test digits."""
+    if bool(paths) == (sample is not None):
+        raise typer.BadParameter("give either IMAGE files or --sample K (not both, not neither)")
+    if sample is not None:
+        from mnistctl.samples import sample_digits
+        from training.datasets import DatasetError
+
+        try:
+            pixels, labels = sample_digits(sample, data_dir)
+        except (DatasetError, ValueError) as error:
+            raise fail(str(error), EXIT_BAD_INPUT) from error
+        return [f"test #{8000 + i}" for i in range(sample)], pixels, labels
+    from mnistctl.images import read_image
+
+    try:
+        pixels = np.stack([read_image(path) for path in paths])
+    except ValueError as error:
+        raise fail(str(error), EXIT_BAD_INPUT) from error
+    return [path.name for path in paths], pixels, None
+
+
+def _remote_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions an endpoint call can end with: the SDKs' own, HTTP errors, and a malformed answer."""
+    import requests
+
+    kinds: list[type[BaseException]] = [requests.RequestException, ValueError, KeyError]
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        kinds += [BotoCoreError, ClientError]
+    except ImportError:
+        pass
+    try:
+        from google.api_core.exceptions import GoogleAPIError
+        from google.auth.exceptions import GoogleAuthError
+
+        kinds += [GoogleAPIError, GoogleAuthError]
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
+# `smoke` and `compare` read stacks; they live in their own module and join the CLI here.
+stack_commands.register(app)

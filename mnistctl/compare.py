@@ -1,0 +1,156 @@
+"""`mnistctl compare`: several stacks side by side, one row per (stack, model), as a table and a PNG.
+
+Accuracy and latency come from a smoke run against each live endpoint; artifact size and training
+time from the stack's `models` output (a local artifact's size is measured on disk; a cloud
+artifact's is shown as unknown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from mnistctl.smoke import ClientFactory, smoke
+from mnistctl.stacks import models as stack_models
+
+_MB = 1024 * 1024
+
+
+@dataclass
+class ComparisonRow:
+    """One model of one stack."""
+
+    stack: str
+    model: str
+    flavor: str
+    accuracy: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    artifact_bytes: int | None
+    train_seconds: float | None
+    trained_accuracy: float | None
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.stack}/{self.model}"
+
+
+def compare(
+    stacks: Sequence[tuple[str, Mapping[str, Any]]],
+    count: int = 10,
+    data_dir: Path | None = None,
+    client_factory: ClientFactory | None = None,
+) -> list[ComparisonRow]:
+    """Smoke every (label, outputs) stack and line its models up."""
+    rows: list[ComparisonRow] = []
+    for label, outputs in stacks:
+        result = smoke(outputs, count=count, data_dir=data_dir, label=label, client_factory=client_factory)
+        trained = stack_models(outputs)
+        for r in result.results:
+            model = trained.get(r.model, {})
+            metrics = model.get("metrics") or {}
+            rows.append(
+                ComparisonRow(
+                    stack=label,
+                    model=r.model,
+                    flavor=r.flavor,
+                    accuracy=r.accuracy,
+                    p50_ms=r.latency_ms(50),
+                    p99_ms=r.latency_ms(99),
+                    artifact_bytes=artifact_bytes(model.get("artifact")),
+                    train_seconds=_number(metrics.get("train_seconds")),
+                    trained_accuracy=_number(metrics.get("accuracy")),
+                    error=r.error,
+                )
+            )
+    return rows
+
+
+def artifact_bytes(artifact: Any) -> int | None:
+    """Size of a local artifact (file or SavedModel folder); None for a cloud URI or a missing path."""
+    if not isinstance(artifact, str) or "://" in artifact:
+        return None
+    path = Path(artifact)
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def comparison_table(rows: Sequence[ComparisonRow]) -> Table:
+    table = Table(title="stacks compared")
+    for column in ("stack", "model", "flavor"):
+        table.add_column(column)
+    for column in ("smoke accuracy", "p50 ms", "p99 ms", "artifact MB", "train s", "eval accuracy"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        if row.error is not None:
+            table.add_row(row.stack, row.model, row.flavor, f"[red]{row.error}[/]", "-", "-", "-", "-", "-")
+            continue
+        table.add_row(
+            row.stack,
+            row.model,
+            row.flavor,
+            _cell(row.accuracy, ".0%"),
+            _cell(row.p50_ms, ".1f"),
+            _cell(row.p99_ms, ".1f"),
+            _cell(row.artifact_bytes / _MB if row.artifact_bytes is not None else None, ".2f"),
+            _cell(row.train_seconds, ".1f"),
+            _cell(row.trained_accuracy, ".2%"),
+        )
+    return table
+
+
+def write_chart(rows: Sequence[ComparisonRow], path: Path) -> Path:
+    """A PNG with one bar panel per figure (accuracy, latency, artifact size, training time)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    labels = [row.label for row in rows]
+    positions = list(range(len(rows)))
+    panels: list[tuple[str, list[tuple[str, list[float]]]]] = [
+        ("smoke accuracy", [("accuracy", [_zero(r.accuracy) for r in rows])]),
+        (
+            "latency per request (ms)",
+            [("p50", [_zero(r.p50_ms) for r in rows]), ("p99", [_zero(r.p99_ms) for r in rows])],
+        ),
+        ("artifact size (MB)", [("MB", [_zero(r.artifact_bytes) / _MB for r in rows])]),
+        ("training time (s)", [("seconds", [_zero(r.train_seconds) for r in rows])]),
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False)
+    for axis, (title, series) in zip(axes[0], panels, strict=True):
+        width = 0.8 / len(series)
+        for index, (name, values) in enumerate(series):
+            offsets = [p - 0.4 + width * (index + 0.5) for p in positions]
+            axis.bar(offsets, values, width=width, label=name)
+        axis.set_title(title)
+        axis.set_xticks(positions)
+        axis.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+        if len(series) > 1:
+            axis.legend(fontsize=8)
+    axes[0][0].set_ylim(0, 1.05)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _zero(value: float | None) -> float:
+    return 0.0 if value is None else float(value)

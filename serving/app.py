@@ -1,0 +1,240 @@
+"""The HTTP app: one Starlette app per served model, speaking its flavor's wire contract on 127.0.0.1.
+
+Errors become status codes here and only here (`STATUS_BY_ERROR`); the flavor words the body.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from serving.constants import (
+    AIP_HEALTH_ROUTE_ENV,
+    AIP_PREDICT_ROUTE_ENV,
+    LOOPBACK_HOST,
+    LOOPBACK_HOSTS,
+    PING_ROUTE,
+    Flavor,
+)
+from serving.errors import (
+    EndpointNotFound,
+    ModelError,
+    ModelNotReady,
+    NotAcceptable,
+    PayloadTooLarge,
+    PlatformError,
+    ServingError,
+    UnsupportedMediaType,
+    UserError,
+)
+from serving.models import InferenceRequest, ServedModel, model_for
+
+log = logging.getLogger(__name__)
+
+# The one mapping from error type to HTTP status; the most specific class in an error's MRO wins.
+STATUS_BY_ERROR: dict[type[ServingError], int] = {
+    EndpointNotFound: 404,
+    NotAcceptable: 406,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    UserError: 400,
+    ModelError: 500,
+    ModelNotReady: 503,
+    PlatformError: 500,
+    ServingError: 500,
+}
+
+# Starlette's own HTTP errors (unknown route, wrong method) become typed errors with the same status.
+_ERROR_FOR_HTTP_STATUS: dict[int, type[ServingError]] = {404: EndpointNotFound}
+
+
+def status_for(error: ServingError) -> int:
+    """The HTTP status of a serving error."""
+    for kind in type(error).__mro__:
+        if kind in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[kind]  # type: ignore[index]
+    return 500
+
+
+def create_app(flavor: Flavor | str, model_dir: Path | str, name: str) -> Starlette:
+    """Load the model of `flavor` from `model_dir` and return the app serving it as endpoint `name`."""
+    model = model_for(flavor, model_dir, name)
+    model.load()
+    return app_for(model)
+
+
+def app_for(model: ServedModel) -> Starlette:
+    """The Starlette app around an already loaded model."""
+
+    def error_response(status: int, error: ServingError) -> JSONResponse:
+        reply = model.error_reply(status, error)
+        return JSONResponse(reply.document, status_code=status, headers=reply.headers)
+
+    async def on_serving_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServingError)
+        status = status_for(exc)
+        if status >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        return error_response(status, exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        kind = _ERROR_FOR_HTTP_STATUS.get(exc.status_code, UserError)
+        return error_response(exc.status_code, kind(f"{request.method} {request.url.path}: {exc.detail}"))
+
+    async def on_unexpected_error(request: Request, exc: Exception) -> Response:
+        # A bug, not a bad request: say what broke; Starlette re-raises it so uvicorn logs the traceback.
+        return error_response(500, PlatformError(f"internal error: {type(exc).__name__}: {exc}"))
+
+    async def ping(request: Request) -> Response:
+        if not model.ready:
+            raise ModelNotReady(f"model {model.name!r} is still loading")
+        return JSONResponse({"status": "ready", "flavor": model.flavor.value, "name": model.name})
+
+    async def predict(request: Request) -> Response:
+        name = request.path_params.get("name")
+        if name is not None and name != model.name:
+            raise EndpointNotFound(f"no endpoint named {name!r} here; this server serves {model.name!r}")
+        body = await _read_body(request, model.max_payload_bytes)
+        # The model call runs on the event loop: it is short and CPU-bound, and a thread hop would cost
+        # more than it saves under the GIL.
+        reply = model.infer(
+            InferenceRequest(
+                body=body,
+                content_type=request.headers.get("content-type"),
+                accept=request.headers.get("accept"),
+                query=request.query_params,
+                path=request.path_params,
+            )
+        )
+        return Response(reply.body, media_type=reply.media_type)
+
+    routes = [Route(PING_ROUTE, ping, methods=["GET"])]
+    routes += [Route(path, predict, methods=["POST"]) for path in model.routes]
+    if model.flavor is Flavor.VERTEX:
+        # Inside a Vertex AI custom container the platform chooses the routes through the environment.
+        if health_route := os.environ.get(AIP_HEALTH_ROUTE_ENV):
+            routes.append(Route(health_route, ping, methods=["GET"]))
+        if predict_route := os.environ.get(AIP_PREDICT_ROUTE_ENV):
+            routes.append(Route(predict_route, predict, methods=["POST"]))
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            ServingError: on_serving_error,
+            HTTPException: on_http_error,
+            Exception: on_unexpected_error,
+        },
+    )
+    app.state.model = model
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, or `PayloadTooLarge`. An oversized body is still read to its end (and dropped) so the
+    client receives the 413 instead of a reset connection."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) <= limit:
+        return await request.body()
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received <= limit:
+            chunks.append(chunk)
+    if received > limit:
+        raise PayloadTooLarge(
+            f"request body is {received} bytes; the limit is {limit} bytes: send fewer images per request"
+        )
+    return b"".join(chunks)
+
+
+class LocalServer(uvicorn.Server):
+    """uvicorn, plus a callback once the socket listens, and a clean exit (status 0) on SIGTERM/SIGINT."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[str], None] | None = None) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    @property
+    def url(self) -> str:
+        """http://127.0.0.1:<port actually bound> (the port may have been 0)."""
+        host, port = self.servers[0].sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_ready is not None:
+            self._on_ready(self.url)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn re-raises the captured signal after shutting down, so the process would end "killed by
+        # SIGTERM"; the local stack stops servers with SIGTERM and expects a clean exit instead.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self._stop) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop(self, sig: int, frame: FrameType | None) -> None:
+        self.should_exit = True
+
+
+def _config(app: Starlette, host: str, port: int) -> uvicorn.Config:
+    if host not in LOOPBACK_HOSTS:
+        raise ValueError(f"the local server binds to loopback only ({LOOPBACK_HOST}); got host {host!r}")
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+
+
+def serve(
+    flavor: Flavor | str,
+    model_dir: Path | str,
+    host: str = LOOPBACK_HOST,
+    *,
+    port: int,
+    name: str,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Load the model and serve it until SIGTERM or SIGINT. `port=0` picks a free port; `on_ready` gets
+    the base URL once the socket listens."""
+    app = create_app(flavor, model_dir, name)
+    LocalServer(_config(app, host, port), on_ready=on_ready).run()
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Starlette, port: int = 0, timeout: float = 30.0) -> Iterator[str]:
+    """Run `app` on 127.0.0.1 in a background thread; yields its base URL; stops it on exit."""
+    server = LocalServer(_config(app, LOOPBACK_HOST, port))
+    thread = threading.Thread(target=server.run, name="mnist-serving", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"the server did not start within {timeout:.0f} s")
+        time.sleep(0.01)
+    try:
+        yield server.url
+    finally:
+        server.should_exit = True
+        thread.join(timeout)

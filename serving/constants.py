@@ -1,0 +1,61 @@
+"""Names that the serving code, the CLI and the docs share: flavors, routes, media types, limits, env vars.
+
+Each name lives here once (as sagemaker-xgboost-container keeps its environment names in one module),
+so a route or a limit cannot drift between the server, the clients and the tests.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Flavor(StrEnum):
+    """Which platform's wire contract an endpoint speaks."""
+
+    SAGEMAKER = "sagemaker"
+    VERTEX = "vertex"
+    WATSONX = "watsonx"
+
+
+# The only interface the local servers bind to: they are for this machine, never for the network.
+LOOPBACK_HOST = "127.0.0.1"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+# Image geometry of every model: 28x28 grey pixels in [0, 1], 10 classes.
+IMAGE_SIDE = 28
+PIXELS = IMAGE_SIDE * IMAGE_SIDE
+CLASSES = 10
+
+# Routes. `{name}` is the endpoint (SageMaker), endpoint id (Vertex) or deployment id (watsonx).
+PING_ROUTE = "/ping"
+SAGEMAKER_ENDPOINT_ROUTE = (
+    "/endpoints/{name}/invocations"  # what boto3 sagemaker-runtime InvokeEndpoint posts to
+)
+SAGEMAKER_CONTAINER_ROUTE = "/invocations"  # what SageMaker posts to inside the model container
+VERTEX_PREDICT_ROUTE = "/v1/projects/{project}/locations/{location}/endpoints/{name}:predict"
+WATSONX_PREDICT_ROUTE = "/ml/v4/deployments/{name}/predictions"
+WATSONX_VERSION_PARAM = "version"  # watsonx.ai requires ?version=YYYY-MM-DD on every v4 call
+
+# Media types.
+CSV = "text/csv"
+JSON = "application/json"
+
+# Request size limits, as the platforms enforce them.
+SAGEMAKER_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # InvokeEndpoint: 6 MB
+VERTEX_MAX_PAYLOAD_BYTES = 1_500_000  # online prediction: 1.5 MB (gcloud ai endpoints predict)
+WATSONX_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # no documented figure found; the SageMaker limit is used
+
+# Artifact layout written by `mnistctl train` (docs/architecture.md).
+XGBOOST_ARCHIVE = "model.tar.gz"
+XGBOOST_MEMBER = "xgboost-model"
+TF_SAVED_MODEL_DIR = "model"
+TF_SIGNATURE = "serving_default"
+ONNX_FILE = "model.onnx"
+
+# Environment variables read by the server.
+# Threads each runtime may use for one request; 1 keeps single-image latency steady on a shared machine.
+THREADS_ENV = "MNIST_SERVING_THREADS"
+DEFAULT_THREADS = 1
+# Vertex AI sets these in a custom prediction container; honoured so the same app can run there.
+AIP_HEALTH_ROUTE_ENV = "AIP_HEALTH_ROUTE"
+AIP_PREDICT_ROUTE_ENV = "AIP_PREDICT_ROUTE"

@@ -1,0 +1,112 @@
+"""Decoding and checking request bodies: CSV and JSON to a float32 [N, 784] array, with messages that say
+what was expected. Shared by the three flavors; every failure is a `UserError`."""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from serving.constants import IMAGE_SIDE, PIXELS
+from serving.errors import NotAcceptable, UnsupportedMediaType, UserError
+
+# Shapes of one image that a contract may accept.
+FLAT = (PIXELS,)
+SQUARE = (IMAGE_SIDE, IMAGE_SIDE)
+CHANNEL_FIRST = (1, IMAGE_SIDE, IMAGE_SIDE)
+
+
+def media_type(header: str | None) -> str:
+    """`text/csv; charset=utf-8` -> `text/csv` (empty string for a missing header)."""
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+def require_media_type(header: str | None, accepted: Sequence[str]) -> str:
+    """The request's media type if the contract accepts it, else 415 naming the accepted ones."""
+    found = media_type(header)
+    if found not in accepted:
+        raise UnsupportedMediaType(
+            f"Content-Type {found or '(none)'!r} is not supported; send {' or '.join(accepted)}"
+        )
+    return found
+
+
+def negotiate(accept: str | None, offered: Sequence[str], default: str) -> str:
+    """The first media type of the Accept header that is offered; `default` for none or a wildcard."""
+    if not accept:
+        return default
+    for part in accept.split(","):
+        wanted = media_type(part)
+        if wanted in offered:
+            return wanted
+        if wanted in ("*/*", "text/*", "application/*", ""):
+            return default
+    raise NotAcceptable(f"Accept {accept!r} cannot be produced; ask for {' or '.join(offered)}")
+
+
+def parse_csv(body: bytes) -> np.ndarray:
+    """One image per line, comma-separated, no header -> float32 [lines, columns]."""
+    if not body.strip():
+        raise UserError(f"empty body: send one line of {PIXELS} comma-separated pixel values per image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy only warns on some malformed input; make it an error
+            return np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.float32, ndmin=2)
+    except (ValueError, UserWarning) as error:
+        raise UserError(
+            f"malformed CSV ({error}): send one line of {PIXELS} comma-separated numbers per image, no header"
+        ) from error
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON document of the body, or 400 saying it is not JSON."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise UserError(f"body is not valid JSON: {error}") from error
+
+
+def field(document: Any, key: str, expected: str) -> Any:
+    """`document[key]` of a JSON object, or 400 describing the expected document."""
+    if not isinstance(document, dict) or key not in document:
+        raise UserError(f"missing {key!r}: expected {expected}")
+    return document[key]
+
+
+def to_images(values: Any, shapes: Sequence[tuple[int, ...]], expected: str) -> np.ndarray:
+    """A list of images (each of one of `shapes`) -> float32 [N, 784], checked to be pixels in [0, 1]."""
+    if not isinstance(values, list) or not values:
+        raise UserError(f"expected a non-empty list of images, each {expected}")
+    try:
+        array = np.asarray(values)
+    except ValueError as error:  # ragged nesting
+        raise UserError(f"images have inconsistent shapes: each must be {expected}") from error
+    if array.dtype.kind not in "iuf":
+        raise UserError(f"pixel values must be numbers: each image must be {expected}")
+    if array.shape[1:] not in shapes:
+        got = "x".join(map(str, array.shape[1:])) or "a single number"
+        raise UserError(f"each image must be {expected}; got images of shape {got}")
+    return check_pixels(array.reshape(len(array), PIXELS).astype(np.float32, copy=False))
+
+
+def check_pixels(images: np.ndarray) -> np.ndarray:
+    """Reject NaN, infinities and values outside [0, 1]; returns `images` unchanged."""
+    if images.ndim != 2 or images.shape[1] != PIXELS:
+        raise UserError(f"each image must have {PIXELS} values (28x28, row-major); got {images.shape[-1]}")
+    if not np.isfinite(images).all():
+        raise UserError("pixel values must be finite numbers (no NaN or infinity)")
+    low, high = float(images.min()), float(images.max())
+    if low < 0.0 or high > 1.0:
+        raise UserError(
+            f"pixel values must be in [0, 1] (scale 0..255 by 1/255); got min {low:g}, max {high:g}"
+        )
+    return images
+
+
+def csv_lines(probabilities: np.ndarray) -> bytes:
+    """One line of comma-separated probabilities per image."""
+    return "".join(",".join(map(repr, row)) + "\n" for row in probabilities.tolist()).encode()

@@ -1,0 +1,99 @@
+"""Decoding request bodies: what is accepted, and that every rejection says what was expected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serving import payloads
+from serving.errors import NotAcceptable, UnsupportedMediaType, UserError
+
+
+def test_csv_lines_become_one_row_of_784_floats_per_image() -> None:
+    body = b"\n".join([",".join(["0.5"] * 784).encode()] * 3) + b"\n"
+    rows = payloads.parse_csv(body)
+    assert rows.shape == (3, 784)
+    assert rows.dtype == np.float32
+
+
+@pytest.mark.parametrize("body", [b"", b"\n\n", b"1,2\n3", b"0.1,zero"])
+def test_malformed_csv_is_a_user_error_naming_the_expected_format(body: bytes) -> None:
+    with pytest.raises(UserError, match="784"):
+        payloads.parse_csv(body)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("text/csv", "text/csv"), ("text/csv; charset=utf-8", "text/csv"), ("TEXT/CSV", "text/csv")],
+)
+def test_media_type_ignores_parameters_and_case(header: str, expected: str) -> None:
+    assert payloads.require_media_type(header, ("text/csv",)) == expected
+
+
+def test_unsupported_media_type_names_the_accepted_one() -> None:
+    with pytest.raises(UnsupportedMediaType, match="text/csv"):
+        payloads.require_media_type("application/json", ("text/csv",))
+
+
+@pytest.mark.parametrize(
+    ("accept", "chosen"),
+    [
+        (None, "text/csv"),
+        ("*/*", "text/csv"),
+        ("application/json", "application/json"),
+        ("text/html, application/json;q=0.9", "application/json"),
+    ],
+)
+def test_accept_negotiation_picks_the_first_offered_type(accept: str | None, chosen: str) -> None:
+    assert payloads.negotiate(accept, ("text/csv", "application/json"), default="text/csv") == chosen
+
+
+def test_accept_that_cannot_be_met_is_not_acceptable() -> None:
+    with pytest.raises(NotAcceptable, match="application/json"):
+        payloads.negotiate("application/xml", ("text/csv", "application/json"), default="text/csv")
+
+
+@pytest.mark.parametrize(
+    ("images", "shapes"),
+    [
+        ([[0.0] * 784, [1.0] * 784], [payloads.FLAT]),
+        ([[[0.5] * 28] * 28], [payloads.SQUARE]),
+        ([[[[0.5] * 28] * 28]], [payloads.CHANNEL_FIRST]),
+        ([[0] * 784], [payloads.FLAT]),  # integers 0 and 1 are valid intensities
+    ],
+)
+def test_images_of_an_accepted_shape_are_flattened_to_784(images: list, shapes: list) -> None:
+    array = payloads.to_images(images, shapes, "as described")
+    assert array.shape == (len(images), 784)
+    assert array.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        ([], "non-empty"),
+        ({"a": 1}, "non-empty"),
+        ([[0.0] * 783], "shape 783"),
+        ([[0.0] * 784, [0.0] * 10], "inconsistent"),
+        ([["0.5"] * 784], "numbers"),
+        ([[True] * 784], "numbers"),
+        ([[None] * 784], "numbers"),
+        ([[float("nan")] * 784], "finite"),
+        ([[float("inf")] * 784], "finite"),
+        ([[255.0] * 784], r"\[0, 1\]"),
+        ([[-0.1] * 784], r"\[0, 1\]"),
+    ],
+)
+def test_bad_images_are_user_errors_that_say_what_is_wrong(images: object, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        payloads.to_images(images, [payloads.FLAT], "784 floats")
+
+
+def test_json_field_missing_names_the_expected_document() -> None:
+    with pytest.raises(UserError, match=r"instances.*expected"):
+        payloads.field({"inputs": []}, "instances", '{"instances": [...]}')
+
+
+def test_probabilities_are_written_one_csv_line_per_image() -> None:
+    lines = payloads.csv_lines(np.array([[0.25] * 4, [0.5] * 4], dtype=np.float32)).decode().splitlines()
+    assert lines == ["0.25,0.25,0.25,0.25", "0.5,0.5,0.5,0.5"]

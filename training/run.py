@@ -1,0 +1,137 @@
+"""One entry point for `mnistctl train` and the local stack: dataset in, artifact and metrics.json out.
+
+Each framework goes through the input format its cloud trainer reads (CSV channels for XGBoost, npz for
+TensorFlow), so a model trained here is trained exactly as the platform would train it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import platform
+import shutil
+import tempfile
+from collections.abc import Mapping
+from enum import Enum
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from training.datasets import DatasetName, load_dataset
+from training.formats import write_npz, write_sagemaker_csv
+from training.hyperparameters import METRICS_FILE, ProgressCallback, with_overrides
+
+
+class Framework(str, Enum):  # noqa: UP042  (str, Enum) keeps the package importable on Python 3.10
+    XGBOOST = "xgboost"
+    TENSORFLOW = "tensorflow"
+    PYTORCH = "pytorch"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_MODULES = {
+    Framework.XGBOOST: "training.xgboost_trainer",
+    Framework.TENSORFLOW: "training.tf_trainer",
+    Framework.PYTORCH: "training.torch_trainer",
+}
+# The artifact inside OUT, as docs/architecture.md lays it out.
+ARTIFACTS = {
+    Framework.XGBOOST: "model.tar.gz",
+    Framework.TENSORFLOW: "model",
+    Framework.PYTORCH: "model.onnx",
+}
+
+
+def parse_framework(framework: Framework | str) -> Framework:
+    try:
+        return Framework(framework)
+    except ValueError:
+        allowed = ", ".join(f.value for f in Framework)
+        raise ValueError(f"unknown framework {framework!r}: choose one of {allowed}") from None
+
+
+def trainer_module(framework: Framework | str) -> ModuleType:
+    """The trainer module, imported on demand: an install with one framework's extra lacks the others."""
+    return importlib.import_module(_MODULES[parse_framework(framework)])
+
+
+def hyperparameters_for(
+    framework: Framework | str, overrides: Mapping[str, str] | None, dry_run: bool
+) -> Any:
+    """The trainer's defaults, then its dry-run settings if asked, then the user's overrides (strings)."""
+    module = trainer_module(framework)
+    hp = module.Hyperparameters()
+    if dry_run:
+        hp = with_overrides(hp, module.DRY_RUN_HYPERPARAMETERS)
+    return with_overrides(hp, overrides or {})
+
+
+def train_model(
+    framework: Framework | str,
+    dataset: DatasetName | str,
+    data_dir: Path | None,
+    out: Path,
+    overrides: Mapping[str, str] | None = None,
+    dry_run: bool = False,
+    progress: ProgressCallback | None = None,
+    *,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Train ``framework`` on ``dataset``; write artifact, hyperparameters.json, metrics.json to ``out``.
+
+    Raises ``ValueError`` for an unknown framework, dataset or hyperparameter name (the message lists the
+    allowed ones) and ``training.datasets.DatasetError`` when the data cannot be loaded.
+    """
+    framework = parse_framework(framework)
+    module = trainer_module(framework)
+    hp = hyperparameters_for(framework, overrides, dry_run)  # before loading data: a typo fails at once
+    split = load_dataset(dataset, data_dir)
+    if dry_run:
+        split = split.head(*module.DRY_RUN_IMAGES)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mnist-train-") as scratch:
+        if framework is Framework.XGBOOST:
+            write_sagemaker_csv(split, Path(scratch))
+            metrics = module.train_and_evaluate(Path(scratch), out, hp, nthread=threads, progress=progress)
+        elif framework is Framework.TENSORFLOW:
+            model_dir = out / ARTIFACTS[framework]
+            if model_dir.exists():
+                shutil.rmtree(model_dir)  # a SavedModel written over an older one could keep stale files
+            write_npz(split, Path(scratch))
+            metrics = module.train_and_evaluate(scratch, model_dir, hp, threads=threads, progress=progress)
+        else:
+            metrics = module.train_and_evaluate(split, out, hp, threads=threads, progress=progress)
+    metrics.update(
+        framework=framework.value,
+        dataset=str(DatasetName(dataset)),
+        artifact=ARTIFACTS[framework],
+        dry_run=dry_run,
+        hyperparameters=dataclasses.asdict(hp),
+        versions=library_versions(framework),
+    )
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def library_versions(framework: Framework | str) -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    framework = parse_framework(framework)
+    if framework is Framework.XGBOOST:
+        import xgboost
+
+        versions["xgboost"] = xgboost.__version__
+    elif framework is Framework.TENSORFLOW:
+        import keras
+        import tensorflow
+
+        versions |= {"tensorflow": tensorflow.__version__, "keras": keras.__version__}
+    else:
+        import onnx
+        import torch
+
+        versions |= {"torch": torch.__version__, "onnx": onnx.__version__}
+    return versions

@@ -1,0 +1,246 @@
+"""A small PyTorch CNN, exported to ONNX for watsonx.ai Runtime.
+
+The ONNX graph takes ``input`` float32 [N, 1, 28, 28] (pixels in [0, 1], any batch size) and returns
+``probabilities`` float32 [N, 10] (softmax is part of the graph). Opset 19 with IR version 9 is what
+watsonx.ai's ``onnxruntime_opset_19`` software specification (model type ``onnxruntime_1.16``) loads;
+the same file also runs on the newer ``onnxruntime_opset_21`` specification, since ONNX Runtime reads
+every older opset. See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.artifacts import write_tar_gz
+from training.datasets import Split
+from training.hyperparameters import ProgressCallback, parse_assignments, save_hyperparameters
+
+ONNX_FILE = "model.onnx"
+MODEL_ARCHIVE = "model.tar.gz"  # what the watsonx.ai repository stores: the archive holds model.onnx
+ONNX_OPSET = 19
+ONNX_IR_VERSION = 9  # ONNX Runtime 1.16 reads IR versions up to 9
+ONNX_INPUT_NAME = "input"
+ONNX_OUTPUT_NAME = "probabilities"
+# For the IBM stack: the watsonx.ai model type and software specification this artifact is stored with.
+WATSONX_MODEL_TYPE = "onnxruntime_1.16"
+WATSONX_SOFTWARE_SPEC = "onnxruntime_opset_19"
+DRY_RUN_HYPERPARAMETERS = {"epochs": "2", "batch_size": "64", "augment": "false"}
+DRY_RUN_IMAGES = (512, 256)
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    # Tuned on mnist-t10k (see bench/results/train.json): about 99 % there, ~40 CPU-seconds of training.
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 0.005  # the peak of the one-cycle schedule
+    weight_decay: float = 0.0001
+    dropout: float = 0.25
+    augment: bool = True  # small random rotations, scalings and shifts of the training images
+    seed: int = 0
+
+
+class Net(nn.Module):
+    def __init__(self, dropout: float = 0.25) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc1 = nn.Linear(32 * 7 * 7, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = self.dropout(torch.flatten(x, 1))
+        x = self.dropout(F.relu(self.fc1(x)))
+        return self.fc2(x)  # logits; the exported graph adds the softmax
+
+
+class WithSoftmax(nn.Module):
+    """What is exported: the network followed by softmax, so that clients receive probabilities."""
+
+    def __init__(self, net: Net) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=1)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N, 28, 28] to float32 [N, 1, 28, 28] in [0, 1]."""
+    return torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+
+
+def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random rotation (±10°), scale (±10 %) and shift (±2 px) per image."""
+    n = batch.shape[0]
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(10)
+    scale = 1 + (torch.rand(n, generator=generator) * 2 - 1) * 0.1
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (2 * 2 / 28)  # grid units: 2 px of 28
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+    return F.grid_sample(batch, grid, align_corners=False, padding_mode="zeros")
+
+
+def train(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    hp: Hyperparameters,
+    progress: ProgressCallback | None = None,
+) -> Net:
+    torch.manual_seed(hp.seed)
+    generator = torch.Generator().manual_seed(hp.seed)
+    model = Net(hp.dropout)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    steps_per_epoch = math.ceil(len(x_train) / hp.batch_size)
+    total = hp.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.learning_rate, total_steps=total)
+    model.train()
+    step = 0
+    for epoch in range(1, hp.epochs + 1):
+        order = torch.randperm(len(x_train), generator=generator)
+        for start in range(0, len(x_train), hp.batch_size):
+            index = order[start : start + hp.batch_size]
+            images, labels = x_train[index], y_train[index]
+            if hp.augment:
+                images = augment(images, generator)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if progress and (step % 10 == 0 or step == total):
+                progress(step, total, f"epoch {epoch}/{hp.epochs} loss {loss.item():.4f}")
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+    model.eval()
+    parts = [
+        torch.softmax(model(images[i : i + batch_size]), dim=1) for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(parts).numpy()
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    predicted = predict_proba(model, images).argmax(axis=1)
+    return float(np.mean(predicted == labels.numpy()))
+
+
+def export_onnx(model: Net, out_dir: Path) -> Path:
+    """Write ``model.onnx`` (softmax included, dynamic batch) and check it with onnx and onnxruntime."""
+    import onnx
+    import onnxruntime as ort
+
+    path = Path(out_dir) / ONNX_FILE
+    exported = WithSoftmax(model).eval()
+    example = torch.zeros(2, 1, 28, 28)
+    # The TorchScript exporter (dynamo=False) writes a single self-contained file at IR version 9; the
+    # dynamo exporter writes IR 10 (too new for ONNX Runtime 1.16) with weights in a separate file.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            exported,
+            (example,),
+            str(path),
+            opset_version=ONNX_OPSET,
+            input_names=[ONNX_INPUT_NAME],
+            output_names=[ONNX_OUTPUT_NAME],
+            dynamic_axes={ONNX_INPUT_NAME: {0: "batch"}, ONNX_OUTPUT_NAME: {0: "batch"}},
+            dynamo=False,
+        )
+    proto = onnx.load(str(path))
+    if proto.ir_version > ONNX_IR_VERSION:
+        proto.ir_version = ONNX_IR_VERSION
+        onnx.save(proto, str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    probe = torch.rand(3, 1, 28, 28)
+    onnx_out = np.asarray(session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: probe.numpy()})[0])
+    with torch.no_grad():
+        torch_out = exported(probe).numpy()
+    if not np.allclose(onnx_out, torch_out, atol=1e-5):
+        raise RuntimeError(
+            f"{path}: onnxruntime and torch disagree (max diff {np.abs(onnx_out - torch_out).max()})"
+        )
+    return path
+
+
+def train_and_evaluate(
+    split: Split,
+    out_dir: Path,
+    hp: Hyperparameters,
+    *,
+    dry_run: bool = False,
+    threads: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate on the test part, write model.onnx, model.tar.gz and hyperparameters.json."""
+    if dry_run:
+        split = split.head(*DRY_RUN_IMAGES)
+    if threads:
+        torch.set_num_threads(threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    x_train, y_train = to_tensor(split.x_train), torch.from_numpy(split.y_train.astype(np.int64))
+    x_test, y_test = to_tensor(split.x_test), torch.from_numpy(split.y_test.astype(np.int64))
+    started = time.perf_counter()
+    model = train(x_train, y_train, hp, progress)
+    train_seconds = time.perf_counter() - started
+    onnx_path = export_onnx(model, out_dir)
+    write_tar_gz(out_dir / MODEL_ARCHIVE, {ONNX_FILE: onnx_path.read_bytes()})
+    save_hyperparameters(hp, out_dir)
+    return {
+        "accuracy": evaluate(model, x_test, y_test),
+        "n_train": split.n_train,
+        "n_test": split.n_test,
+        "train_seconds": round(train_seconds, 3),
+        "artifact": str(onnx_path),
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train the PyTorch CNN and export it to ONNX.")
+    parser.add_argument("--dataset", default="mnist-t10k")
+    parser.add_argument("--data-dir", type=Path, default=None, help="where the dataset is read from / cached")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="where model.onnx, model.tar.gz and metrics.json go"
+    )
+    parser.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a hyperparameter")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--dry-run", action="store_true", help="a few hundred images, one epoch: seconds")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from training.run import train_model
+
+    args = parse_args(argv)
+    overrides = parse_assignments(args.set)
+    return train_model(
+        "pytorch", args.dataset, args.data_dir, args.out, overrides, args.dry_run, threads=args.threads
+    )
+
+
+if __name__ == "__main__":
+    main()
