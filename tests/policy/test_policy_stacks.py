@@ -109,23 +109,30 @@ def test_reference_stack_with_every_mistake_is_stopped():
         "storage-encrypted",
         "s3-encryption-declared",
     }, show(findings)
-    assert "S3 bucket 'data' has no public access block" in by_policy["s3-public-access-blocked"][0]
-    assert by_policy["least-privilege"] == [
-        "policy: statement #0 allows 's3:*' on Resource '*'; "
-        "name the actions the job needs and the ARNs it needs them on",
-        "policy: statement #0 allows 'logs:*' on Resource '*'; "
-        "name the actions the job needs and the ARNs it needs them on",
-        "attaching arn:aws:iam::aws:policy/AmazonSageMakerFullAccess "
-        "grants far more than the platform needs; write a scoped policy",
-    ]
+    no_block = by_policy["s3-public-access-blocked"]
+    assert any("S3 bucket 'data' has no public access block" in m for m in no_block)
+    # Findings come in the order the engine registers resources, which is not fixed: compare as sets.
+    assert sorted(by_policy["least-privilege"]) == sorted(
+        [
+            "policy: statement #0 allows 's3:*' on Resource '*'; "
+            "name the actions the job needs and the ARNs it needs them on",
+            "policy: statement #0 allows 'logs:*' on Resource '*'; "
+            "name the actions the job needs and the ARNs it needs them on",
+            "attaching arn:aws:iam::aws:policy/AmazonSageMakerFullAccess "
+            "grants far more than the platform needs; write a scoped policy",
+        ]
+    )
     assert "the training job has no stoppingCondition.maxRuntimeInSeconds" in "\n".join(
         by_policy["training-bounded"]
     )
     assert any("'ml.p4d.24xlarge'" in m for m in by_policy["training-bounded"])
     assert any("initialInstanceCount 10" in m for m in by_policy["endpoints-bounded"])
     assert any("allows 50 instances (maxCapacity)" in m for m in by_policy["endpoints-bounded"])
-    assert by_policy["no-plaintext-secrets"][0].startswith(
-        "input environment.variables.IBM_API_KEY looks like a credential"
+    assert any(
+        m.startswith("input environment.variables.IBM_API_KEY looks like a credential")
+        for m in by_policy["no-plaintext-secrets"]
     )
     assert all(m.startswith("missing tags project, stack") for m in by_policy["resources-tagged"])
-    assert by_policy["destroy-leaves-nothing"][0].startswith("stack 'bad' is not a production stack")
+    assert any(
+        m.startswith("stack 'bad' is not a production stack") for m in by_policy["destroy-leaves-nothing"]
+    )
