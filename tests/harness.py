@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dill
 import pulumi
@@ -148,7 +148,13 @@ class RecordingMocks(Mocks):
         self._call = call
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        return self._new_resource(args)
+        try:
+            return self._new_resource(args)
+        except Exception as error:
+            # The run fails with it, as `pulumi up` would; the SDK's copies of it in the outputs of
+            # that run are never awaited (see _quiet_about_failed_resources).
+            error.__dict__[_FAILED_RESOURCE_MARK] = True
+            raise
 
     def call(self, args: MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
         if self._call is None:
@@ -255,20 +261,36 @@ def _run(
         raise
 
 
+_FAILED_RESOURCE_MARK = "_mnist_platform_failed_mock_resource"
+
+
+def _quiet_about_failed_resources(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio reports every future whose exception nobody retrieved when it is garbage collected. After
+    a run that fails on purpose (a crashing trainer), the SDK's futures for that run's outputs carry the
+    resource's error and are never awaited; reported at interpreter exit, they would bury pytest's summary.
+    Only those are dropped; every other report goes to asyncio's default handler."""
+    error = context.get("exception")
+    if error is not None and error.__dict__.get(_FAILED_RESOURCE_MARK):
+        return
+    loop.default_exception_handler(context)
+
+
 def _drain_failed_run(timeout: float = 300) -> None:
     """When a run fails, the SDK raises at the first failed RPC while the others (resources waiting on
     the one that failed, creates still running in threads) go on and record their errors in the SDK's
     process-wide RPC manager and output queue. Let them settle, then clear both, so the next run in this
     process starts clean."""
+    asyncio.get_event_loop().set_exception_handler(_quiet_about_failed_resources)
     manager = _get_rpc_manager()
     pending = list(manager.rpcs)
     if pending:
-        _sync_await(asyncio.wait(pending, timeout=timeout))
+        _sync_await(asyncio.wait([asyncio.ensure_future(rpc) for rpc in pending], timeout=timeout))
     manager.clear()
     # The outputs of that run's resources (some failed with its error) are queued process-wide too;
     # `wait_for_rpcs` of the next run would await them and raise the old error.
-    with SETTINGS.lock:
-        SETTINGS.outputs.clear()
+    settings = cast(Any, SETTINGS)  # `lock` and `outputs` are set in its __init__, untyped
+    with settings.lock:
+        settings.outputs.clear()
 
 
 def _run_on_loop(
