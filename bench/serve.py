@@ -35,6 +35,7 @@ from rich.table import Table
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout
 
+from mnistctl.cli import serve_command  # noqa: E402
 from mnistctl.client import csv_payload, json_pixels  # noqa: E402
 from serving.constants import THREADS_ENV, Flavor  # noqa: E402
 from serving.models import InferenceRequest, model_for  # noqa: E402
@@ -105,20 +106,7 @@ class Server:
     """`python -m mnistctl serve` in its own process, stopped with SIGTERM."""
 
     def __init__(self, flavor: Flavor, model: Path) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "mnistctl",
-            "serve",
-            "--flavor",
-            flavor.value,
-            "--model",
-            str(model),
-            "--port",
-            "0",
-            "--name",
-            NAME,
-        ]
+        command = serve_command(flavor, model, port=0, name=NAME)
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
         line = self.process.stdout.readline() if self.process.stdout else ""
         if not line.startswith("serving "):

@@ -106,6 +106,26 @@ class _TrainingProgress:
         self._progress.update(self._task, completed=done, total=total, message=message)
 
 
+def serve_command(flavor: Flavor | str, model_dir: Path | str, port: int, name: str) -> list[str]:
+    """The command line that runs `mnistctl serve` as a child process of this interpreter (the local
+    stack's endpoints, the serving benchmark); port 0 picks a free port."""
+    flavor_value = flavor.value if isinstance(flavor, Flavor) else flavor
+    return [
+        sys.executable,
+        "-m",
+        "mnistctl",
+        "serve",
+        "--flavor",
+        flavor_value,
+        "--model",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--name",
+        name,
+    ]
+
+
 @app.command()
 def serve(
     flavor: Annotated[

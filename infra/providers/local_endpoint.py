@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from infra.providers.local_support import (
     stop_process_group,
     wait_port_closed,
 )
+from mnistctl.cli import serve_command
 from serving.constants import PING_ROUTE
 
 STARTUP_TIMEOUT_SECONDS = 180.0  # loading TensorFlow on a busy two-core machine takes a while
@@ -115,20 +115,7 @@ class LocalEndpointProvider(ResourceProvider):
 
 
 def server_command(props: dict[str, Any], port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "mnistctl",
-        "serve",
-        "--flavor",
-        str(props["flavor"]),
-        "--model",
-        str(props["model_dir"]),
-        "--port",
-        str(port),
-        "--name",
-        str(props["name"]),
-    ]
+    return serve_command(str(props["flavor"]), str(props["model_dir"]), port, str(props["name"]))
 
 
 def is_our_server(state: dict[str, Any]) -> bool:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 
+from mnistctl.cli import serve_command
 from serving.constants import Flavor
 
 pytestmark = pytest.mark.slow
@@ -25,20 +25,7 @@ START_TIMEOUT = 120  # TensorFlow takes a while to import on a busy machine
 def test_serve_announces_its_url_answers_and_exits_0_on_sigterm(
     model_dir: Callable[[Flavor], Path], flavor: Flavor
 ) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "mnistctl",
-        "serve",
-        "--flavor",
-        flavor.value,
-        "--model",
-        str(model_dir(flavor)),
-        "--port",
-        "0",
-        "--name",
-        "digits",
-    ]
+    command = serve_command(flavor, model_dir(flavor), port=0, name="digits")
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = _first_line(server)
