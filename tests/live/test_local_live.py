@@ -1,9 +1,9 @@
 """`pulumi up` / `pulumi destroy` of the local stack through the Automation API, with the real CLI.
 
 Skipped where the Pulumi CLI is absent (our machines, CI): there the offline suite proves the same
-providers through tests/e2e. The project is run from a scratch copy of its Pulumi files (infra/ and
-.venv linked in), with a file backend in the scratch folder, so neither the repo's stack file nor
-the user's `make up` state is touched.
+providers through tests/local/test_local_stack_e2e.py. The project is run from a scratch copy of its
+Pulumi files (infra/ and .venv linked in), with a file backend in the scratch folder, so neither the
+repo's stack file nor the user's `make up` state is touched.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def project_copy(tmp_path: Path) -> Path:
 @pytest.mark.skipif(
     PULUMI is None,
     reason="the Pulumi CLI is not installed (not on PATH, not in ~/.pulumi/bin); `make up` installs it. "
-    "Offline, tests/e2e runs the same providers under mocks.",
+    "Offline, tests/local/test_local_stack_e2e.py runs the same providers under mocks.",
 )
 def test_local_stack_up_answers_and_destroy_removes_everything(
     project_copy: Path, t10k_dir: Path, tmp_path: Path

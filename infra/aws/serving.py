@@ -23,8 +23,9 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws_iam import Account, hosting_role_policy, service_trust_policy
-from infra.aws_names import content_hash, parse_image_uri, sagemaker_name
+from infra.aws.iam import Account, hosting_role_policy, service_trust_policy
+from infra.aws.names import parse_image_uri, sagemaker_name
+from infra.hashing import content_hash
 
 VARIANT_NAME = "AllTraffic"
 ENDPOINT_DIGEST_LENGTH = 8

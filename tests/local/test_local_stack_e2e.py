@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from harness import ProviderEngine, StackRun, run_stack
 
-from infra import local
-from infra.providers.local_support import port_open, process_cmdline, wait_gone
+from infra.local import platform as local
+from infra.local.support import port_open, process_cmdline, wait_gone
 from infra.settings import Framework
 from mnistctl.client import client_for
 from mnistctl.smoke import held_out_digits, smoke

@@ -11,7 +11,7 @@ How updates roll forward (details and the provider issues behind them in docs/aw
   (image, hyperparameters, the data's content hashes, resources, role, bucket). Every argument of a
   SageMaker training job forces a replacement, and names are unique per account and region, so a
   changed job must have a new name; an unchanged job keeps its name and `pulumi up` changes nothing.
-- Serving (infra/aws_serving.py) rolls forward to the new artifact without touching the endpoint's
+- Serving (infra/aws/serving.py) rolls forward to the new artifact without touching the endpoint's
   name: a new model and endpoint configuration are created beside the old ones, the endpoint is
   updated in place, and the old ones are deleted last (terraform-provider-aws #21811, #40048).
 """
@@ -26,18 +26,12 @@ from typing import Any, cast
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws_data import CSV_CONTENT_TYPE, StagedFile, stage_sagemaker_csv
-from infra.aws_iam import Account, bucket_tls_only_policy, service_trust_policy, training_role_policy
-from infra.aws_names import (
-    content_hash,
-    model_artifact_uri,
-    parse_image_uri,
-    s3_uri,
-    sagemaker_name,
-    sagemaker_prefix,
-)
-from infra.aws_public_api import PublicPredictApi, PublicPredictApiArgs
-from infra.aws_serving import ENDPOINT_DIGEST_LENGTH, SageMakerEndpoint, SageMakerEndpointArgs
+from infra.aws.data import CSV_CONTENT_TYPE, StagedFile, stage_sagemaker_csv
+from infra.aws.iam import Account, bucket_tls_only_policy, service_trust_policy, training_role_policy
+from infra.aws.names import model_artifact_uri, parse_image_uri, s3_uri, sagemaker_name, sagemaker_prefix
+from infra.aws.public_api import PublicPredictApi, PublicPredictApiArgs
+from infra.aws.serving import ENDPOINT_DIGEST_LENGTH, SageMakerEndpoint, SageMakerEndpointArgs
+from infra.hashing import content_hash
 from infra.settings import PROJECT, Dataset, Framework, Settings
 
 MODEL_KEY = Framework.XGBOOST.value

@@ -1,4 +1,4 @@
-"""What the local stack's dynamic providers share: errors, logging, hashing, processes and ports.
+"""What the local stack's dynamic providers share: errors, files, processes and ports.
 
 Everything here runs inside the dynamic provider process (or, under mocks, inside the test), so it
 holds no state: each function looks at the machine as it is now.
@@ -7,111 +7,28 @@ holds no state: each function looks at the machine as it is now.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
-import pulumi
-from pulumi.runtime.rpc import UNKNOWN
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from infra.dynamic import log
 
 LOOPBACK = "127.0.0.1"
 # The marker that makes a folder a local stack root: only a folder carrying it is ever removed whole.
 ROOT_MARKER = ".mnist-platform-root"
-LOG_TAIL_LINES = 25
-_HASH_CHUNK = 1 << 20
-_SKIPPED_PARTS = frozenset({"__pycache__", ".pytest_cache", ".ipynb_checkpoints"})
 
 
 class LocalProviderError(Exception):
     """A local resource could not be created, read or deleted; the message says what to do."""
 
 
-def log(message: str) -> None:
-    """Send a line to the Pulumi log.
-
-    Inside a dynamic provider the SDK has no engine connection and `pulumi.log` prints to stderr,
-    which the CLI shows under the resource (pulumi/pulumi#18253); under mocks it goes to logging.
-    """
-    pulumi.log.info(message)
-
-
-def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
-    """The last `lines` non-empty lines of `text`, indented for an error message."""
-    kept = [line for line in text.splitlines() if line.strip()][-lines:]
-    return "\n".join(f"    {line}" for line in kept) or "    (no output)"
-
-
-def file_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        return tail(path.read_text(errors="replace"), lines)
-    except OSError:
-        return f"    (no log at {path})"
-
-
-# --- inputs ---------------------------------------------------------------------------------------
-
-
-def changed_keys(olds: Mapping[str, Any], news: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
-    """The keys whose new value differs from the recorded one, or is not known yet (a preview)."""
-    changed = []
-    for key in keys:
-        new = news.get(key)
-        if new == UNKNOWN or _normalise(olds.get(key)) != _normalise(new):
-            changed.append(key)
-    return changed
-
-
-def _normalise(value: Any) -> Any:
-    # Numbers cross the wire as floats (8080 -> 8080.0); compare them as numbers, not by type.
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, Mapping):
-        return {str(k): _normalise(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_normalise(v) for v in value]
-    return value
-
-
-def state_of(props: Mapping[str, Any]) -> dict[str, Any]:
-    """The resource's properties without the serialized provider, to return as outputs."""
-    return {k: v for k, v in props.items() if k != "__provider" and v is not None}
-
-
 # --- files ----------------------------------------------------------------------------------------
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def tree_sha256(root: Path, suffixes: tuple[str, ...] = (), skip: Collection[str] = ()) -> str:
-    """One hash over every file below `root` (names and bytes), optionally only those with `suffixes`
-    and not those whose path relative to `root` is in `skip`."""
-    digest = hashlib.sha256()
-    paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-    for path in paths:
-        if _SKIPPED_PARTS.intersection(path.parts) or (suffixes and path.suffix not in suffixes):
-            continue
-        if path != root and path.relative_to(root).as_posix() in skip:
-            continue
-        digest.update(path.relative_to(root).as_posix().encode() if path != root else path.name.encode())
-        digest.update(b"\0")
-        digest.update(file_sha256(path).encode())
-    return digest.hexdigest()
 
 
 def size_bytes(path: Path) -> int:

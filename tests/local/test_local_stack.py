@@ -14,10 +14,10 @@ import yaml
 from harness import PROJECT_ROOT, Resource, StackRun, run_stack
 from pulumi.runtime.mocks import MockResourceArgs
 
-from infra.local import training_code_hash
-from infra.providers.local_dataset import LocalDatasetProvider
-from infra.providers.local_endpoint import LocalEndpointProvider
-from infra.providers.local_training import LocalTrainingJobProvider
+from infra.local.dataset import LocalDatasetProvider
+from infra.local.endpoint import LocalEndpointProvider
+from infra.local.platform import training_code_hash
+from infra.local.training_job import LocalTrainingJobProvider
 from infra.settings import Framework
 
 PLATFORM = "mnist-platform:local:LocalPlatform"

@@ -24,16 +24,9 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
 
-from infra.providers.local_support import (
-    LocalProviderError,
-    changed_keys,
-    log,
-    remove_tree,
-    size_bytes,
-    state_of,
-    tail,
-    tree_sha256,
-)
+from infra.dynamic import changed_keys, log, state_of, tail
+from infra.hashing import tree_sha256
+from infra.local.support import LocalProviderError, remove_tree, size_bytes
 from training.hyperparameters import METRICS_FILE
 from training.run import ARTIFACTS, parse_framework
 

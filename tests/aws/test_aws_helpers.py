@@ -7,15 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from infra import aws_data
-from infra.aws_data import stage_sagemaker_csv, staging_key
-from infra.aws_names import (
-    content_hash,
-    model_artifact_uri,
-    parse_image_uri,
-    sagemaker_name,
-    sagemaker_prefix,
-)
+from infra.aws import data as aws_data
+from infra.aws.data import stage_sagemaker_csv, staging_key
+from infra.aws.names import model_artifact_uri, parse_image_uri, sagemaker_name, sagemaker_prefix
+from infra.hashing import content_hash
 from training.datasets import default_data_dir
 
 T10K_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")

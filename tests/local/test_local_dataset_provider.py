@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from infra.providers.local_dataset import LocalDatasetProvider
-from infra.providers.local_support import ROOT_MARKER, LocalProviderError
+from infra.local.dataset import LocalDatasetProvider
+from infra.local.support import ROOT_MARKER, LocalProviderError
 
 T10K_FILES = {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
 
@@ -35,7 +35,7 @@ def test_create_copies_the_verified_files_under_the_root_and_records_their_hashe
     assert {p.name for p in path.iterdir()} == T10K_FILES
     assert set(state["files"]) == T10K_FILES
     assert state["files"]["t10k-labels-idx1-ubyte.gz"] == (
-        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"  # shared/data/README.md
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"  # tests/data/README.md
     )
     assert (state["n_train"], state["n_test"]) == (8000, 2000)
     assert len(state["content_hash"]) == 64

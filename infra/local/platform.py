@@ -15,10 +15,10 @@ from typing import Any
 
 import pulumi
 
-from infra.providers.local_dataset import LocalDataset, LocalDatasetArgs
-from infra.providers.local_endpoint import LocalEndpoint, LocalEndpointArgs
-from infra.providers.local_support import tree_sha256
-from infra.providers.local_training import LocalTrainingJob, LocalTrainingJobArgs
+from infra.hashing import tree_sha256
+from infra.local.dataset import LocalDataset, LocalDatasetArgs
+from infra.local.endpoint import LocalEndpoint, LocalEndpointArgs
+from infra.local.training_job import LocalTrainingJob, LocalTrainingJobArgs
 from infra.settings import Framework, Settings
 from mnistctl.client import DEFAULT_WATSONX_VERSION, LOCAL_VERTEX_PROJECT
 from serving.constants import Flavor
@@ -31,7 +31,7 @@ FLAVOR_BY_MODEL: dict[Framework, Flavor] = {
     Framework.TENSORFLOW: Flavor.VERTEX,
     Framework.PYTORCH: Flavor.WATSONX,
 }
-TRAINING_PACKAGE = Path(__file__).resolve().parents[1] / "training"
+TRAINING_PACKAGE = Path(__file__).resolve().parents[2] / "training"
 # Each trainer module is one model's code; the rest of the training package is shared by all models.
 TRAINER_MODULES: dict[Framework, str] = {
     Framework.XGBOOST: "xgboost_trainer.py",

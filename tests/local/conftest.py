@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from tiny_models import train_tiny_xgboost
 
-from infra.providers.local_endpoint import LocalEndpointProvider
+from infra.local.endpoint import LocalEndpointProvider
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from infra.aws_lambda import handler
+from infra.aws.predict_lambda import handler
 
 ENDPOINT = "mnist-aws-xgboost-8758b747"
 SCORES = {"predictions": [{"score": [0.1] * 10}]}

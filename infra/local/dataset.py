@@ -18,16 +18,9 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from infra.providers.local_support import (
-    ROOT_MARKER,
-    LocalProviderError,
-    changed_keys,
-    claim_root,
-    file_sha256,
-    log,
-    remove_tree,
-    state_of,
-)
+from infra.dynamic import changed_keys, log, state_of
+from infra.hashing import file_sha256
+from infra.local.support import ROOT_MARKER, LocalProviderError, claim_root, remove_tree
 
 # What a new value of these inputs means: another dataset or another place, so a new resource.
 _REPLACE_KEYS = ("dataset", "root")

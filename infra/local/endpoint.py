@@ -20,18 +20,15 @@ import requests
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
-from infra.providers.local_support import (
+from infra.dynamic import changed_keys, file_tail, log, state_of
+from infra.local.support import (
     LOOPBACK,
     LocalProviderError,
-    changed_keys,
-    file_tail,
     free_port,
-    log,
     port_taken,
     process_cmdline,
     process_start,
     reap,
-    state_of,
     stop_process_group,
     wait_port_closed,
 )

@@ -17,7 +17,7 @@ import pytest
 from aws_mocks import AwsRun, run_aws
 from tiny_models import train_tiny_xgboost
 
-from infra.aws_lambda import handler
+from infra.aws.predict_lambda import handler
 from mnistctl.smoke import smoke
 from serving.app import create_app, serve_in_thread
 

@@ -1,7 +1,7 @@
 """The SageMaker stack's program under Pulumi mocks, with the config of `Pulumi.aws.yaml`.
 
 Full MNIST is not available offline, so every run uses `dataset: mnist-t10k` from a private copy of
-the t10k files (the staged CSV cache is written beside them, never into the shared data folder).
+the t10k files (the staged CSV cache is written beside them, never into the data folder).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from aws_mocks import (
 )
 from harness import PROJECT_ROOT
 
-from infra.aws_iam import ACTIONS_WITHOUT_RESOURCE_LEVEL_PERMISSIONS
+from infra.aws.iam import ACTIONS_WITHOUT_RESOURCE_LEVEL_PERMISSIONS
 
 XGBOOST_1_7_IMAGE_US_EAST_1 = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
 XGBOOST_REPOSITORY_ARN = "arn:aws:ecr:us-east-1:683313688378:repository/sagemaker-xgboost"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws_iam import invoke_endpoint_policy, service_trust_policy
-from infra.aws_lambda import handler as lambda_handler
+from infra.aws.iam import invoke_endpoint_policy, service_trust_policy
+from infra.aws.predict_lambda import handler as lambda_handler
 
 HANDLER_FILE = Path(lambda_handler.__file__)
 LAMBDA_RUNTIME = "python3.12"

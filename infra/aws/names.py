@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass
-from typing import Any
 
 # CreateTrainingJob / CreateEndpoint: 1-63 characters, ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$.
 SAGEMAKER_NAME_MAX = 63
@@ -14,12 +11,6 @@ _SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _IMAGE_URI = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/(?P<repository>[^:@]+)[:@].+$"
 )
-
-
-def content_hash(value: Any, length: int = 12) -> str:
-    """A short, stable hex digest of a JSON-able value (dict keys sorted, so order never matters)."""
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 
 
 def sagemaker_prefix(prefix: str, digest_length: int) -> str:

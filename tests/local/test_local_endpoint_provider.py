@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import requests
 
-from infra.providers import local_endpoint
-from infra.providers.local_endpoint import LocalEndpointProvider, server_running
-from infra.providers.local_support import LocalProviderError, port_open, process_cmdline, wait_gone
-from infra.providers.local_support import free_port as any_free_port
+from infra.local import endpoint as local_endpoint
+from infra.local.endpoint import LocalEndpointProvider, server_running
+from infra.local.support import LocalProviderError, port_open, process_cmdline, wait_gone
+from infra.local.support import free_port as any_free_port
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from infra.providers.local_support import LocalProviderError
-from infra.providers.local_training import LocalTrainingJobProvider, TerminalLines, trainer_command
+from infra.local.support import LocalProviderError
+from infra.local.training_job import LocalTrainingJobProvider, TerminalLines, trainer_command
 
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # what a value not known yet looks like in a preview
 

@@ -1,1 +1,0 @@
-"""Dynamic providers where no Pulumi provider covers the resource."""
