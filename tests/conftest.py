@@ -8,25 +8,20 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# ../shared/data holds the MNIST test set for offline runs (CI puts shared/ beside the clone).
-SHARED_DATA = Path(os.environ.get("MNIST_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+# The repository carries the MNIST test set (tests/data/README.md), so a clone needs nothing beside it.
+TEST_DATA = REPO_ROOT / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The offline dataset folder; the suite cannot prove training or serving without it."""
-    if not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.fail(
-            f"offline datasets not found at {SHARED_DATA}: "
-            "set MNIST_SHARED_DATA or put shared/ beside the repo"
-        )
-    return SHARED_DATA
+def data_root() -> Path:
+    """A data root with one folder per dataset (`mnist/` holds the official t10k IDX files)."""
+    return TEST_DATA
 
 
 @pytest.fixture(scope="session")
-def t10k_dir(shared_data: Path) -> Path:
+def t10k_dir(data_root: Path) -> Path:
     """A --data-dir holding the two official MNIST t10k IDX files (the mnist-t10k protocol)."""
-    return shared_data / "mnist"
+    return data_root / "mnist"
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -8,7 +8,6 @@ the same path end to end today: its good variant passes, its bad variant trips e
 
 from __future__ import annotations
 
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -40,14 +39,11 @@ def show(findings: list[Finding]) -> str:
 
 
 def offline_data(folder: Path) -> dict[str, str]:
-    """Config that points a stack at the offline MNIST protocol (a copy of ../shared/data, so that
+    """Config that points a stack at the offline MNIST protocol (a copy of tests/data, so that
     whatever a program caches next to the data stays in `folder`). Which images a stack uploads is
     nothing the pack guards; a download from the internet is something this machine cannot do."""
-    shared = Path(os.environ.get("MNIST_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "mnist"
-    if not shared.is_dir():
-        return {}
     copy = folder / "mnist"
-    shutil.copytree(shared, copy, ignore=shutil.ignore_patterns("staging"))
+    shutil.copytree(REPO_ROOT / "tests" / "data" / "mnist", copy, ignore=shutil.ignore_patterns("staging"))
     return {f"{PROJECT}:dataset": "mnist-t10k", f"{PROJECT}:dataDir": str(copy)}
 
 

@@ -64,10 +64,10 @@ def test_t10k_split_is_the_same_on_every_load(t10k_dir: Path) -> None:
         np.testing.assert_array_equal(a, b)
 
 
-def test_data_dir_may_be_a_root_with_one_folder_per_dataset(shared_data: Path, t10k_dir: Path) -> None:
-    assert dataset_dir("mnist-t10k", shared_data) == t10k_dir
+def test_data_dir_may_be_a_root_with_one_folder_per_dataset(data_root: Path, t10k_dir: Path) -> None:
+    assert dataset_dir("mnist-t10k", data_root) == t10k_dir
     assert dataset_dir("mnist-t10k", t10k_dir) == t10k_dir
-    assert load_dataset("mnist-t10k", shared_data).n_train == 8_000
+    assert load_dataset("mnist-t10k", data_root).n_train == 8_000
 
 
 def test_corrupted_file_is_rejected_with_expected_and_actual_checksums(t10k_copy: Path) -> None:
