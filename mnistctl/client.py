@@ -193,7 +193,7 @@ def csv_payload(images: np.ndarray) -> bytes:
 def sagemaker_scores(prediction: dict[str, Any]) -> Any:
     """The ten probabilities of one SageMaker JSON prediction. The built-in XGBoost container with
     SAGEMAKER_INFERENCE_OUTPUT=probabilities (as the aws stack deploys it) names them `probabilities`;
-    the generic SageMaker algorithm format (and our local server, DESIGN.md) names them `score`."""
+    the generic SageMaker algorithm format (and our local server's JSON reply) names them `score`."""
     for key in ("probabilities", "score"):
         if key in prediction:
             return prediction[key]

@@ -95,7 +95,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
     """MNIST on SageMaker: data in S3, a built-in XGBoost training job, and a live, autoscaled endpoint."""
 
     endpoints: pulumi.Output[dict]
-    """`{"xgboost": {"flavor": "sagemaker", "name", "region"[, "url"]}}` (DESIGN.md's contract)."""
+    """`{"xgboost": {"flavor": "sagemaker", "name", "region"[, "url"]}}` (docs/architecture.md)."""
     models: pulumi.Output[dict]
     """`{"xgboost": {"artifact": <s3 model.tar.gz>, "metrics": {...}}}`."""
     bucket: pulumi.Output[str]

@@ -313,11 +313,31 @@ def test_changed_hyperparameters_train_a_new_job_and_roll_the_model_forward(
     assert changed.one(ENDPOINT).inputs["name"] == stack.one(ENDPOINT).inputs["name"]
 
 
-def test_changed_data_trains_a_new_job(stack: AwsRun, distributed_stack: AwsRun) -> None:
-    assert (
-        distributed_stack.one(TRAINING_JOB).inputs["trainingJobName"]
-        != stack.one(TRAINING_JOB).inputs["trainingJobName"]
-    )
+def test_changed_data_alone_trains_a_new_job(
+    stack: AwsRun, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the data changes (one training label), nothing else the job is made of: a new job."""
+    from infra.aws import data as aws_data
+
+    real_load = aws_data.load_dataset
+
+    def one_label_changed(*args: Any, **kwargs: Any) -> Any:
+        split = real_load(*args, **kwargs)
+        split.y_train[0] = (split.y_train[0] + 1) % 10
+        return split
+
+    # A fresh staging cache for each run, so the stack converts the data it is given.
+    monkeypatch.setattr(aws_data, "staging_root", lambda name: tmp_path / "same")
+    same = run_aws(data_dir)
+    monkeypatch.setattr(aws_data, "staging_root", lambda name: tmp_path / "changed")
+    monkeypatch.setattr(aws_data, "load_dataset", one_label_changed)
+    changed = run_aws(data_dir)
+
+    original = stack.one(TRAINING_JOB).inputs
+    assert same.one(TRAINING_JOB).inputs["trainingJobName"] == original["trainingJobName"]
+    assert changed.one(TRAINING_JOB).inputs["trainingJobName"] != original["trainingJobName"]
+    assert changed.one(TRAINING_JOB).inputs["hyperParameters"] == original["hyperParameters"]
+    assert changed.one(TRAINING_JOB).inputs["resourceConfig"] == original["resourceConfig"]
 
 
 # -- serving --------------------------------------------------------------------------------------
