@@ -8,6 +8,7 @@ into requests under the platform's payload limit, and retries transient failures
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
@@ -200,6 +201,25 @@ def sagemaker_scores(prediction: dict[str, Any]) -> Any:
     raise ValueError(f"a SageMaker prediction has neither 'probabilities' nor 'score': {prediction!r}")
 
 
+def sagemaker_reply_scores(body: bytes, content_type: str) -> list[Any]:
+    """The rows of probabilities in any answer of the built-in XGBoost container (its serve_utils.py):
+    JSON `{"predictions": [{"probabilities"|"score": [...]}]}`, or CSV, either ten values per line (no
+    SAGEMAKER_INFERENCE_OUTPUT) or the selected keys per line, a list being one quoted cell `"[...]"`."""
+    if content_type.split(";", 1)[0].strip().lower() != CSV:
+        document = json.loads(body)
+        return [sagemaker_scores(row) for row in document["predictions"]]
+    rows = []
+    for line in body.decode().splitlines():
+        if not line.strip():
+            continue
+        cells = next(csv.reader([line]))
+        # `labels` is a list of ints too; the probabilities are the list of floats.
+        lists = [json.loads(cell) for cell in cells if cell.startswith("[")]
+        floats = [values for values in lists if not all(isinstance(v, int) for v in values)]
+        rows.append(floats[-1] if floats else [float(cell) for cell in cells])
+    return rows
+
+
 class SageMakerEndpointClient(_BatchingClient):
     """boto3 `sagemaker-runtime` InvokeEndpoint, CSV in and JSON out (`endpoint_url` for a local server)."""
 
@@ -229,8 +249,8 @@ class SageMakerEndpointClient(_BatchingClient):
         response = self._runtime.invoke_endpoint(
             EndpointName=self.endpoint.name, ContentType=CSV, Accept=JSON, Body=csv_payload(images)
         )
-        document = json.loads(response["Body"].read())
-        return as_probabilities([sagemaker_scores(row) for row in document["predictions"]], len(images))
+        reply = sagemaker_reply_scores(response["Body"].read(), response.get("ContentType", JSON))
+        return as_probabilities(reply, len(images))
 
     def _is_transient(self, error: BaseException) -> bool:
         from botocore.exceptions import (

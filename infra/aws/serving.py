@@ -26,6 +26,7 @@ import pulumi_aws as aws
 from infra.aws.iam import Account, hosting_role_policy, service_trust_policy
 from infra.aws.names import parse_image_uri, sagemaker_name
 from infra.hashing import content_hash
+from serving.constants import SAGEMAKER_DEPLOYED_INFERENCE_OUTPUT, SAGEMAKER_INFERENCE_OUTPUT_ENV
 
 VARIANT_NAME = "AllTraffic"
 ENDPOINT_DIGEST_LENGTH = 8
@@ -38,10 +39,6 @@ SCALE_OUT_COOLDOWN_SECONDS = 60
 # Alarms: any 5xx in five minutes; p90 model latency above half a second (ModelLatency is in µs).
 MODEL_LATENCY_P90_THRESHOLD_MICROSECONDS = 500_000.0
 ALARM_PERIOD_SECONDS = 300
-
-
-# The container variable that switches on selectable inference content (see the Model below).
-INFERENCE_OUTPUT_ENV = "SAGEMAKER_INFERENCE_OUTPUT"
 
 
 @dataclass
@@ -98,10 +95,10 @@ class SageMakerEndpoint(pulumi.ComponentResource):
                 image=args.image,
                 model_data_url=args.artifact,
                 mode="SingleModel",
-                # Without it the built-in XGBoost server answers CSV whatever `Accept` says; with it,
-                # `Accept: application/json` returns {"predictions": [{"probabilities": [10]}]} and
-                # text/csv one record per line (sagemaker-xgboost-container "selectable inference").
-                environment={INFERENCE_OUTPUT_ENV: "probabilities"},
+                # Selectable inference content of the built-in container: `Accept: application/json`
+                # returns {"predictions": [{"probabilities": [10]}]}, text/csv one quoted list per line
+                # (serving/payloads.py has both modes byte for byte; the local stack sets the same).
+                environment={SAGEMAKER_INFERENCE_OUTPUT_ENV: SAGEMAKER_DEPLOYED_INFERENCE_OUTPUT},
             ),
             # The built-in algorithm's server needs no network: SageMaker downloads the model itself.
             enable_network_isolation=True,
