@@ -26,7 +26,7 @@ from typing import Any, cast
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws.data import CSV_CONTENT_TYPE, StagedFile, stage_sagemaker_csv
+from infra.aws.data import CSV_CONTENT_TYPE, StagedFile, dataset_prefix, stage_sagemaker_csv
 from infra.aws.iam import Account, bucket_tls_only_policy, service_trust_policy, training_role_policy
 from infra.aws.names import model_artifact_uri, parse_image_uri, s3_uri, sagemaker_name, sagemaker_prefix
 from infra.aws.public_api import PublicPredictApi, PublicPredictApiArgs
@@ -168,6 +168,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
         base = f"{name}-{args.stack}-{MODEL_KEY}"
         self._job_prefix = sagemaker_prefix(base, JOB_DIGEST_LENGTH)
         self._endpoint_prefix = sagemaker_prefix(base, ENDPOINT_DIGEST_LENGTH)
+        self._data_prefix = dataset_prefix(args.staged_files)
 
         bucket, bucket_settings = self._storage()
         uploads = self._upload_dataset(bucket, depends_on=bucket_settings)
@@ -302,7 +303,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
                     # One logical name per key: a key that stays is never replaced, only updated.
                     f"{self._name}-s3-{staged.key.rsplit('/', 1)[-1].removesuffix('.csv')}",
                     bucket=bucket.id,
-                    key=staged.key,
+                    key=f"{self._data_prefix}/{staged.key}",
                     source=pulumi.FileAsset(str(staged.path)),
                     # etag is an MD5 only without SSE-KMS and multipart uploads; source_hash works always.
                     source_hash=staged.sha256,
@@ -336,7 +337,10 @@ class SageMakerPlatform(pulumi.ComponentResource):
                     training_role_policy(
                         account=values[0],
                         bucket=values[1],
-                        data_prefixes=(TRAIN_CHANNEL, VALIDATION_CHANNEL),
+                        data_prefixes=(
+                            f"{self._data_prefix}/{TRAIN_CHANNEL}",
+                            f"{self._data_prefix}/{VALIDATION_CHANNEL}",
+                        ),
                         output_prefix=OUTPUT_PREFIX,
                         job_name_prefix=self._job_prefix,
                         image_repository_arn=self._image_repository_arn(values[0]),
@@ -396,7 +400,9 @@ class SageMakerPlatform(pulumi.ComponentResource):
                     "data_source": {
                         "s3_data_source": {
                             "s3_data_type": "S3Prefix",
-                            "s3_uri": bucket.bucket.apply(lambda b, c=channel: s3_uri(b, c, "")),
+                            "s3_uri": bucket.bucket.apply(
+                                lambda b, c=channel: s3_uri(b, self._data_prefix, c, "")
+                            ),
                             "s3_data_distribution_type": distribution,
                         }
                     },

@@ -6,9 +6,11 @@ the t10k files (the staged CSV cache is written beside them, never into the data
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -93,6 +95,18 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def _prefix(run: AwsRun) -> str:
+    """The one `datasets/<hash>` prefix every uploaded object of the run is under."""
+    (prefix,) = {o.inputs["key"].rsplit("/", 2)[0] for o in run.of_type(OBJECT)}
+    return prefix
+
+
+def _allows(statement: dict[str, Any], action: str, resource: str) -> bool:
+    """IAM's matching of one Allow statement (wildcards `*` and `?`, no conditions)."""
+    actions, resources = _as_list(statement["Action"]), _as_list(statement["Resource"])
+    return action in actions and any(fnmatch.fnmatchcase(resource, pattern) for pattern in resources)
+
+
 def _statement(document: dict[str, Any], sid: str) -> dict[str, Any]:
     found = [s for s in _statements(document) if s.get("Sid") == sid]
     assert len(found) == 1, f"no single statement {sid} in {[s.get('Sid') for s in _statements(document)]}"
@@ -125,7 +139,9 @@ def test_bucket_refuses_requests_without_tls(stack: AwsRun) -> None:
 
 
 def test_dataset_is_uploaded_as_csv_under_train_and_validation(stack: AwsRun) -> None:
-    objects = {o.inputs["key"]: o for o in stack.of_type(OBJECT)}
+    prefix = _prefix(stack)
+    assert re.fullmatch(r"datasets/[0-9a-f]{16}", prefix)
+    objects = {o.inputs["key"].removeprefix(f"{prefix}/"): o for o in stack.of_type(OBJECT)}
     assert sorted(objects) == ["train/train.csv", "validation/validation.csv"]
     for key, obj in objects.items():
         assert obj.inputs["bucket"] == _bucket_name(stack)
@@ -154,6 +170,26 @@ def test_a_second_run_declares_identical_data_and_job(stack: AwsRun, data_dir: P
     }
     assert again.one(TRAINING_JOB).inputs == stack.one(TRAINING_JOB).inputs
     assert again.outputs == stack.outputs
+    assert _prefix(again) == _prefix(stack), "same dataset and settings: same prefix, nothing uploaded again"
+
+
+def test_a_new_instance_count_stages_under_a_new_prefix_that_the_job_reads_alone(
+    stack: AwsRun, distributed_stack: AwsRun
+) -> None:
+    # Pulumi deletes the objects that left the program only after the new job has trained: a job that
+    # read `train/` would see the old unsharded file and the new shards, every row twice.
+    old, new = _prefix(stack), _prefix(distributed_stack)
+    assert old != new
+    assert all(o.inputs["key"].startswith(f"{new}/") for o in distributed_stack.of_type(OBJECT))
+    bucket = _bucket_name(distributed_stack)
+    uris = {
+        c["channelName"]: c["dataSource"]["s3DataSource"]["s3Uri"]
+        for c in distributed_stack.one(TRAINING_JOB).inputs["inputDataConfigs"]
+    }
+    assert uris == {"train": f"s3://{bucket}/{new}/train/", "validation": f"s3://{bucket}/{new}/validation/"}
+    # The role reads this version only.
+    read = _statement(distributed_stack.policy("training-access"), "ReadTrainingChannels")
+    assert all(r.startswith(f"arn:aws:s3:::{bucket}/{new}/") for r in read["Resource"])
 
 
 # -- access ---------------------------------------------------------------------------------------
@@ -195,24 +231,47 @@ def test_every_policy_statement_is_scoped(stack_fixture: str, request: pytest.Fi
 def test_training_role_reads_the_channels_and_writes_only_its_jobs_artifacts(stack: AwsRun) -> None:
     bucket = f"arn:aws:s3:::{_bucket_name(stack)}"
     policy = stack.policy("training-access")
+    prefix = _prefix(stack)
     assert _statement(policy, "ReadTrainingChannels")["Resource"] == [
-        f"{bucket}/train/*",
-        f"{bucket}/validation/*",
+        f"{bucket}/{prefix}/train/*",
+        f"{bucket}/{prefix}/validation/*",
     ]
     write = _statement(policy, "WriteOwnJobArtifacts")
     assert write["Action"] == "s3:PutObject"
     assert write["Resource"] == f"{bucket}/output/mnist-aws-xgboost-*"
     listing = _statement(policy, "ListOnlyStackPrefixes")
     assert listing["Resource"] == bucket
-    assert listing["Condition"]["StringLike"]["s3:prefix"] == ["train/*", "validation/*", "output/*"]
     assert _statement(policy, "PullAlgorithmImage")["Resource"] == XGBOOST_REPOSITORY_ARN
-    logs = _statement(policy, "WriteOwnJobLogs")["Resource"]
-    assert logs == [
-        f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/TrainingJobs",
-        f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/TrainingJobs:log-stream:mnist-aws-xgboost-*",
-    ]
+    group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/TrainingJobs"
+    assert _statement(policy, "WriteOwnJobLogs")["Resource"] == f"{group}:log-stream:mnist-aws-xgboost-*"
     job_name = stack.one(TRAINING_JOB).inputs["trainingJobName"]
     assert job_name.startswith("mnist-aws-xgboost-"), "the policy's name patterns must match the real job"
+
+
+def test_training_role_may_list_the_output_location_as_sagemaker_names_it(stack: AwsRun) -> None:
+    # S3OutputPath is `s3://bucket/output` (no slash): a listing of exactly `output` must be allowed,
+    # and nothing outside the stack's prefixes.
+    listing = _statement(stack.policy("training-access"), "ListOnlyStackPrefixes")
+    patterns = listing["Condition"]["StringLike"]["s3:prefix"]
+    prefix = _prefix(stack)
+    allowed = ["output", "output/", "output/mnist-aws-xgboost-1/", f"{prefix}/train/", f"{prefix}/validation"]
+    for listed in allowed:
+        assert any(fnmatch.fnmatchcase(listed, p) for p in patterns), listed
+    for listed in ("", "datasets/", "train/", "other/"):
+        assert not any(fnmatch.fnmatchcase(listed, p) for p in patterns), listed
+
+
+def test_training_role_may_describe_log_streams_on_the_log_group_arn_iam_checks(stack: AwsRun) -> None:
+    # IAM authorizes DescribeLogStreams (and CreateLogGroup) against `...:log-group:NAME:*`.
+    group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/TrainingJobs"
+    statements = _statements(stack.policy("training-access"))
+    for action in ("logs:DescribeLogStreams", "logs:CreateLogGroup"):
+        assert any(_allows(s, action, f"{group}:*") for s in statements), action
+    stream = f"{group}:log-stream:mnist-aws-xgboost-0123456789ab/algo-1-1700000000"
+    for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
+        assert any(_allows(s, action, stream) for s in statements), action
+    other_stream = f"{group}:log-stream:someone-else/algo-1"
+    assert not any(_allows(s, "logs:PutLogEvents", other_stream) for s in statements)
 
 
 def test_hosting_role_reads_only_model_artifacts(stack: AwsRun) -> None:
@@ -261,7 +320,7 @@ def test_training_job_reads_csv_channels_from_the_bucket(stack: AwsRun) -> None:
         assert channel["contentType"] == "text/csv"
         assert channel["dataSource"]["s3DataSource"] == {
             "s3DataType": "S3Prefix",
-            "s3Uri": f"s3://{bucket}/{name}/",
+            "s3Uri": f"s3://{bucket}/{_prefix(stack)}/{name}/",
             "s3DataDistributionType": "FullyReplicated",
         }
     assert stack.one(TRAINING_JOB).inputs["outputDataConfig"] == {"s3OutputPath": f"s3://{bucket}/output"}
@@ -458,7 +517,8 @@ def test_outputs_follow_the_stack_contract(stack: AwsRun) -> None:
 
 
 def test_two_training_instances_shard_the_train_channel(distributed_stack: AwsRun) -> None:
-    keys = sorted(o.inputs["key"] for o in distributed_stack.of_type(OBJECT))
+    prefix = _prefix(distributed_stack)
+    keys = sorted(o.inputs["key"].removeprefix(f"{prefix}/") for o in distributed_stack.of_type(OBJECT))
     assert keys == ["train/train-000-of-002.csv", "train/train-001-of-002.csv", "validation/validation.csv"]
     job = distributed_stack.one(TRAINING_JOB)
     assert job.inputs["resourceConfig"]["instanceCount"] == 2
