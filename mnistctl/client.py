@@ -40,6 +40,10 @@ IBM_IAM_TOKEN_URL = "https://iam.cloud.ibm.com/identity/token"
 LOCAL_VERTEX_PROJECT = "local"
 LOCAL_VERTEX_LOCATION = "us-central1"
 REQUEST_TIMEOUT = (5.0, 60.0)  # seconds: connect, read
+API_GATEWAY_SIGNING_NAME = "execute-api"
+# HTTP statuses worth a retry whatever the error code says (API Gateway's own throttling answers 429
+# with only {"message": "Too Many Requests"}).
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 RETRY_ATTEMPTS = 4
 
 T = TypeVar("T")
@@ -56,6 +60,7 @@ class Endpoint(BaseModel):
     region: str | None = None
     project: str | None = None  # vertex
     version: str = DEFAULT_WATSONX_VERSION  # watsonx
+    auth: str | None = None  # sagemaker through the aws stack's HTTP API: "iam" (SigV4) or "none" (open)
 
     @model_validator(mode="after")
     def _cloud_needs_a_region(self) -> Endpoint:
@@ -220,6 +225,11 @@ def sagemaker_reply_scores(body: bytes, content_type: str) -> list[Any]:
     return rows
 
 
+def sign_for_api_gateway(request: Any, **_: Any) -> None:
+    """botocore `before-sign` hook: sign this request for API Gateway (`execute-api`)."""
+    request.context.setdefault("signing", {})["signing_name"] = API_GATEWAY_SIGNING_NAME
+
+
 class SageMakerEndpointClient(_BatchingClient):
     """boto3 `sagemaker-runtime` InvokeEndpoint, CSV in and JSON out (`endpoint_url` for a local server)."""
 
@@ -237,6 +247,11 @@ class SageMakerEndpointClient(_BatchingClient):
             read_timeout=REQUEST_TIMEOUT[1],
         )
         local = {"aws_access_key_id": "local", "aws_secret_access_key": "local"} if endpoint.is_local else {}
+        through_api = endpoint.url is not None and not endpoint.is_local
+        if through_api and endpoint.auth == "none":
+            from botocore import UNSIGNED
+
+            config = config.merge(Config(signature_version=UNSIGNED))
         self._runtime = boto3.client(
             "sagemaker-runtime",
             endpoint_url=endpoint.url,
@@ -244,6 +259,12 @@ class SageMakerEndpointClient(_BatchingClient):
             config=config,
             **local,
         )
+        if through_api:
+            # The aws stack's HTTP API authorizes with IAM: API Gateway checks a SigV4 signature made
+            # for the `execute-api` service, not for `sagemaker`, which the client would otherwise use.
+            self._runtime.meta.events.register(
+                "before-sign.sagemaker-runtime.InvokeEndpoint", sign_for_api_gateway
+            )
 
     def _predict_batch(self, images: np.ndarray) -> np.ndarray:
         response = self._runtime.invoke_endpoint(
@@ -264,7 +285,8 @@ class SageMakerEndpointClient(_BatchingClient):
             return True
         if isinstance(error, ClientError):
             code = error.response.get("Error", {}).get("Code", "")
-            return code in {
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return status in TRANSIENT_STATUSES or code in {
                 "ServiceUnavailable",
                 "ModelNotReadyException",
                 "ThrottlingException",

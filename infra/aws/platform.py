@@ -32,7 +32,7 @@ from infra.aws.names import model_artifact_uri, parse_image_uri, s3_uri, sagemak
 from infra.aws.public_api import PublicPredictApi, PublicPredictApiArgs
 from infra.aws.serving import ENDPOINT_DIGEST_LENGTH, SageMakerEndpoint, SageMakerEndpointArgs
 from infra.hashing import content_hash
-from infra.settings import PROJECT, Dataset, Framework, Settings
+from infra.settings import PROJECT, Dataset, Framework, PublicApi, Settings
 
 MODEL_KEY = Framework.XGBOOST.value
 TRAIN_CHANNEL = "train"
@@ -76,8 +76,8 @@ class SageMakerPlatformArgs:
     """Autoscaling upper bound."""
     kms_key_arn: str | None = None
     """Customer KMS key for the bucket, the training volume and output, and the endpoint volume."""
-    public_api: bool = False
-    """Put a throttled HTTP API (API Gateway + Lambda) in front of the endpoint."""
+    public_api: PublicApi = PublicApi.OFF
+    """A throttled HTTP API (API Gateway + Lambda) in front of the endpoint: IAM-authorized or open."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Extra default tags; `project` and `stack` are always set."""
 
@@ -196,14 +196,14 @@ class SageMakerPlatform(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        api = self._public_api(serving) if args.public_api else None
+        api = self._public_api(serving) if args.public_api is not PublicApi.OFF else None
 
         self.bucket = bucket.bucket
         self.dataset = pulumi.Output.from_input(args.dataset.value)
         self.training_job_name = job.training_job_name
         self.endpoint_name = serving.endpoint_name
         self.endpoints = pulumi.Output.all(serving.endpoint_name, api.url if api else None).apply(
-            lambda values: {MODEL_KEY: _endpoint_entry(values[0], args.region, values[1])}
+            lambda values: {MODEL_KEY: _endpoint_entry(values[0], args.region, values[1], args.public_api)}
         )
         n_train = sum(f.rows for f in args.staged_files if f.channel == TRAIN_CHANNEL)
         n_test = sum(f.rows for f in args.staged_files if f.channel == VALIDATION_CHANNEL)
@@ -437,14 +437,17 @@ class SageMakerPlatform(pulumi.ComponentResource):
                 endpoint_name=serving.endpoint_name,
                 endpoint_arn=serving.endpoint_arn,
                 account_id=self._account_id,
+                anonymous=self._args.public_api is PublicApi.OPEN,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
 
 
-def _endpoint_entry(name: str, region: str, url: str | None) -> dict[str, str]:
+def _endpoint_entry(name: str, region: str, url: str | None, public_api: PublicApi) -> dict[str, str]:
     entry = {"flavor": "sagemaker", "name": name, "region": region}
     if url:
-        # The API speaks the SageMaker runtime path, so sagemaker-runtime clients can use it as endpoint_url.
+        # The API speaks the SageMaker runtime path, so sagemaker-runtime clients can use it as endpoint_url;
+        # `auth` tells them whether to sign (SigV4 for execute-api) or not.
         entry["url"] = url
+        entry["auth"] = "iam" if public_api is PublicApi.IAM else "none"
     return entry

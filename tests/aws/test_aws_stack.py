@@ -28,6 +28,7 @@ from aws_mocks import (
     ENDPOINT_CONFIG,
     FUNCTION,
     HTTP_API,
+    INTEGRATION,
     LOG_GROUP,
     MODEL,
     OBJECT,
@@ -76,6 +77,11 @@ def kms_stack(data_dir: Path) -> AwsRun:
 @pytest.fixture(scope="module")
 def api_stack(data_dir: Path) -> AwsRun:
     return run_aws(data_dir, {"publicApi": True})
+
+
+@pytest.fixture(scope="module")
+def open_api_stack(data_dir: Path) -> AwsRun:
+    return run_aws(data_dir, {"publicApi": "open"})
 
 
 @pytest.fixture(scope="module")
@@ -560,8 +566,9 @@ def test_public_api_is_throttled_and_its_function_may_only_invoke_this_endpoint(
         "POST /endpoints/{name}/invocations",
         "POST /predict",
     ]
+    # Route-level limits: each of the two routes gets half, so the API as a whole keeps 10/s, bursts of 20.
     settings = api_stack.one(STAGE).inputs["defaultRouteSettings"]
-    assert settings["throttlingRateLimit"] > 0 and settings["throttlingBurstLimit"] > 0
+    assert settings == {"throttlingRateLimit": 5, "throttlingBurstLimit": 10}
 
     function = api_stack.one(FUNCTION)
     assert function.inputs["environment"] == {"variables": {"ENDPOINT_NAME": endpoint.inputs["name"]}}
@@ -581,6 +588,21 @@ def test_public_api_is_throttled_and_its_function_may_only_invoke_this_endpoint(
     assert permission.inputs["sourceArn"].startswith(api.outputs["executionArn"])
     entry = api_stack.outputs["endpoints"]["xgboost"]
     assert entry["url"].startswith("https://") and not entry["url"].endswith("/")
+    assert function.inputs["timeout"] >= api_stack.one(INTEGRATION).inputs["timeoutMilliseconds"] / 1000
+
+
+def test_public_api_routes_require_iam_authorization_by_default(api_stack: AwsRun) -> None:
+    # `publicApi: true` (the earlier boolean) means the IAM-authorized API, as does `iam`.
+    routes = api_stack.of_type(ROUTE)
+    assert [r.inputs["authorizationType"] for r in routes] == ["AWS_IAM", "AWS_IAM"]
+    assert api_stack.outputs["endpoints"]["xgboost"]["auth"] == "iam"
+
+
+def test_an_open_public_api_is_anonymous_and_still_throttled(open_api_stack: AwsRun) -> None:
+    routes = open_api_stack.of_type(ROUTE)
+    assert [r.inputs["authorizationType"] for r in routes] == ["NONE", "NONE"]
+    assert open_api_stack.one(STAGE).inputs["defaultRouteSettings"]["throttlingRateLimit"] * len(routes) == 10
+    assert open_api_stack.outputs["endpoints"]["xgboost"]["auth"] == "none"
 
 
 def test_lambda_ships_the_handler_file(api_stack: AwsRun) -> None:
