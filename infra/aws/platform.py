@@ -31,6 +31,7 @@ from infra.aws.iam import Account, bucket_tls_only_policy, service_trust_policy,
 from infra.aws.names import model_artifact_uri, parse_image_uri, s3_uri, sagemaker_name, sagemaker_prefix
 from infra.aws.public_api import PublicPredictApi, PublicPredictApiArgs
 from infra.aws.serving import ENDPOINT_DIGEST_LENGTH, SageMakerEndpoint, SageMakerEndpointArgs
+from infra.aws.training_attempt import ATTEMPT_SUFFIX_ROOM, TrainingJobAttempt
 from infra.hashing import content_hash
 from infra.settings import PROJECT, Dataset, Framework, PublicApi, Settings
 
@@ -166,7 +167,8 @@ class SageMakerPlatform(pulumi.ComponentResource):
         )
         self._account_id = identity.account_id
         base = f"{name}-{args.stack}-{MODEL_KEY}"
-        self._job_prefix = sagemaker_prefix(base, JOB_DIGEST_LENGTH)
+        # Room for the hash and an attempt suffix (`-r1`, infra/aws/training_attempt.py) within 63 characters.
+        self._job_prefix = sagemaker_prefix(base, JOB_DIGEST_LENGTH + ATTEMPT_SUFFIX_ROOM)
         self._endpoint_prefix = sagemaker_prefix(base, ENDPOINT_DIGEST_LENGTH)
         self._data_prefix = dataset_prefix(args.staged_files)
 
@@ -380,16 +382,21 @@ class SageMakerPlatform(pulumi.ComponentResource):
         }
         # Role and bucket are in the hash too: a job whose role or bucket changed is a new job, and a new
         # job needs a new name (every TrainingJob argument forces replacement; names are unique).
-        job_name = pulumi.Output.all(role.arn, bucket.bucket).apply(
+        base_name = pulumi.Output.all(role.arn, bucket.bucket).apply(
             lambda values: sagemaker_name(
                 self._job_prefix,
                 content_hash({**spec, "role": values[0], "bucket": values[1]}, JOB_DIGEST_LENGTH),
             )
         )
+        # The name actually used: the base, or `<base>-r<n>` when a job under it failed (the provider keeps
+        # no state for a failed job, so the same name would collide on the next `up`).
+        attempt = TrainingJobAttempt(
+            f"{self._name}-training-attempt", base_name, args.region, pulumi.ResourceOptions(parent=self)
+        )
         create_timeout = f"{args.max_runtime_seconds // 60 + TRAINING_PROVISIONING_SLACK_MINUTES}m"
         return aws.sagemaker.TrainingJob(
             f"{self._name}-training",
-            training_job_name=job_name,
+            training_job_name=attempt.job_name,
             role_arn=role.arn,
             algorithm_specification={"training_image": args.training_image, "training_input_mode": "File"},
             hyper_parameters=dict(args.hyperparameters),

@@ -46,6 +46,7 @@ INTEGRATION = "aws:apigatewayv2/integration:Integration"
 ROUTE = "aws:apigatewayv2/route:Route"
 STAGE = "aws:apigatewayv2/stage:Stage"
 COMPONENT = "mnist-platform:aws:SageMakerPlatform"
+TRAINING_ATTEMPT = "pulumi-python:dynamic/aws:TrainingJobAttempt"
 
 
 def _suffixed(args: MockResourceArgs) -> str:
@@ -65,6 +66,10 @@ def _outputs(args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         name = inputs.get("name") or _suffixed(args)
         state.update(name=name, arn=f"arn:aws:iam::{ACCOUNT}:role/{name}", id=name)
         return name, state
+    if typ == TRAINING_ATTEMPT:
+        # A first attempt: no job of that name exists (the provider's own tests cover the others).
+        state.update(job_name=inputs["base_name"], attempt=0)
+        return inputs["base_name"], state
     if typ == TRAINING_JOB:
         name = inputs["trainingJobName"]
         state["arn"] = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name}"

@@ -43,6 +43,7 @@ from aws_mocks import (
     SCALING_POLICY,
     SCALING_TARGET,
     STAGE,
+    TRAINING_ATTEMPT,
     TRAINING_JOB,
     AwsRun,
     provider_of,
@@ -358,6 +359,15 @@ def test_training_resources_and_stopping_condition_come_from_the_stack_config(st
     assert job.inputs["timeouts"]["create"] == "90m"
 
 
+def test_training_job_takes_its_name_from_the_attempt_resource(stack: AwsRun) -> None:
+    # A failed job keeps no Pulumi state: the attempt resource moves the next `up` to a free name.
+    job, attempt = stack.one(TRAINING_JOB), stack.one(TRAINING_ATTEMPT)
+    assert job.inputs["trainingJobName"] == attempt.outputs["job_name"]
+    assert stack.depends_on(job, attempt)
+    assert attempt.inputs["region"] == REGION
+    assert re.fullmatch(r"mnist-aws-xgboost-[0-9a-f]{12}", attempt.inputs["base_name"])
+
+
 def test_training_job_name_is_a_valid_sagemaker_name(stack: AwsRun) -> None:
     name = stack.one(TRAINING_JOB).inputs["trainingJobName"]
     assert len(name) <= 63
@@ -495,7 +505,7 @@ def test_every_resource_uses_the_region_and_tagging_provider(
         if resource is provider or resource is component:
             continue
         assert resource.parent is not None, resource.name
-        if resource.custom:
+        if resource.custom and not resource.is_dynamic:  # dynamic providers run in the engine
             assert provider_of(stack, resource) == provider_ref, resource.name
     assert provider.parent == component.urn
 
