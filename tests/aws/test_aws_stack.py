@@ -45,6 +45,7 @@ from aws_mocks import (
     STAGE,
     TRAINING_ATTEMPT,
     TRAINING_JOB,
+    UNIQUE_SUFFIX,
     AwsRun,
     provider_of,
     run_aws,
@@ -438,8 +439,20 @@ def test_model_and_configuration_are_generated_names_so_replacements_never_colli
 def test_a_new_instance_type_gets_a_new_endpoint(stack: AwsRun, data_dir: Path) -> None:
     # SageMaker refuses UpdateEndpoint that changes the instance type of an autoscaled variant.
     moved = run_aws(data_dir, {"endpointInstanceType": "ml.c5.large"})
+    assert moved.one(UNIQUE_SUFFIX).inputs["keepers"] != stack.one(UNIQUE_SUFFIX).inputs["keepers"]
     assert moved.one(ENDPOINT).inputs["name"] != stack.one(ENDPOINT).inputs["name"]
     assert moved.one(ENDPOINT).inputs["name"].startswith("mnist-aws-xgboost-")
+
+
+def test_endpoint_and_log_group_names_come_from_a_suffix_kept_per_instance_type(stack: AwsRun) -> None:
+    # The suffix is random per deployment (infra/aws/unique_suffix.py): a redeploy after destroy, or a
+    # switch back to an earlier instance type, never reuses a log group name SageMaker may have recreated.
+    suffix = stack.one(UNIQUE_SUFFIX)
+    assert suffix.inputs["keepers"] == {"instance_type": "ml.m5.large"}
+    endpoint, log_group = stack.one(ENDPOINT), stack.one(LOG_GROUP)
+    assert endpoint.inputs["name"] == f"mnist-aws-xgboost-{suffix.outputs['suffix']}"
+    assert log_group.inputs["name"] == f"/aws/sagemaker/Endpoints/{endpoint.inputs['name']}"
+    assert stack.depends_on(log_group, suffix)
 
 
 def test_endpoint_log_group_is_owned_by_the_stack(stack: AwsRun) -> None:
