@@ -153,6 +153,9 @@ class TrainingJobAttemptProvider(ResourceProvider):
         from botocore.exceptions import ClientError
 
         client = sagemaker_client(str(region))
+        if not hasattr(client, "delete_training_job"):  # a boto3 older than the DeleteTrainingJob API
+            log(f"failed training job {name} is left in SageMaker: this boto3 cannot delete job records")
+            return
         try:
             _call(f"DeleteTrainingJob {name}", client.delete_training_job, TrainingJobName=name)
         except ClientError:  # not found: already gone
