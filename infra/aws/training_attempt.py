@@ -32,6 +32,8 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from infra.dynamic import changed_keys, log, state_of
 
 FAILED = "Failed"
+# What the provider calls with the deploying identity (docs/aws.md's deployer policy grants them).
+DEPLOYER_ACTIONS = ("sagemaker:DescribeTrainingJob", "sagemaker:DeleteTrainingJob")
 # `-r<n>`: the room platform.py keeps free after the hash, so every attempt fits in 63 characters.
 ATTEMPT_SUFFIX_ROOM = 4
 MAX_ATTEMPTS = 99
