@@ -39,6 +39,17 @@ class Dataset(StrEnum):
     FASHION_MNIST = "fashion-mnist"
 
 
+class PublicApi(StrEnum):
+    """aws: the optional HTTP API in front of the SageMaker endpoint."""
+
+    OFF = "off"
+    """No API: the endpoint is reached with AWS credentials through sagemaker-runtime."""
+    IAM = "iam"
+    """Routes with IAM authorization: callers sign with SigV4 (as boto3 does) and need execute-api:Invoke."""
+    OPEN = "open"
+    """Anonymous routes, throttled: a demo anyone with the URL can call (and spend your invocations)."""
+
+
 # What each platform serves: SageMaker's built-in algorithm is XGBoost, Vertex serves the
 # TensorFlow SavedModel, watsonx.ai the ONNX export of the PyTorch CNN; local runs all three.
 DEFAULT_MODELS: dict[Cloud, tuple[Framework, ...]] = {
@@ -99,7 +110,17 @@ class AwsSettings(_Strict):
     endpoint_min_instances: int = Field(default=1, ge=1, le=offerings.MAX_INSTANCE_COUNT)
     endpoint_max_instances: int = Field(default=2, ge=1, le=offerings.MAX_INSTANCE_COUNT)
     kms_key_arn: str | None = Field(default=None, description="Customer KMS key; SSE-S3 when absent.")
-    public_api: bool = Field(default=False, description="An HTTP API + Lambda in front of the endpoint.")
+    public_api: PublicApi = Field(
+        default=PublicApi.OFF, description="An HTTP API + Lambda in front of the endpoint: off, iam or open."
+    )
+
+    @field_validator("public_api", mode="before")
+    @classmethod
+    def _public_api_from_boolean(cls, value: Any) -> Any:
+        # Earlier stacks set `publicApi: true|false`; true now means the IAM-authorized API.
+        if isinstance(value, bool):
+            return PublicApi.IAM if value else PublicApi.OFF
+        return value
 
     @field_validator("training_instance_type")
     @classmethod

@@ -56,6 +56,10 @@ ONNX_FILE = "model.onnx"
 # Threads each runtime may use for one request; 1 keeps single-image latency steady on a shared machine.
 THREADS_ENV = "MNIST_SERVING_THREADS"
 DEFAULT_THREADS = 1
+# SageMaker's built-in XGBoost container: selectable inference content (`probabilities`, ...); the aws
+# stack sets it on the model, and the local stack on its sagemaker-flavor server.
+SAGEMAKER_INFERENCE_OUTPUT_ENV = "SAGEMAKER_INFERENCE_OUTPUT"
+SAGEMAKER_DEPLOYED_INFERENCE_OUTPUT = "probabilities"
 # Vertex AI sets these in a custom prediction container; honoured so the same app can run there.
 AIP_HEALTH_ROUTE_ENV = "AIP_HEALTH_ROUTE"
 AIP_PREDICT_ROUTE_ENV = "AIP_PREDICT_ROUTE"
