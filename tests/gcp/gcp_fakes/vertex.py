@@ -160,7 +160,9 @@ class VertexFake(FakeServer):
         self.route("POST", endpoints + r"/(?P<id>\d+):deployModel", self._deploy)
         self.route("POST", endpoints + r"/(?P<id>\d+):undeployModel", self._undeploy)
         self.route("POST", endpoints + r"/(?P<id>\d+):predict", self._predict)
-        self.route("GET", r"/v1/(?P<name>projects/[^:]+/operations/[^/:]+)", self._get_operation)
+        # google-cloud-aiplatform's operations client polls the first URI of the service's http rules, which
+        # is `/ui/{name=projects/*/locations/*/.../operations/*}`; `/v1/` is the documented one.
+        self.route("GET", r"/(?:v1|ui)/(?P<name>projects/[^:]+/operations/[^/:]+)", self._get_operation)
 
     @property
     def gcs_root(self) -> Path:
