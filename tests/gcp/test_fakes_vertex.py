@@ -44,7 +44,8 @@ RECORD_ENV = (
     "out.mkdir(parents=True, exist_ok=True)\n"
     "keys = ('AIP_MODEL_DIR', 'AIP_CHECKPOINT_DIR', 'AIP_TENSORBOARD_LOG_DIR', 'CLOUD_ML_JOB_ID',"
     " 'TF_CONFIG', 'CLUSTER_SPEC')\n"
-    "(out / f\"env-{task['type']}-{task['index']}.json\").write_text(json.dumps({k: os.environ[k] for k in keys}))\n"
+    "seen = json.dumps({k: os.environ[k] for k in keys})\n"
+    "(out / f\"env-{task['type']}-{task['index']}.json\").write_text(seen)\n"
 )
 
 
