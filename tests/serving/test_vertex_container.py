@@ -73,3 +73,16 @@ def test_a_saved_model_folder_is_served_as_the_model_of_an_out_folder(tmp_path: 
     out = model_folder(str(saved))
     assert (out / "model" / "saved_model.pb").read_bytes() == b"\x08\x01"
     assert model_folder(str(tmp_path)) == tmp_path  # an OUT folder (or anything else) as it is
+
+
+def test_mnistctl_serve_without_a_model_exits_2_naming_aip_storage_uri(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from mnistctl.cli import app
+
+    monkeypatch.delenv("AIP_STORAGE_URI", raising=False)
+    result = CliRunner().invoke(app, ["serve", "--flavor", "vertex"])
+    assert result.exit_code == 2
+    assert "AIP_STORAGE_URI" in result.output
