@@ -2,10 +2,11 @@
 
 Cloud Build builds the image from a .tar.gz source in the bucket (no Docker on the user's machine). The
 context holds exactly what the image installs: `container/Dockerfile` (at its root, as `Dockerfile`),
-`pyproject.toml`, `README.md` (the project's `readme`) and the three packages the custom job and the
-serving container import (`training`, `serving`, `mnistctl`). Nothing else: no tests, virtualenv, stack
-state, caches or keys. The archive is byte-for-byte reproducible and `sha256` covers names and bytes,
-so an unchanged tree gives the same image tag and no rebuild.
+`pyproject.toml`, a fixed stand-in `README.md` (the project's `readme`, which `pip install` reads)
+and the three packages the custom job and the serving container import (`training`, `serving`,
+`mnistctl`). Nothing else: no tests, virtualenv, stack state, caches or keys. The archive is
+byte-for-byte reproducible and `sha256` covers names and bytes, so an unchanged tree gives the same
+image tag and no rebuild.
 
 One image serves twice: as the custom job's container (`TRAIN_COMMAND`, the TF trainer) and as the
 model's custom serving container (`SERVE_COMMAND`, which reads Vertex's `AIP_*` environment).
@@ -21,7 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DOCKERFILE = Path("container") / "Dockerfile"
-TOP_LEVEL_FILES = ("pyproject.toml", "README.md")
+TOP_LEVEL_FILES = ("pyproject.toml",)
+# pyproject.toml names README.md as the package's readme, so `pip install` in the image needs one; the
+# repository's own README changes with every docs edit, and a docs edit must not rebuild the image
+# (and so retrain the model). The context carries this fixed stand-in instead.
+README_MEMBER = "README.md"
+README_STAND_IN = (
+    b"mnist-platform: the training and serving image of the gcp stack (see the repository's README).\n"
+)
 PACKAGES = ("training", "serving", "mnistctl")
 PACKAGE_SUFFIXES = frozenset({".py"})
 ARCHIVE_NAME = "image-context.tar.gz"
@@ -76,12 +84,13 @@ def context_files(project_root: Path) -> dict[str, Path]:
 
 def build_image_context(project_root: Path, out_dir: Path) -> ImageContext:
     """Write `out_dir/image-context.tar.gz` from `project_root` and return it with its content hash."""
-    members = context_files(project_root)
+    contents = {name: path.read_bytes() for name, path in context_files(project_root).items()}
+    contents[README_MEMBER] = README_STAND_IN
+    members = dict(sorted(contents.items()))
     digest = hashlib.sha256()
     tar_bytes = io.BytesIO()
     with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, path in members.items():
-            data = path.read_bytes()
+        for name, data in members.items():
             digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
             info = tarfile.TarInfo(name)
             info.size = len(data)

@@ -30,8 +30,7 @@ def _members(context: ImageContext) -> dict[str, bytes]:
 
 def _copy_project(dest: Path) -> Path:
     dest.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO_ROOT / name, dest / name)
+    shutil.copy(REPO_ROOT / "pyproject.toml", dest / "pyproject.toml")
     (dest / "container").mkdir()
     shutil.copy(REPO_ROOT / "container" / "Dockerfile", dest / "container" / "Dockerfile")
     for package in PACKAGES:
@@ -130,3 +129,14 @@ def test_every_module_the_job_and_the_server_import_comes_from_the_context(tmp_p
     inside = unpacked.resolve()
     strays = {n: f for n, f in loaded.items() if f and not Path(f).resolve().is_relative_to(inside)}
     assert not strays, f"imported from outside the context: {strays}"
+
+
+def test_a_docs_edit_does_not_change_the_image(tmp_path: Path) -> None:
+    """The repository's README is not in the context (a stand-in is): editing it must not rebuild the
+    image, which would retrain the model."""
+    root = _copy_project(tmp_path / "project")
+    (root / "README.md").write_text("# the project\n")
+    first = build_image_context(root, tmp_path / "a")
+    (root / "README.md").write_text("# the project, with a new paragraph\n")
+    assert build_image_context(root, tmp_path / "b").sha256 == first.sha256
+    assert _members(first)["README.md"] != (root / "README.md").read_bytes()
