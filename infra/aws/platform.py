@@ -1,6 +1,7 @@
 """The SageMaker stack: what the SageMaker MNIST notebook does by hand, as declared resources.
 
-bucket + data upload -> execution roles -> built-in XGBoost training job -> model -> endpoint
+bucket + data upload -> execution roles -> built-in XGBoost training job -> champion gate (the job's
+model is served only if it passes the promotion rule, docs/gate.md) -> model -> endpoint
 configuration -> endpoint (+ autoscaling, alarms, and optionally a public HTTP API). Every resource
 is a native pulumi-aws resource; `pulumi destroy` removes all of them (see docs/aws.md for the few
 records AWS itself keeps).

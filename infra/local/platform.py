@@ -1,6 +1,7 @@
 """The local platform: the whole MNIST platform on this machine, no cloud account needed.
 
-Per model: the dataset (one, shared) -> a training job (`mnistctl train` in a subprocess) -> an
+Per model: the dataset (one, shared) -> a training job (`mnistctl train` in a subprocess) -> a
+champion gate (the job's model is served only if it passes the promotion rule, docs/gate.md) -> an
 endpoint (a detached `mnistctl serve` process speaking the wire contract of the platform that model
 is served on in the cloud: xgboost as SageMaker, tensorflow as Vertex AI, pytorch as watsonx.ai).
 Everything lives under one folder, `localRoot`, which `pulumi destroy` removes.

@@ -262,6 +262,7 @@ def serving_inputs(run: StackRun) -> dict[str, dict[str, Any]]:
     return {typ: run.one(typ).inputs for typ in (MODEL, ENDPOINT_CONFIG, ENDPOINT)}
 
 
+@pytest.mark.slow
 def test_a_losing_job_leaves_model_configuration_and_endpoint_unchanged_a_winner_rolls_forward(
     aws: None, t10k_dir: Path, warnings: list[str]
 ):
@@ -297,6 +298,7 @@ def test_a_losing_job_leaves_model_configuration_and_endpoint_unchanged_a_winner
     assert s3.list_objects_v2(Bucket=bucket, Prefix="champions/").get("KeyCount") == 0
 
 
+@pytest.mark.slow
 def test_a_first_job_under_the_floor_fails_before_any_model_or_endpoint(aws: None, t10k_dir: Path):
     engine = ProviderEngine(fallback=moto_backed)
     with pytest.raises(Exception, match="No endpoint is created for xgboost"):
