@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from infra import offerings
 from infra.gate import PromotionRule
 
 PROJECT = "mnist-platform"
@@ -66,6 +67,14 @@ DEFAULT_MIN_ACCURACY: dict[Dataset, dict[Framework, float]] = {
 }
 
 
+def _offered(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise ValueError(
+            f"{value!r} is not one of the {what} instance types; allowed: {offerings.closest(value, allowed)}"
+        )
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -96,20 +105,31 @@ class AwsSettings(_Strict):
         default="1.7-1", description="Version of SageMaker's built-in XGBoost image (image_uris)."
     )
     training_instance_type: str = "ml.m5.xlarge"
-    training_instance_count: int = Field(default=1, ge=1, le=20)
-    max_runtime_seconds: int = Field(default=3600, ge=60, le=432_000)
+    training_instance_count: int = Field(default=1, ge=1, le=offerings.MAX_INSTANCE_COUNT)
+    max_runtime_seconds: int = Field(default=3600, ge=60, le=offerings.SAGEMAKER_MAX_RUNTIME_SECONDS)
     endpoint_instance_type: str = "ml.m5.large"
-    endpoint_min_instances: int = Field(default=1, ge=1, le=10)
-    endpoint_max_instances: int = Field(default=2, ge=1, le=10)
+    endpoint_min_instances: int = Field(default=1, ge=1, le=offerings.MAX_INSTANCE_COUNT)
+    endpoint_max_instances: int = Field(default=2, ge=1, le=offerings.MAX_INSTANCE_COUNT)
     kms_key_arn: str | None = Field(default=None, description="Customer KMS key; SSE-S3 when absent.")
     public_api: bool = Field(default=False, description="An HTTP API + Lambda in front of the endpoint.")
 
-    @field_validator("training_instance_type", "endpoint_instance_type")
+    @field_validator("training_instance_type")
     @classmethod
-    def _sagemaker_instance_type(cls, value: str) -> str:
-        if not value.startswith("ml."):
-            raise ValueError(f"SageMaker instance types start with 'ml.' (e.g. ml.m5.large), got {value!r}")
-        return value
+    def _training_instance_type_offered(cls, value: str) -> str:
+        return _offered(
+            value,
+            offerings.sagemaker_training_instance_types(),
+            "SageMaker training (x86-64, as the built-in XGBoost image needs)",
+        )
+
+    @field_validator("endpoint_instance_type")
+    @classmethod
+    def _endpoint_instance_type_offered(cls, value: str) -> str:
+        return _offered(
+            value,
+            offerings.sagemaker_endpoint_instance_types(),
+            "SageMaker endpoint (x86-64, as the built-in XGBoost image needs)",
+        )
 
 
 class PromotionSettings(_Strict):
@@ -217,7 +237,12 @@ def _describe(error: ValidationError) -> str:
         elif loc:
             loc = [_TOP_KEYS.get(loc[0], loc[0]), *loc[1:]]
         where = f"{PROJECT}:{'.'.join(loc)}" if loc else "settings"
-        lines.append(f"  {where}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        value = item.get("input")
+        # Name the value unless the message already does (a custom validator's message quotes it).
+        if isinstance(value, str | int | float) and repr(value) not in message:
+            message = f"{message}, got {value!r}"
+        lines.append(f"  {where}: {message}")
     return "invalid stack configuration:\n" + "\n".join(lines)
 
 
