@@ -60,7 +60,7 @@ def test_tolerance_and_force_reach_every_rule():
     [
         (
             FakeConfig(minAccuracy="1.2"),
-            "mnist-platform:minAccuracy: Value error, the floor of xgboost must be between 0 and 1",
+            "mnist-platform:minAccuracy: the floor of xgboost must be between 0 and 1, got 1.2",
         ),
         (FakeConfig(minAccuracy='"high"'), "minAccuracy must be a number between 0 and 1 or a JSON map"),
         (
