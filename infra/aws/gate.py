@@ -200,7 +200,10 @@ class SageMakerGateProvider(ChampionGateProvider):
         except ClientError as error:
             if _error_code(error) in NOT_FOUND_CODES or _error_code(error) == "NoSuchBucket":
                 return False
-            raise
+            raise GateError(
+                f"gate {props['model']}: could not check the champion's copy {artifact}: {error}. The "
+                "deploying identity needs s3:GetObject on the stack's bucket (docs/aws.md)."
+            ) from error
         return True
 
 
