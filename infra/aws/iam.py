@@ -181,16 +181,25 @@ def hosting_role_policy(
     endpoint_name_prefix: str,
     image_repository_arn: str,
     kms_key_arn: str | None = None,
+    champion_prefix: str | None = None,
 ) -> PolicyDocument:
-    """What the hosted model needs: read the model artifacts of this stack's jobs, pull, log."""
+    """What the hosted model needs: read the model artifacts of this stack's jobs, pull, log.
+
+    With `champion_prefix` (the champion gate's copies, what the endpoint serves) only those are readable.
+    """
     bucket_arn = s3_bucket_arn(account.partition, bucket)
     log_groups = account.arn("logs", f"log-group:{ENDPOINT_LOG_GROUP_PREFIX}/{endpoint_name_prefix}-*")
+    artifacts = (
+        f"{bucket_arn}/{champion_prefix}/*/model.tar.gz"
+        if champion_prefix
+        else f"{bucket_arn}/{output_prefix}/{job_name_prefix}-*/output/model.tar.gz"
+    )
     statements: list[Statement] = [
         {
             "Sid": "ReadOwnModelArtifacts",
             "Effect": "Allow",
             "Action": "s3:GetObject",
-            "Resource": f"{bucket_arn}/{output_prefix}/{job_name_prefix}-*/output/model.tar.gz",
+            "Resource": artifacts,
         },
         *_ecr_pull(image_repository_arn),
         {

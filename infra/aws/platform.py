@@ -1,6 +1,7 @@
 """The SageMaker stack: what the SageMaker MNIST notebook does by hand, as declared resources.
 
-bucket + data upload -> execution roles -> built-in XGBoost training job -> model -> endpoint
+bucket + data upload -> execution roles -> built-in XGBoost training job -> champion gate (the job's
+model is served only if it passes the promotion rule, docs/gate.md) -> model -> endpoint
 configuration -> endpoint (+ autoscaling, alarms, and optionally a public HTTP API). Every resource
 is a native pulumi-aws resource; `pulumi destroy` removes all of them (see docs/aws.md for the few
 records AWS itself keeps).
@@ -27,11 +28,14 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.aws.data import CSV_CONTENT_TYPE, StagedFile, dataset_prefix, stage_sagemaker_csv
+from infra.aws.gate import CHAMPIONS_PREFIX, SageMakerGate, SageMakerGateArgs, require_merror
 from infra.aws.iam import Account, bucket_tls_only_policy, service_trust_policy, training_role_policy
 from infra.aws.names import model_artifact_uri, parse_image_uri, s3_uri, sagemaker_name, sagemaker_prefix
 from infra.aws.public_api import PublicPredictApi, PublicPredictApiArgs
 from infra.aws.serving import ENDPOINT_DIGEST_LENGTH, SageMakerEndpoint, SageMakerEndpointArgs
 from infra.aws.training_attempt import ATTEMPT_SUFFIX_ROOM, TrainingJobAttempt
+from infra.gate import PromotionRule
+from infra.gate_provider import models_entry
 from infra.hashing import content_hash
 from infra.settings import PROJECT, Dataset, Framework, PublicApi, Settings
 
@@ -81,6 +85,8 @@ class SageMakerPlatformArgs:
     """A throttled HTTP API (API Gateway + Lambda) in front of the endpoint: IAM-authorized or open."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Extra default tags; `project` and `stack` are always set."""
+    promotion: PromotionRule = field(default_factory=lambda: PromotionRule(min_accuracy=0.0))
+    """The champion/challenger rule: when a new training job's model replaces the served one."""
 
     def __post_init__(self) -> None:
         channels = {f.channel for f in self.staged_files}
@@ -118,7 +124,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
         if aws_settings is None:
             raise ValueError("the aws stack needs its settings (aws:region and the aws keys of Pulumi.yaml)")
         overrides = settings.hyperparameters.get(Framework.XGBOOST, {})
-        hyperparameters = Hyperparameters.from_strings(overrides)
+        hyperparameters = require_merror(Hyperparameters.from_strings(overrides))
         try:
             image = image_uris.retrieve("xgboost", aws_settings.region, aws_settings.xgboost_version)
         except ValueError as error:
@@ -144,6 +150,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
             endpoint_max_instances=aws_settings.endpoint_max_instances,
             kms_key_arn=aws_settings.kms_key_arn,
             public_api=aws_settings.public_api,
+            promotion=settings.promotion.rule(Framework.XGBOOST),
         )
         return cls(name, args)
 
@@ -179,6 +186,20 @@ class SageMakerPlatform(pulumi.ComponentResource):
         artifact = pulumi.Output.all(bucket.bucket, job.training_job_name).apply(
             lambda values: model_artifact_uri(values[0], OUTPUT_PREFIX, values[1])
         )
+        # The endpoint serves the gate's champion, not the job's output (docs/gate.md).
+        gate = SageMakerGate(
+            f"{name}-{MODEL_KEY}-gate",
+            SageMakerGateArgs(
+                model=MODEL_KEY,
+                training_job_name=job.training_job_name,
+                challenger_artifact=artifact,
+                region=args.region,
+                bucket=bucket.bucket,
+                rule=args.promotion,
+                kms_key_arn=args.kms_key_arn,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[job]),
+        )
         serving = SageMakerEndpoint(
             f"{name}-{MODEL_KEY}",
             SageMakerEndpointArgs(
@@ -189,12 +210,13 @@ class SageMakerPlatform(pulumi.ComponentResource):
                 job_name_prefix=self._job_prefix,
                 endpoint_name_prefix=self._endpoint_prefix,
                 image=args.training_image,
-                artifact=artifact,
-                training_job=job,
+                artifact=gate.champion_artifact,
+                training_job=gate,
                 instance_type=args.endpoint_instance_type,
                 min_instances=args.endpoint_min_instances,
                 max_instances=args.endpoint_max_instances,
                 kms_key_arn=args.kms_key_arn,
+                champion_prefix=CHAMPIONS_PREFIX,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -207,24 +229,8 @@ class SageMakerPlatform(pulumi.ComponentResource):
         self.endpoints = pulumi.Output.all(serving.endpoint_name, api.url if api else None).apply(
             lambda values: {MODEL_KEY: _endpoint_entry(values[0], args.region, values[1], args.public_api)}
         )
-        n_train = sum(f.rows for f in args.staged_files if f.channel == TRAIN_CHANNEL)
-        n_test = sum(f.rows for f in args.staged_files if f.channel == VALIDATION_CHANNEL)
-        self.models = pulumi.Output.all(artifact, job.training_job_name).apply(
-            lambda values: {
-                MODEL_KEY: {
-                    "artifact": values[0],
-                    "metrics": {
-                        # Accuracy is not an output of the TrainingJob resource: the built-in algorithm
-                        # reports its eval_metric on the validation channel to the job record and
-                        # CloudWatch; `mnistctl smoke` measures accuracy on the endpoint (docs/aws.md).
-                        "training_job": values[1],
-                        "dataset": args.dataset.value,
-                        "n_train": n_train,
-                        "n_test": n_test,
-                    },
-                }
-            }
-        )
+        # What the endpoint serves (the champion) and what the last training run made of the gate.
+        self.models = models_entry(gate.champion, gate.challenger).apply(lambda entry: {MODEL_KEY: entry})
         self.register_outputs(
             {
                 "endpoints": self.endpoints,

@@ -65,7 +65,7 @@ class SageMakerEndpointArgs:
     artifact: pulumi.Input[str]
     """`s3://…/model.tar.gz` of the training job."""
     training_job: pulumi.Resource
-    """The job that writes `artifact`: the model is created only once it has finished."""
+    """What provides `artifact` (the champion gate): the model is created only once it has decided."""
     instance_type: str = "ml.m5.large"
     """Instance type of the production variant."""
     min_instances: int = 1
@@ -74,6 +74,8 @@ class SageMakerEndpointArgs:
     """Autoscaling upper bound."""
     kms_key_arn: str | None = None
     """Customer KMS key for the artifact and the endpoint's storage volume."""
+    champion_prefix: str | None = None
+    """Where the champion gate keeps what is served: the only artifacts the hosting role may read."""
 
 
 class SageMakerEndpoint(pulumi.ComponentResource):
@@ -186,6 +188,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
                         endpoint_name_prefix=args.endpoint_name_prefix,
                         image_repository_arn=_repository_arn(args.image, values[0]),
                         kms_key_arn=args.kms_key_arn,
+                        champion_prefix=args.champion_prefix,
                     )
                 )
             ),

@@ -50,6 +50,7 @@ STAGE = "aws:apigatewayv2/stage:Stage"
 COMPONENT = "mnist-platform:aws:SageMakerPlatform"
 TRAINING_ATTEMPT = "pulumi-python:dynamic/aws:TrainingJobAttempt"
 UNIQUE_SUFFIX = "pulumi-python:dynamic/aws:UniqueSuffix"
+GATE = "pulumi-python:dynamic/aws:ChampionGate"
 
 
 def _suffixed(args: MockResourceArgs) -> str:
@@ -88,6 +89,21 @@ def _outputs(args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         kind = {MODEL: "model", ENDPOINT_CONFIG: "endpoint-config", ENDPOINT: "endpoint"}[typ]
         state.update(name=name, arn=f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:{kind}/{name}")
         return name, state
+    if typ == GATE:
+        # The gate's first round: the challenger passes and is copied to the champions prefix.
+        job = inputs["challenger_id"]
+        champion = {
+            "source": job,
+            "artifact": f"s3://{inputs['bucket']}/champions/{inputs['model']}/{job}/model.tar.gz",
+            "accuracy": 0.97,
+            "metrics": {"training_job": job, "validation:merror": 0.03},
+        }
+        state.update(
+            champion=champion,
+            champion_artifact=champion["artifact"],
+            challenger={**champion, "artifact": inputs["challenger_artifact"], "decision": "promoted"},
+        )
+        return f"{args.name}-id", state
     if typ == LOG_GROUP:
         name = inputs.get("name") or _suffixed(args)
         state.update(name=name, arn=f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}")

@@ -27,6 +27,7 @@ from aws_mocks import (
     ENDPOINT,
     ENDPOINT_CONFIG,
     FUNCTION,
+    GATE,
     HTTP_API,
     INTEGRATION,
     LOG_GROUP,
@@ -282,7 +283,7 @@ def test_training_role_may_describe_log_streams_on_the_log_group_arn_iam_checks(
     assert not any(_allows(s, "logs:PutLogEvents", other_stream) for s in statements)
 
 
-def test_hosting_role_reads_only_model_artifacts(stack: AwsRun) -> None:
+def test_hosting_role_reads_only_the_champion_copies_it_serves(stack: AwsRun) -> None:
     bucket = f"arn:aws:s3:::{_bucket_name(stack)}"
     policy = stack.policy("hosting-access")
     s3_statements = [
@@ -293,9 +294,11 @@ def test_hosting_role_reads_only_model_artifacts(stack: AwsRun) -> None:
             "Sid": "ReadOwnModelArtifacts",
             "Effect": "Allow",
             "Action": "s3:GetObject",
-            "Resource": f"{bucket}/output/mnist-aws-xgboost-*/output/model.tar.gz",
+            "Resource": f"{bucket}/champions/*/model.tar.gz",
         }
     ]
+    served = stack.one(MODEL).inputs["primaryContainer"]["modelDataUrl"]
+    assert served.startswith(f"s3://{_bucket_name(stack)}/champions/") and served.endswith("/model.tar.gz")
     endpoint_name = stack.one(ENDPOINT).inputs["name"]
     log_groups = _statement(policy, "WriteOwnEndpointLogs")["Resource"][0]
     assert log_groups.endswith("log-group:/aws/sagemaker/Endpoints/mnist-aws-xgboost-*")
@@ -345,6 +348,8 @@ def test_hyperparameters_are_strings_for_probabilities_over_ten_classes(stack: A
     assert all(isinstance(v, str) for v in hyperparameters.values())
     assert hyperparameters["objective"] == "multi:softprob"
     assert hyperparameters["num_class"] == "10"
+    # The champion gate's score: the built-in algorithm reports validation:merror only when asked.
+    assert "merror" in hyperparameters["eval_metric"].split(",")
     assert "num_round" in hyperparameters
 
 
@@ -419,19 +424,29 @@ def test_changed_data_alone_trains_a_new_job(
 # -- serving --------------------------------------------------------------------------------------
 
 
-def test_model_serves_the_training_jobs_artifact(stack: AwsRun) -> None:
-    job, model = stack.one(TRAINING_JOB), stack.one(MODEL)
-    artifact = f"s3://{_bucket_name(stack)}/output/{job.inputs['trainingJobName']}/output/model.tar.gz"
+def test_model_serves_the_gates_champion_and_the_gate_judges_the_training_job(stack: AwsRun) -> None:
+    job, model, gate = stack.one(TRAINING_JOB), stack.one(MODEL), stack.one(GATE)
+    job_name = job.inputs["trainingJobName"]
+    # The gate reads the job's metrics and judges its artifact; the model serves the gate's copy of it.
+    assert gate.props["challenger_id"] == job_name
+    assert (
+        gate.props["challenger_artifact"]
+        == f"s3://{_bucket_name(stack)}/output/{job_name}/output/model.tar.gz"
+    )
+    assert gate.props["region"] == REGION and gate.props["bucket"] == _bucket_name(stack)
+    assert gate.props["min_accuracy"] == 0.95  # mnist-t10k's default floor for xgboost
+    assert stack.depends_on(gate, job)
+    assert model.property_dependencies["primaryContainer"] == {gate.urn}
     assert model.inputs["primaryContainer"] == {
         "image": XGBOOST_1_7_IMAGE_US_EAST_1,
-        "modelDataUrl": artifact,
+        "modelDataUrl": f"s3://{_bucket_name(stack)}/champions/xgboost/{job_name}/model.tar.gz",
         "mode": "SingleModel",
         # Probabilities as JSON, one record per CSV line: what mnistctl's SageMaker client parses.
         "environment": {"SAGEMAKER_INFERENCE_OUTPUT": "probabilities"},
     }
     assert model.inputs["executionRoleArn"] == stack.one(ROLE, "hosting").outputs["arn"]
-    # The model is created only once the job resource exists, i.e. after training completed.
-    assert stack.depends_on(model, job)
+    # The model is created only once the gate has decided, i.e. after training completed.
+    assert stack.depends_on(model, gate)
     assert stack.depends_on(model, stack.one(ROLE_POLICY, "hosting"))
 
 
@@ -535,8 +550,8 @@ def test_every_resource_uses_the_region_and_tagging_provider(
     component = stack.one(COMPONENT)
     provider_ref = f"{provider.urn}::{provider.id}"
     for resource in stack.resources:
-        if resource is provider or resource is component:
-            continue
+        if resource is provider or resource is component or resource.is_dynamic:
+            continue  # (the champion gate is a dynamic resource: it calls boto3 with the stack's region)
         assert resource.parent is not None, resource.name
         if resource.custom and not resource.is_dynamic:  # dynamic providers run in the engine
             assert provider_of(stack, resource) == provider_ref, resource.name
@@ -552,10 +567,15 @@ def test_outputs_follow_the_stack_contract(stack: AwsRun) -> None:
     assert model["artifact"] == stack.one(MODEL).inputs["primaryContainer"]["modelDataUrl"]
     assert model["metrics"] == {
         "training_job": job.inputs["trainingJobName"],
-        "dataset": "mnist-t10k",
-        "n_train": 8000,
-        "n_test": 2000,
+        "validation:merror": 0.03,
+        "accuracy": 0.97,
     }
+    assert model["champion"] == {
+        "artifact": model["artifact"],
+        "accuracy": 0.97,
+        "source": job.inputs["trainingJobName"],
+    }
+    assert model["challenger"]["decision"] == "promoted"
     assert stack.outputs["bucket"] == _bucket_name(stack)
     assert stack.outputs["dataset"] == "mnist-t10k"
     registered = stack.run.component_outputs[stack.one(COMPONENT).urn]

@@ -127,6 +127,7 @@ def test_small_real_training_answers_correctly_and_new_hyperparameters_retrain_a
         "dataDir": str(t10k_dir),
         "models": ["xgboost"],
         "hyperparameters": {"xgboost": {"num_round": 10, "max_depth": 4}},
+        "minAccuracy": 0.8,  # 10 small rounds are not MNIST's 0.95; the gate is tested on its own
     }
     started = time.monotonic()
     first = up(engine, config)
@@ -134,7 +135,7 @@ def test_small_real_training_answers_correctly_and_new_hyperparameters_retrain_a
     result = smoke(first.outputs, count=10, data_dir=t10k_dir)
     assert result.for_model("xgboost").correct >= 8, result.results
     assert first.outputs["models"]["xgboost"]["metrics"]["accuracy"] >= 0.85
-    old_artifact = Path(first.outputs["models"]["xgboost"]["artifact"])
+    old_job = Path(engine.live["mnist-xgboost-training"].state["out_dir"])
 
     # New hyperparameters: a new training job, then a new endpoint serving its artifact; data unchanged.
     config["hyperparameters"] = {"xgboost": {"num_round": 12, "max_depth": 4}}
@@ -147,7 +148,8 @@ def test_small_real_training_answers_correctly_and_new_hyperparameters_retrain_a
     ) in changed
     assert ("delete", "mnist-xgboost-training") in changed  # the old job, after its replacement exists
     assert all(name != "mnist-data" for _, name in changed)
-    assert not old_artifact.exists()
+    assert not old_job.exists()
+    assert second.outputs["models"]["xgboost"]["challenger"]["decision"] == "promoted"
     assert second.outputs["endpoints"]["xgboost"]["url"] != first.outputs["endpoints"]["xgboost"]["url"]
     assert smoke(second.outputs, count=10, data_dir=t10k_dir).for_model("xgboost").correct >= 8
 
