@@ -11,6 +11,7 @@ distributed: worker pool 0 holds exactly one chief, pool 1 the other replicas wi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -202,10 +203,8 @@ class VertexCustomJobProvider(ResourceProvider):
             _wait_until_done(client, id_, {**props, "max_runtime_seconds": CANCEL_WAIT_SECONDS}, slack=0)
         operation = ignore_not_found(client.delete_custom_job, name=id_)
         if operation is not None:
-            try:
+            with contextlib.suppress(exceptions.NotFound):
                 wait_for(operation, f"deleting custom job {id_}", DELETE_WAIT_SECONDS)
-            except exceptions.NotFound:
-                pass
         log(f"deleted custom job {id_}")
 
 
@@ -259,7 +258,8 @@ def _metrics_or_empty(metrics_uri: str, props: Mapping[str, Any]) -> dict[str, A
         return read_metrics(metrics_uri, str(props["project"]), props.get("storage_api_endpoint"))
     except (exceptions.GoogleAPICallError, ValueError, OSError) as error:
         log(
-            f"warning: could not read {metrics_uri} ({type(error).__name__}); models.tensorflow.metrics stays empty"
+            f"warning: could not read {metrics_uri} ({type(error).__name__}); "
+            "models.tensorflow.metrics stays empty"
         )
         return {}
 

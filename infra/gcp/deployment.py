@@ -39,7 +39,7 @@ _REPLACE_KEYS = (
 
 @dataclass
 class VertexDeploymentArgs:
-    """Inputs of a VertexDeployment (the policy pack reads `instance_type`, `min_replicas`, `max_replicas`)."""
+    """Inputs of a VertexDeployment (the policy pack reads instance_type, min_replicas, max_replicas)."""
 
     project: pulumi.Input[str]
     region: pulumi.Input[str]
@@ -100,7 +100,8 @@ class VertexDeploymentProvider(ResourceProvider):
         client = endpoint_service(props["region"], props.get("api_endpoint"))
         endpoint = endpoint_name(props)
         log(
-            f"deploying {props['model']} to {endpoint} ({props['min_replicas']:.0f}-{props['max_replicas']:.0f} x {props['instance_type']})"
+            f"deploying {props['model']} to {endpoint} "
+            f"({props['min_replicas']:.0f}-{props['max_replicas']:.0f} x {props['instance_type']})"
         )
         operation = retrying(
             client.deploy_model,

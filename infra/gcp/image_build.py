@@ -8,6 +8,7 @@ No Docker is needed on the deploying machine. The image's tag is the content has
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +92,8 @@ class CloudBuildImageProvider(ResourceProvider):
             build = wait_for(operation, f"building {props['image']}", BUILD_TIMEOUT_SECONDS + 600)
         except exceptions.GoogleAPICallError as error:
             raise GcpProviderError(
-                f"Cloud Build could not build {props['image']}: {error.message}\nIts log: {log_url or 'in the console'}\n"
+                f"Cloud Build could not build {props['image']}: {error.message}\n"
+                f"Its log: {log_url or 'in the console'}\n"
                 "Fix the cause (the Dockerfile, the build account's access) and run `pulumi up` again."
             ) from error
         if build.status != cloudbuild_v1.Build.Status.SUCCESS:
@@ -123,10 +125,8 @@ class CloudBuildImageProvider(ResourceProvider):
                 client.delete_version, name=f"{ref.package_name}/versions/{props['digest']}"
             )
             if operation is not None:
-                try:
+                with contextlib.suppress(exceptions.NotFound):
                     wait_for(operation, f"deleting {ref.package}@{props['digest']}", DELETE_WAIT_SECONDS)
-                except exceptions.NotFound:
-                    pass
         log(f"deleted image {props['image']}")
 
 

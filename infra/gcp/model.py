@@ -105,7 +105,8 @@ class VertexModelProvider(ResourceProvider):
             response = wait_for(operation, f"uploading model {props['display_name']}", UPLOAD_WAIT_SECONDS)
         except exceptions.GoogleAPICallError as error:
             raise GcpProviderError(
-                f"Vertex AI refused the model {props['display_name']} ({props['artifact_uri']}): {error.message}. "
+                f"Vertex AI refused the model {props['display_name']} ({props['artifact_uri']}): "
+                f"{error.message}. "
                 "Check that the custom job exported a SavedModel there and that the image exists."
             ) from error
         name = response.model

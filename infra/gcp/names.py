@@ -50,7 +50,8 @@ class ImageRef:
     def package_name(self) -> str:
         # Artifact Registry's resource name escapes '/' in package names as %2F.
         package = self.package.replace("/", "%2F")
-        return f"projects/{self.project}/locations/{self.location}/repositories/{self.repository}/packages/{package}"
+        repository = f"projects/{self.project}/locations/{self.location}/repositories/{self.repository}"
+        return f"{repository}/packages/{package}"
 
     @property
     def tag_name(self) -> str:
@@ -63,7 +64,8 @@ def gs_uri(bucket: str, *parts: str) -> str:
 
 
 def custom_job_console_url(project: str, region: str, job_id: str) -> str:
-    return f"https://console.cloud.google.com/vertex-ai/locations/{region}/training/{job_id}/cpu?project={project}"
+    console = "https://console.cloud.google.com/vertex-ai"
+    return f"{console}/locations/{region}/training/{job_id}/cpu?project={project}"
 
 
 def resource_id(name: str) -> str:
