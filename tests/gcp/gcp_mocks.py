@@ -15,6 +15,8 @@ from typing import Any
 from harness import Resource, StackRun, run_stack
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
 
+from infra.hashing import content_hash
+
 PROJECT = "my-mnist-project"  # Pulumi.gcp.yaml
 PROJECT_NUMBER = "123456789012"
 REGION = "us-central1"
@@ -37,7 +39,6 @@ CUSTOM_JOB = "pulumi-python:dynamic/vertex:CustomJob"
 MODEL = "pulumi-python:dynamic/vertex:Model"
 DEPLOYMENT = "pulumi-python:dynamic/vertex:Deployment"
 BUCKET_NAME = "mnist-data-0a1b2c3"
-JOB_ID = "4455667788"
 
 
 def _outputs(args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
@@ -55,7 +56,9 @@ def _outputs(args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         )
         return state["name"], state
     if typ == SERVICE_IDENTITY:
-        agent = {"aiplatform.googleapis.com": "gcp-sa-aiplatform"}.get(state["service"], "gcp-sa-artifactregistry")
+        agent = {"aiplatform.googleapis.com": "gcp-sa-aiplatform"}.get(
+            state["service"], "gcp-sa-artifactregistry"
+        )
         email = f"service-{PROJECT_NUMBER}@{agent}.iam.gserviceaccount.com"
         state.update(email=email, member=f"serviceAccount:{email}")
         return f"{args.name}-id", state
@@ -65,11 +68,13 @@ def _outputs(args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
     if typ == ENDPOINT:
         return state["name"], state
     if typ == CUSTOM_JOB:
-        name = f"projects/{PROJECT}/locations/{REGION}/customJobs/{JOB_ID}"
+        # Vertex numbers each new job: a different job (display name) gets a different ID.
+        job_id = str(int(content_hash(state["display_name"], 8), 16))
+        name = f"projects/{PROJECT}/locations/{REGION}/customJobs/{job_id}"
         base = state["base_output_directory"]
         state.update(
             name=name,
-            job_id=JOB_ID,
+            job_id=job_id,
             state="JOB_STATE_SUCCEEDED",
             model_dir=f"{base}/model",
             metrics_uri=f"{base}/metrics.json",
@@ -77,10 +82,13 @@ def _outputs(args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         )
         return name, state
     if typ == MODEL:
-        state.update(name=f"projects/{PROJECT}/locations/{REGION}/models/777", model_id="777")
+        model_id = str(int(content_hash(state["artifact_uri"], 8), 16))
+        state.update(name=f"projects/{PROJECT}/locations/{REGION}/models/{model_id}", model_id=model_id)
         return state["name"], state
     if typ == DEPLOYMENT:
-        state.update(deployed_model_id="888", endpoint_name=f"projects/{PROJECT}/locations/{REGION}/endpoints/1")
+        state.update(
+            deployed_model_id="888", endpoint_name=f"projects/{PROJECT}/locations/{REGION}/endpoints/1"
+        )
         return f"{args.name}-id", state
     return f"{args.name}-id", state
 
@@ -88,7 +96,12 @@ def _outputs(args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
 def _call(args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     if args.token == "gcp:storage/getProjectServiceAccount:getProjectServiceAccount":
         email = f"service-{PROJECT_NUMBER}@gs-project-accounts.iam.gserviceaccount.com"
-        return {"emailAddress": email, "member": f"serviceAccount:{email}", "id": email, "project": PROJECT}, []
+        return {
+            "emailAddress": email,
+            "member": f"serviceAccount:{email}",
+            "id": email,
+            "project": PROJECT,
+        }, []
     raise NotImplementedError(f"the gcp stack made an unexpected call: {args.token}")
 
 
@@ -98,6 +111,8 @@ class GcpRun:
 
     run: StackRun
     providers: dict[str, str | None]
+    states: dict[str, dict[str, Any]]
+    """What each resource would be recorded with in the state (the mock's outputs), by name."""
 
     @property
     def outputs(self) -> dict[str, Any]:
@@ -119,11 +134,14 @@ class GcpRun:
 
 def run_gcp(data_dir: Path, overrides: Mapping[str, Any] | None = None) -> GcpRun:
     providers: dict[str, str | None] = {}
+    states: dict[str, dict[str, Any]] = {}
 
     def new_resource(args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         providers[f"{args.typ}::{args.name}"] = args.provider
-        return _outputs(args)
+        id_, state = _outputs(args)
+        states[args.name] = state
+        return id_, state
 
     config = {"dataset": "mnist-t10k", "dataDir": str(data_dir), **(overrides or {})}
     run = run_stack("gcp", config, new_resource=new_resource, call=_call)
-    return GcpRun(run=run, providers=providers)
+    return GcpRun(run=run, providers=providers, states=states)
