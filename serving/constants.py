@@ -59,3 +59,9 @@ DEFAULT_THREADS = 1
 # Vertex AI sets these in a custom prediction container; honoured so the same app can run there.
 AIP_HEALTH_ROUTE_ENV = "AIP_HEALTH_ROUTE"
 AIP_PREDICT_ROUTE_ENV = "AIP_PREDICT_ROUTE"
+AIP_HTTP_PORT_ENV = "AIP_HTTP_PORT"  # the port Vertex AI sends health checks and predictions to
+AIP_STORAGE_URI_ENV = "AIP_STORAGE_URI"  # gs:// folder holding Vertex AI's copy of the model's artifactUri
+# The project's image sets this to 0.0.0.0: inside a Vertex AI container the server must be reachable from
+# outside the container. Honoured only while AIP_HTTP_PORT is set (that is, under Vertex AI).
+SERVING_HOST_ENV = "MNIST_SERVING_HOST"
+ALL_INTERFACES_HOSTS = frozenset({"0.0.0.0", "::"})
