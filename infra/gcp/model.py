@@ -131,7 +131,10 @@ class VertexModelProvider(ResourceProvider):
                 wait_for(operation, f"deleting model {id_}", DELETE_WAIT_SECONDS)
         except exceptions.NotFound:
             pass
-        except exceptions.FailedPrecondition as error:
+        except (exceptions.FailedPrecondition, exceptions.BadRequest) as error:
+            # FAILED_PRECONDITION, which Google's REST front end sends as HTTP 400.
+            if "deployed" not in str(error.message):
+                raise
             raise GcpProviderError(
                 f"model {id_} is still deployed to an endpoint ({error.message}); undeploy it first "
                 "(`pulumi destroy` does that in order; after a partial failure run it again)"
