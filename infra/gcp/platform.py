@@ -24,6 +24,7 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.gcp.clients import DEFAULT_POLL_SECONDS
 from infra.gcp.custom_job import VertexCustomJob, VertexCustomJobArgs
 from infra.gcp.data import NPZ_CONTENT_TYPE, StagedNpz, data_hash, stage_npz
 from infra.gcp.deployment import VertexDeployment, VertexDeploymentArgs
@@ -102,7 +103,7 @@ class VertexPlatformArgs:
     """Extra labels; `project` and `stack` are always set."""
     api_endpoints: GcpApiEndpoints = field(default_factory=GcpApiEndpoints)
     """Tests only: loopback fakes of the Google APIs the dynamic providers call."""
-    poll_seconds: float = 15.0
+    poll_seconds: float = DEFAULT_POLL_SECONDS
     """How often a running custom job is polled."""
 
     def __post_init__(self) -> None:
@@ -149,7 +150,11 @@ class VertexPlatform(pulumi.ComponentResource):
 
     @classmethod
     def from_settings(
-        cls, name: str, settings: Settings, api_endpoints: GcpApiEndpoints | None = None
+        cls,
+        name: str,
+        settings: Settings,
+        api_endpoints: GcpApiEndpoints | None = None,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
     ) -> VertexPlatform:
         """The preflight (before any resource), the staged dataset and image context, the component."""
         from training.datasets import default_data_dir
@@ -183,6 +188,7 @@ class VertexPlatform(pulumi.ComponentResource):
             kms_key_name=gcp_settings.kms_key_name,
             serving_image=gcp_settings.serving_image,
             api_endpoints=api_endpoints or GcpApiEndpoints(),
+            poll_seconds=poll_seconds,
         )
         return cls(name, args)
 
