@@ -42,12 +42,12 @@ def test_under_vertex_without_the_image_s_host_setting_the_server_stays_on_loopb
 def test_other_flavors_ignore_vertex_s_environment(tmp_path: Path) -> None:
     place = serving_place("sagemaker", tmp_path, 8080, {**UNDER_VERTEX, "AIP_STORAGE_URI": "gs://b/m"})
     assert (place.host, place.port, place.model_dir) == ("127.0.0.1", 8080, tmp_path)
-    with pytest.raises(PlatformError, match="give --model$"):
+    with pytest.raises(PlatformError, match=r"give --model$"):
         serving_place("sagemaker", None, 8080, {**UNDER_VERTEX, "AIP_STORAGE_URI": "gs://b/m"})
 
 
 def test_a_host_other_than_loopback_or_all_interfaces_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(PlatformError, match="MNIST_SERVING_HOST='10.1.2.3' is not allowed"):
+    with pytest.raises(PlatformError, match=r"MNIST_SERVING_HOST='10\.1\.2\.3' is not allowed"):
         serving_place("vertex", tmp_path, 8080, {"AIP_HTTP_PORT": "9123", "MNIST_SERVING_HOST": "10.1.2.3"})
     with pytest.raises(PlatformError, match="not a TCP port"):
         serving_place("vertex", tmp_path, 8080, {"AIP_HTTP_PORT": "http"})
