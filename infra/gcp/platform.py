@@ -323,7 +323,8 @@ class VertexPlatform(pulumi.ComponentResource):
         if not args.kms_key_name:
             return []
         storage_agent = gcp.storage.get_project_service_account_output(
-            project=args.project, opts=pulumi.InvokeOutputOptions(parent=self, provider=self.provider)
+            project=args.project,
+            opts=pulumi.InvokeOutputOptions(parent=self, provider=self.provider, depends_on=self._apis),
         )
         registry_agent = gcp.projects.ServiceIdentity(
             f"{self._name}-registry-agent",
