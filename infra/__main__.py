@@ -12,7 +12,11 @@ from infra.settings import load_settings
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 settings = load_settings(
-    pulumi.get_stack(), pulumi.Config(), aws_config=pulumi.Config("aws"), project_root=PROJECT_ROOT
+    pulumi.get_stack(),
+    pulumi.Config(),
+    aws_config=pulumi.Config("aws"),
+    project_root=PROJECT_ROOT,
+    gcp_config=pulumi.Config("gcp"),
 )
 platform = build_platform("mnist", settings)
 

@@ -13,6 +13,7 @@ from infra.settings import Cloud, Settings
 _COMPONENTS: dict[Cloud, str] = {
     Cloud.LOCAL: "infra.local:LocalPlatform",
     Cloud.AWS: "infra.aws:SageMakerPlatform",
+    Cloud.GCP: "infra.gcp:VertexPlatform",
 }
 
 

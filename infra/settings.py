@@ -8,6 +8,8 @@ the parts of `Settings` they need; none of them reads `pulumi.Config` or the env
 from __future__ import annotations
 
 import json
+import re
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -181,6 +183,77 @@ class PromotionSettings(_Strict):
         )
 
 
+# Google's prebuilt TF prediction images and the day each one stops being available (Vertex AI docs,
+# "Prebuilt containers for prediction", read 2026-12-01). The stack serves with the project's own image
+# by default: none of these runs TF 2.21 / Keras 3 code, and the newest prebuilt TF *training* image
+# (tf-cpu.2-17.py310) reached its end of availability on 2026-07-11, so training always uses it.
+PROJECT_IMAGE = "project"
+PREBUILT_SERVING_IMAGES: dict[str, date] = {"tf2-cpu.2-15": date(2027, 1, 14)}
+
+
+def check_prebuilt_image(name: str, today: date) -> None:
+    """Raise when `name` is neither the project's image nor a prebuilt image still available on `today`."""
+    if name == PROJECT_IMAGE:
+        return
+    allowed = ", ".join([PROJECT_IMAGE, *PREBUILT_SERVING_IMAGES])
+    if name not in PREBUILT_SERVING_IMAGES:
+        raise ValueError(f"unknown serving image {name!r}; allowed: {allowed}")
+    end = PREBUILT_SERVING_IMAGES[name]
+    if today > end:
+        raise ValueError(
+            f"the prebuilt image {name} reached its end of availability on {end.isoformat()}; "
+            f"use {PROJECT_IMAGE!r} (the project's own image, built by the stack)"
+        )
+
+
+class GcpSettings(_Strict):
+    """The Vertex AI stack. Machine types and replica counts are cost decisions: the defaults are small."""
+
+    project: str = Field(description="gcp:project, the project every resource is created in.")
+    region: str = Field(default="us-central1", description="gcp:region, the Vertex AI location.")
+    training_machine_type: str = "n1-standard-4"
+    training_replica_count: int = Field(default=1, ge=1, le=16)
+    training_timeout_seconds: int = Field(default=3600, ge=60, le=604_800)
+    serving_machine_type: str = "n1-standard-2"
+    serving_min_replicas: int = Field(default=1, ge=1, le=10)
+    serving_max_replicas: int = Field(default=2, ge=1, le=10)
+    kms_key_name: str | None = Field(default=None, description="CMEK key; Google-managed keys when absent.")
+    serving_image: str = Field(
+        default=PROJECT_IMAGE, description="project, or a prebuilt TF prediction image."
+    )
+
+    @field_validator("project")
+    @classmethod
+    def _project_id(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", value):
+            raise ValueError(f"a project ID is 6-30 lowercase letters, digits or hyphens, got {value!r}")
+        return value
+
+    @field_validator("kms_key_name")
+    @classmethod
+    def _key_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(
+            r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+", value
+        ):
+            raise ValueError(f"expected projects/P/locations/L/keyRings/R/cryptoKeys/K, got {value!r}")
+        return value
+
+    @field_validator("serving_image")
+    @classmethod
+    def _image_available(cls, value: str) -> str:
+        check_prebuilt_image(value, date.today())
+        return value
+
+    @model_validator(mode="after")
+    def _replicas_ordered(self) -> GcpSettings:
+        if self.serving_min_replicas > self.serving_max_replicas:
+            raise ValueError(
+                f"servingMinReplicas ({self.serving_min_replicas}) must not exceed "
+                f"servingMaxReplicas ({self.serving_max_replicas})"
+            )
+        return self
+
+
 class Settings(_Strict):
     """Everything a stack program needs, validated."""
 
@@ -195,6 +268,7 @@ class Settings(_Strict):
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     local: LocalSettings | None = None
     aws: AwsSettings | None = None
+    gcp: GcpSettings | None = None
 
     @field_validator("hyperparameters", mode="before")
     @classmethod
@@ -257,7 +331,8 @@ def _describe(error: ValidationError) -> str:
             loc = [_SECTION_KEYS[loc[0]].get(loc[1], loc[1]), *loc[2:]]
         elif loc:
             loc = [_TOP_KEYS.get(loc[0], loc[0]), *loc[1:]]
-        where = f"{PROJECT}:{'.'.join(loc)}" if loc else "settings"
+        key = ".".join(loc)
+        where = (key if ":" in key else f"{PROJECT}:{key}") if loc else "settings"
         message = item["msg"].removeprefix("Value error, ")
         value = item.get("input")
         # Name the value unless the message already does (a custom validator's message quotes it).
@@ -278,6 +353,16 @@ _AWS_KEYS = {
     "kmsKeyArn": "kms_key_arn",
     "publicApi": "public_api",
 }
+_GCP_KEYS = {
+    "trainingMachineType": "training_machine_type",
+    "trainingReplicaCount": "training_replica_count",
+    "trainingTimeoutSeconds": "training_timeout_seconds",
+    "servingMachineType": "serving_machine_type",
+    "servingMinReplicas": "serving_min_replicas",
+    "servingMaxReplicas": "serving_max_replicas",
+    "kmsKeyName": "kms_key_name",
+    "servingImage": "serving_image",
+}
 _LOCAL_KEYS = {"localRoot": "root", "ports": "ports", "dryRun": "dry_run"}
 _PROMOTION_KEYS = {
     "minAccuracy": "min_accuracy",
@@ -289,6 +374,7 @@ _SECTION_KEYS = {
     "aws": {field: key for key, field in _AWS_KEYS.items()},
     "local": {field: key for key, field in _LOCAL_KEYS.items()},
     "promotion": {field: key for key, field in _PROMOTION_KEYS.items()},
+    "gcp": {"project": "gcp:project", "region": "gcp:region", **{f: k for k, f in _GCP_KEYS.items()}},
 }
 
 
@@ -332,6 +418,7 @@ def load_settings(
     config: ConfigSource,
     aws_config: ConfigSource | None = None,
     project_root: Path | None = None,
+    gcp_config: ConfigSource | None = None,
 ) -> Settings:
     """Read and validate the settings of `stack`; raise ValueError with every problem at once."""
     cloud_raw = config.get("cloud") or stack
@@ -377,6 +464,15 @@ def load_settings(
                 "(e.g. `pulumi config set aws:region us-east-1`)"
             )
         values["aws"] = {"region": region, **_pick(config, _AWS_KEYS)}
+    elif cloud is Cloud.GCP:
+        project = gcp_config.get("project") if gcp_config is not None else None
+        if not project:
+            raise ValueError(
+                "config gcp:project is required for the gcp stack "
+                "(e.g. `pulumi config set gcp:project my-project`; docs/gcp.md lists what it needs)"
+            )
+        region = (gcp_config.get("region") if gcp_config is not None else None) or "us-central1"
+        values["gcp"] = {"project": project, "region": region, **_pick(config, _GCP_KEYS)}
 
     try:
         settings = Settings.model_validate(values)
