@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Protocol
 
 import pulumi
@@ -13,6 +14,7 @@ from infra.settings import Cloud, Settings
 _COMPONENTS: dict[Cloud, str] = {
     Cloud.LOCAL: "infra.local:LocalPlatform",
     Cloud.AWS: "infra.aws:SageMakerPlatform",
+    Cloud.IBM: "infra.ibm:WatsonxPlatform",
 }
 
 
@@ -25,8 +27,13 @@ class Platform(Protocol):
     dataset: pulumi.Output[str]
 
 
-def build_platform(name: str, settings: Settings) -> Platform:
-    """Construct the component for `settings.cloud`; its `from_settings` builds its typed args."""
+def build_platform(
+    name: str, settings: Settings, secrets: Mapping[str, pulumi.Output[str]] | None = None
+) -> Platform:
+    """Construct the component for `settings.cloud`; its `from_settings` builds its typed args.
+
+    `secrets` (secret Outputs read from config by the program, e.g. the IBM API key) go to
+    `from_settings` as keyword arguments."""
     target = _COMPONENTS.get(settings.cloud)
     if target is None:
         ready = ", ".join(c.value for c in _COMPONENTS)
@@ -35,4 +42,4 @@ def build_platform(name: str, settings: Settings) -> Platform:
         )
     module_name, class_name = target.split(":")
     component = getattr(importlib.import_module(module_name), class_name)
-    return component.from_settings(name, settings)
+    return component.from_settings(name, settings, **(secrets or {}))

@@ -8,6 +8,9 @@ the parts of `Settings` they need; none of them reads `pulumi.Config` or the env
 from __future__ import annotations
 
 import json
+import os
+import re
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,6 +102,99 @@ class AwsSettings(_Strict):
         return value
 
 
+class IbmRegion(StrEnum):
+    """Regions where watsonx.ai Runtime (service `pm-20`) is offered."""
+
+    US_SOUTH = "us-south"
+    EU_DE = "eu-de"
+    EU_GB = "eu-gb"
+    JP_TOK = "jp-tok"
+    AU_SYD = "au-syd"
+    CA_TOR = "ca-tor"
+
+
+class CosPlan(StrEnum):
+    STANDARD = "standard"
+    LITE = "lite"
+
+
+class RuntimePlan(StrEnum):
+    """watsonx.ai Runtime plans: v2-standard bills per capacity-unit-hour, lite is the free tier."""
+
+    V2_STANDARD = "v2-standard"
+    LITE = "lite"
+
+
+class HardwareSpec(StrEnum):
+    """watsonx.ai hardware specifications for online deployments of ONNX models (small to large)."""
+
+    XXS = "XXS"
+    XS = "XS"
+    S = "S"
+    M = "M"
+    L = "L"
+    XL = "XL"
+
+
+# crn:v1:bluemix:public:kms:us-south:a/<account>:<instance guid>:key:<key id> (Key Protect or HPCS).
+KMS_KEY_CRN = re.compile(
+    r"^crn:v1:bluemix:public:(?P<service>kms|hs-crypto):(?P<region>[a-z0-9-]+):a/(?P<account>[0-9a-f]{32}):"
+    r"(?P<instance>[0-9a-f-]{36}):key:(?P<key>[0-9a-f-]{36})$"
+)
+IBM_API_KEY_ENVS = ("IC_API_KEY", "IBMCLOUD_API_KEY")
+# Endpoint overrides (private endpoints, or the loopback fakes of the tests); production leaves them unset.
+IBM_ENDPOINT_KEYS = (
+    "iam_url",
+    "resource_controller_url",
+    "global_catalog_url",
+    "iam_policy_url",
+    "cos_url",
+    "wml_url",
+    "platform_url",
+    "ca_file",
+    "poll_seconds",
+)
+
+
+class IbmSettings(_Strict):
+    """The watsonx.ai stack. Plans and the hardware spec are cost decisions: the defaults are small."""
+
+    region: IbmRegion = Field(
+        default=IbmRegion.US_SOUTH, description="ibm:region, watsonx.ai Runtime region."
+    )
+    resource_group: str = Field(default="Default", min_length=1, description="Resource group name or id.")
+    cos_plan: CosPlan = CosPlan.STANDARD
+    runtime_plan: RuntimePlan = RuntimePlan.V2_STANDARD
+    hardware_spec: HardwareSpec = HardwareSpec.XS
+    deployment_replicas: int = Field(default=1, ge=1, le=4, description="Nodes of the online deployment.")
+    kms_key_crn: str | None = Field(
+        default=None, description="Key Protect root key; COS-managed keys when absent."
+    )
+    dry_run: bool = Field(default=False, description="Train on a tiny subset (tests and quick looks).")
+    endpoints: dict[str, str] = Field(default_factory=dict, description="IBM API URL overrides.")
+    work_root: Path = Field(description="Folder on this machine where the model is trained (localRoot).")
+
+    @field_validator("kms_key_crn")
+    @classmethod
+    def _key_protect_crn(cls, value: str | None) -> str | None:
+        if value is not None and not KMS_KEY_CRN.match(value):
+            raise ValueError(
+                "must be a Key Protect or Hyper Protect Crypto Services root key CRN "
+                f"(crn:v1:bluemix:public:kms:<region>:a/<account>:<instance>:key:<key>), got {value!r}"
+            )
+        return value
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _known_endpoints(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(IBM_ENDPOINT_KEYS))
+            if unknown:
+                raise ValueError(f"unknown keys {unknown}; allowed: {', '.join(IBM_ENDPOINT_KEYS)}")
+            return {k: str(v) for k, v in value.items()}
+        return value
+
+
 class Settings(_Strict):
     """Everything a stack program needs, validated."""
 
@@ -112,6 +208,7 @@ class Settings(_Strict):
     )
     local: LocalSettings | None = None
     aws: AwsSettings | None = None
+    ibm: IbmSettings | None = None
 
     @field_validator("hyperparameters", mode="before")
     @classmethod
@@ -174,7 +271,12 @@ def _describe(error: ValidationError) -> str:
             loc = [_SECTION_KEYS[loc[0]].get(loc[1], loc[1]), *loc[2:]]
         elif loc:
             loc = [_TOP_KEYS.get(loc[0], loc[0]), *loc[1:]]
-        where = f"{PROJECT}:{'.'.join(loc)}" if loc else "settings"
+        if not loc:
+            where = "settings"
+        elif ":" in loc[0]:  # a provider's own key, such as ibm:region
+            where = ".".join(loc)
+        else:
+            where = f"{PROJECT}:{'.'.join(loc)}"
         lines.append(f"  {where}: {item['msg']}")
     return "invalid stack configuration:\n" + "\n".join(lines)
 
@@ -191,9 +293,20 @@ _AWS_KEYS = {
     "publicApi": "public_api",
 }
 _LOCAL_KEYS = {"localRoot": "root", "ports": "ports", "dryRun": "dry_run"}
+_IBM_KEYS = {
+    "resourceGroup": "resource_group",
+    "cosPlan": "cos_plan",
+    "runtimePlan": "runtime_plan",
+    "hardwareSpec": "hardware_spec",
+    "deploymentReplicas": "deployment_replicas",
+    "kmsKeyCrn": "kms_key_crn",
+    "dryRun": "dry_run",
+    "ibmEndpoints": "endpoints",
+}
 _TOP_KEYS = {"data_dir": "dataDir"}
 _SECTION_KEYS = {
     "aws": {field: key for key, field in _AWS_KEYS.items()},
+    "ibm": {"region": "ibm:region", **{field: key for key, field in _IBM_KEYS.items()}},
     "local": {field: key for key, field in _LOCAL_KEYS.items()},
 }
 
@@ -203,6 +316,7 @@ def load_settings(
     config: ConfigSource,
     aws_config: ConfigSource | None = None,
     project_root: Path | None = None,
+    ibm_config: ConfigSource | None = None,
 ) -> Settings:
     """Read and validate the settings of `stack`; raise ValueError with every problem at once."""
     cloud_raw = config.get("cloud") or stack
@@ -232,10 +346,10 @@ def load_settings(
     if (hyperparameters := _get_json(config, "hyperparameters")) is not None:
         values["hyperparameters"] = hyperparameters
 
+    root = Path(config.get("localRoot") or f".{PROJECT}/{stack}").expanduser()
+    if not root.is_absolute():
+        root = (project_root or Path.cwd()) / root
     if cloud is Cloud.LOCAL:
-        root = Path(config.get("localRoot") or f".{PROJECT}/{stack}").expanduser()
-        if not root.is_absolute():
-            root = (project_root or Path.cwd()) / root
         local = _pick(config, {k: f for k, f in _LOCAL_KEYS.items() if k != "localRoot"})
         values["local"] = {"root": root, **local}
     elif cloud is Cloud.AWS:
@@ -246,6 +360,13 @@ def load_settings(
                 "(e.g. `pulumi config set aws:region us-east-1`)"
             )
         values["aws"] = {"region": region, **_pick(config, _AWS_KEYS)}
+    elif cloud is Cloud.IBM:
+        region = ibm_config.get("region") if ibm_config is not None else None
+        values["ibm"] = {
+            **({"region": region} if region else {}),
+            "work_root": root,
+            **_pick(config, _IBM_KEYS),
+        }
 
     try:
         settings = Settings.model_validate(values)
@@ -257,3 +378,15 @@ def load_settings(
             f"endpointMaxInstances ({settings.aws.endpoint_max_instances})"
         )
     return settings
+
+
+def ibm_api_key_from(value: str | None, environ: Mapping[str, str] = os.environ) -> str:
+    """The IBM Cloud API key: `ibm:apiKey` (a secret) or, as IBM's own tools read it, IC_API_KEY /
+    IBMCLOUD_API_KEY. The caller wraps it in a secret Output at once; it is never logged."""
+    key = value or next((environ[name] for name in IBM_API_KEY_ENVS if environ.get(name)), None)
+    if not key:
+        raise ValueError(
+            "the ibm stack needs an IBM Cloud API key: `pulumi config set --secret ibm:apiKey <key>` "
+            f"(or export {' or '.join(IBM_API_KEY_ENVS)}); docs/ibm.md lists the access it needs"
+        )
+    return key
