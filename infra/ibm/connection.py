@@ -8,6 +8,7 @@ built inside each provider method from these, never kept on the provider (it is 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ IAM_URL = "https://iam.cloud.ibm.com"
 RESOURCE_CONTROLLER_URL = "https://resource-controller.cloud.ibm.com"
 GLOBAL_CATALOG_URL = "https://globalcatalog.cloud.ibm.com/api/v1"
 IAM_POLICY_URL = "https://iam.cloud.ibm.com"
+_STATUS_IN_TEXT = re.compile(r'(?:"status_code"\s*:\s*|Status code:\s*)(?P<status>[1-5]\d\d)')
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_ATTEMPTS = 6
 DEFAULT_POLL_SECONDS = 5.0
@@ -149,7 +151,7 @@ class Connection:
 
 def status_of(error: BaseException) -> int | None:
     """The HTTP status behind an error of any of IBM's SDKs (platform services, COS, watsonx.ai)."""
-    code = getattr(error, "code", None) or getattr(error, "status_code", None)
+    code = getattr(error, "status_code", None)  # ibm-cloud-sdk-core's ApiException (`code` is deprecated)
     if isinstance(code, int):
         return code
     response = getattr(error, "response", None)
@@ -159,12 +161,9 @@ def status_of(error: BaseException) -> int | None:
     status = getattr(response, "status_code", None)
     if isinstance(status, int):
         return status
-    # ibm-watsonx-ai's ApiRequestFailure keeps the httpx/requests response as its second argument
-    for arg in getattr(error, "args", ()):
-        status = getattr(arg, "status_code", None)
-        if isinstance(status, int):
-            return status
-    return None
+    # ibm-watsonx-ai's WMLClientError carries only text: the reply's body or "Status code: 404".
+    match = _STATUS_IN_TEXT.search(str(error))
+    return int(match["status"]) if match else None
 
 
 def message_of(error: BaseException) -> str:

@@ -130,7 +130,7 @@ class OnlineDeploymentProvider(ResourceProvider):
         try:
             details = retrying(lambda: client.deployments.get_details(id_))
         except Exception as error:
-            if is_not_found(error) or "not found" in message_of(error).lower():
+            if is_not_found(error):
                 return ReadResult(None, {})
             raise failure(f"reading online deployment {id_}", error) from error
         return ReadResult(id_, {**props, "state": deployment_status(details)[0]})
@@ -142,7 +142,7 @@ class OnlineDeploymentProvider(ResourceProvider):
         try:
             retrying(lambda: client.deployments.delete(id_))
         except Exception as error:
-            if is_not_found(error) or "not found" in message_of(error).lower():
+            if is_not_found(error):
                 return
             raise failure(f"deleting online deployment {id_}", error) from error
 
@@ -150,7 +150,7 @@ class OnlineDeploymentProvider(ResourceProvider):
             try:
                 client.deployments.get_details(id_)
             except Exception as error:
-                if is_not_found(error) or "not found" in message_of(error).lower():
+                if is_not_found(error):
                     return True
                 raise failure(f"reading online deployment {id_}", error) from error
             return None

@@ -28,7 +28,6 @@ from infra.ibm.connection import (
     IbmProviderError,
     failure,
     is_not_found,
-    message_of,
     retrying,
     secret_key_opts,
     update_connection,
@@ -200,7 +199,7 @@ class StoredModelProvider(ResourceProvider):
         try:
             retrying(lambda: client.repository.get_model_details(id_))
         except Exception as error:
-            if is_not_found(error) or "not found" in message_of(error).lower():
+            if is_not_found(error):
                 return ReadResult(None, {})
             raise failure(f"reading model {id_}", error) from error
         return ReadResult(id_, props)
@@ -211,7 +210,7 @@ class StoredModelProvider(ResourceProvider):
         try:
             retrying(lambda: client.repository.delete(id_))
         except Exception as error:
-            if is_not_found(error) or "not found" in message_of(error).lower():
+            if is_not_found(error):
                 return
             raise failure(
                 f"deleting stored model {id_}", error, "Delete its deployments first (the stack does)."

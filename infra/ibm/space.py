@@ -114,7 +114,7 @@ class DeploymentSpaceProvider(ResourceProvider):
         try:
             retrying(lambda: client.spaces.get_details(id_))
         except Exception as error:
-            if is_not_found(error) or "not found" in message_of(error).lower():
+            if is_not_found(error):
                 return ReadResult(None, {})
             raise failure(f"reading deployment space {id_}", error) from error
         return ReadResult(id_, props)
@@ -126,7 +126,7 @@ class DeploymentSpaceProvider(ResourceProvider):
         try:
             retrying(lambda: client.spaces.delete(id_))
         except Exception as error:
-            if is_not_found(error) or "not found" in message_of(error).lower():
+            if is_not_found(error):
                 return
             raise failure(
                 f"deleting deployment space {id_}",
@@ -138,7 +138,7 @@ class DeploymentSpaceProvider(ResourceProvider):
             try:
                 client.spaces.get_details(id_)
             except Exception as error:
-                if is_not_found(error) or "not found" in message_of(error).lower():
+                if is_not_found(error):
                     return True
                 raise failure(f"reading deployment space {id_}", error) from error
             return None
