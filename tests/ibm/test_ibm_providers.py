@@ -18,7 +18,8 @@ from infra.ibm.resource_instance import ResourceInstanceProvider
 from infra.ibm.space import DeploymentSpaceProvider
 
 KMS_INSTANCE = "6f6a3f8e-1f0b-4b43-9e58-0c5d9c1b8b2a"
-ROOT_KEY = f"crn:v1:bluemix:public:kms:us-south:a/{ACCOUNT_ID}:{KMS_INSTANCE}:key:0b9b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d"
+KEY_ID = "0b9b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d"
+ROOT_KEY = f"crn:v1:bluemix:public:kms:us-south:a/{ACCOUNT_ID}:{KMS_INSTANCE}:key:{KEY_ID}"
 
 
 @pytest.fixture(autouse=True)
@@ -247,6 +248,6 @@ def test_space_creation_without_a_user_profile_says_how_to_get_one(ibm_cloud_fak
     cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
     runtime = create_instance(ibm_cloud_fake)
     ibm_cloud_fake.missing_user_profile()
-    with pytest.raises(IbmProviderError, match="no watsonx.ai user profile yet") as error:
+    with pytest.raises(IbmProviderError, match=r"no watsonx\.ai user profile yet") as error:
         DeploymentSpaceProvider().create(space_props(ibm_cloud_fake, cos, runtime))
     assert "dataplatform.cloud.ibm.com" in str(error.value)
