@@ -292,10 +292,12 @@ class WmlService(FakeService):
         self.require_token()
         with self.state.lock:
             deployment = self._deployment(deployment_id, self._space_param())
-            if deployment.fail_after_polls is not None:
-                if deployment.fail_after_polls <= 0:
+            if deployment.fail_after_polls is not None:  # the failing-deployment scenario
+                if deployment.fail_after_polls > 0:
+                    deployment.fail_after_polls -= 1
+                else:
+                    deployment.fail_after_polls = None
                     self._fail(deployment, self.state.scenario.deployment_failure or "Deployment failed.")
-                deployment.fail_after_polls -= 1
             return jsonify(self._document(deployment))
 
     def delete_deployment(self, deployment_id: str) -> tuple[str, int]:
@@ -322,13 +324,15 @@ class WmlService(FakeService):
                     f"Deployment {deployment_id} is {deployment.state}, not ready.",
                 )
             target = deployment.server_url + request.path
-        forwarded = requests.post(
-            target,
-            params=request.args,
-            data=request.get_data(),
-            headers={"Content-Type": request.headers.get("Content-Type", "application/json")},
-            timeout=(5, 60),
-        )
+        with requests.Session() as session:
+            session.trust_env = False  # straight to the loopback server, whatever proxy the environment names
+            forwarded = session.post(
+                target,
+                params=request.args,
+                data=request.get_data(),
+                headers={"Content-Type": request.headers.get("Content-Type", "application/json")},
+                timeout=(5, 60),
+            )
         return Response(
             forwarded.content,
             status=forwarded.status_code,
@@ -355,7 +359,9 @@ class WmlService(FakeService):
         threading.Thread(
             target=self._watch, args=(deployment,), daemon=True, name=f"deploy-{deployment.id}"
         ).start()
-        threading.Timer(STARTUP_TIMEOUT_SECONDS, self._startup_timeout, args=(deployment,)).start()
+        timer = threading.Timer(STARTUP_TIMEOUT_SECONDS, self._startup_timeout, args=(deployment,))
+        timer.daemon = True  # never keeps the test process alive
+        timer.start()
 
     def _watch(self, deployment: Deployment) -> None:
         """Read the server's output: its ready line makes the deployment `ready`, its exit `failed`."""
