@@ -139,3 +139,17 @@ def test_a_request_without_an_iam_token_is_denied(ibm_cloud_fake: IbmCloudFake) 
     response = requests.put(ibm_cloud_fake.cos_url + "/anything", timeout=10)
     assert response.status_code == 403
     assert b"<Code>AccessDenied</Code>" in response.content
+
+
+def test_injected_cos_errors_are_s3_errors_that_ibm_boto3_retries(
+    ibm_cloud_fake: IbmCloudFake, cos_instance: dict
+) -> None:
+    s3 = ibm.cos(ibm_cloud_fake, cos_instance["guid"])
+    s3.create_bucket(
+        Bucket="mnist-retry", CreateBucketConfiguration={"LocationConstraint": "us-south-standard"}
+    )
+    ibm_cloud_fake.fail_next("PUT", r"^/mnist-retry/artifact$", 503, times=2, service="cos")
+    s3.put_object(Bucket="mnist-retry", Key="artifact", Body=b"bytes")
+    attempts = ibm_cloud_fake.requests_to("cos", "PUT", r"^/mnist-retry/artifact$")
+    assert len(attempts) == 3
+    assert s3.get_object(Bucket="mnist-retry", Key="artifact")["Body"].read() == b"bytes"

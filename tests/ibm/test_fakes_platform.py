@@ -89,8 +89,8 @@ def test_instance_provisions_then_is_active(ibm_cloud_fake: IbmCloudFake) -> Non
     assert created["state"] == "provisioning"
     assert created["crn"].startswith("crn:v1:bluemix:public:pm-20:us-south:a/")
     controller = ibm.resource_controller(ibm_cloud_fake)
-    states = [controller.get_resource_instance(id=created["guid"]).get_result()["state"] for _ in range(3)]
-    assert states == ["provisioning", "active", "active"]
+    states = [controller.get_resource_instance(id=created["guid"]).get_result()["state"] for _ in range(4)]
+    assert states == ["provisioning", "provisioning", "active", "active"]
     assert (
         controller.get_resource_instance(id=created["id"]).get_result()["guid"] == created["guid"]
     )  # by CRN

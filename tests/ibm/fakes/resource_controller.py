@@ -291,18 +291,16 @@ class ResourceControllerService(FakeService):
         return instance
 
     def _advance(self, guid: str) -> None:
-        """One poll of a provisioning instance; the last one makes it active."""
+        """One GET of a new instance: `provisioning` while polls are left, then `active`."""
         left = self.state.instance_polls.get(guid)
         if left is None:
             return
-        if left <= 1:
-            del self.state.instance_polls[guid]
-            instance = self.state.instances[guid]
-            instance.update(
-                state="active", last_operation=_operation("create", "active"), updated_at=now_iso()
-            )
-        else:
+        if left > 0:
             self.state.instance_polls[guid] = left - 1
+            return
+        del self.state.instance_polls[guid]
+        instance = self.state.instances[guid]
+        instance.update(state="active", last_operation=_operation("create", "active"), updated_at=now_iso())
 
 
 def _operation(kind: str, state: str) -> dict[str, Any]:

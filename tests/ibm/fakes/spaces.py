@@ -17,6 +17,14 @@ from typing import Any
 from flask import Response, jsonify, request
 
 from .server import FakeService, IbmApiError
+from .specs import (
+    HARDWARE_SPECS,
+    SOFTWARE_SPECS,
+    hardware_by_id_or_name,
+    hardware_spec,
+    software_spec,
+    spec_by_id_or_name,
+)
 from .state import Bucket, new_guid, now_iso
 
 USER_PROFILE_MISSING = (
@@ -35,6 +43,11 @@ class DataPlatformService(FakeService):
         rule("/v2/spaces", view_func=self.list_spaces, methods=["GET"])
         rule("/v2/spaces/<space_id>", view_func=self.get_space, methods=["GET"])
         rule("/v2/spaces/<space_id>", view_func=self.delete_space, methods=["DELETE"])
+        rule("/v2/assets/<asset_id>", view_func=self.delete_asset, methods=["DELETE"])
+        rule("/v2/software_specifications", view_func=self.list_software_specs, methods=["GET"])
+        rule("/v2/software_specifications/<spec>", view_func=self.get_software_spec, methods=["GET"])
+        rule("/v2/hardware_specifications", view_func=self.list_hardware_specs, methods=["GET"])
+        rule("/v2/hardware_specifications/<spec>", view_func=self.get_hardware_spec, methods=["GET"])
 
     def create_space(self) -> tuple[Response, int]:
         claims = self.require_token()
@@ -154,6 +167,48 @@ class DataPlatformService(FakeService):
                 self.state.model_content.pop(model_id, None)
         return "", 202
 
+    def delete_asset(self, asset_id: str) -> tuple[str, int]:
+        """The asset API, which ibm-watsonx-ai's `repository.delete` calls for a model in a space."""
+        from .wml import delete_model
+
+        self.require_token()
+        space_id = request.args.get("space_id")
+        if not space_id:
+            raise IbmApiError(400, "missing_query_parameter", "Missing query parameter `space_id`.")
+        with self.state.lock:
+            self.space(space_id)
+            if asset_id not in self.state.models:
+                raise IbmApiError(404, "does_not_exist", f"Asset with id '{asset_id}' does not exist")
+            delete_model(self.state, asset_id, space_id)
+        return "", 204
+
+    # Software and hardware specifications ----------------------------------------------------------
+    def list_software_specs(self) -> Response:
+        self.require_token()
+        name = request.args.get("name")
+        found = [software_spec(n) for n in SOFTWARE_SPECS if name in (None, n)]
+        return jsonify({"total_results": len(found), "resources": found})
+
+    def get_software_spec(self, spec: str) -> Response:
+        self.require_token()
+        name = spec_by_id_or_name(spec)
+        if name is None:
+            raise IbmApiError(404, "does_not_exist", f"Software specification {spec} does not exist")
+        return jsonify(software_spec(name))
+
+    def list_hardware_specs(self) -> Response:
+        self.require_token()
+        name = request.args.get("name")
+        found = [hardware_spec(n) for n in HARDWARE_SPECS if name in (None, n)]
+        return jsonify({"total_results": len(found), "resources": found})
+
+    def get_hardware_spec(self, spec: str) -> Response:
+        self.require_token()
+        name = hardware_by_id_or_name(spec)
+        if name is None:
+            raise IbmApiError(404, "does_not_exist", f"Hardware specification {spec} does not exist")
+        return jsonify(hardware_spec(name))
+
     # Helpers ----------------------------------------------------------------------------------------
     def space(self, space_id: str) -> dict[str, Any]:
         space = self.state.spaces.get(space_id)
@@ -176,11 +231,12 @@ class DataPlatformService(FakeService):
         return instance
 
     def _advance(self, space_id: str) -> None:
+        """One GET of a new space: `preparing` while polls are left, then `active`."""
         left = self.state.space_polls.get(space_id)
         if left is None:
             return
-        if left <= 1:
-            del self.state.space_polls[space_id]
-            self.state.spaces[space_id]["entity"]["status"]["state"] = "active"
-        else:
+        if left > 0:
             self.state.space_polls[space_id] = left - 1
+            return
+        del self.state.space_polls[space_id]
+        self.state.spaces[space_id]["entity"]["status"]["state"] = "active"
