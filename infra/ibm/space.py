@@ -8,6 +8,8 @@ cannot create a space until they have one: the error says so and how to get it.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +82,8 @@ class DeploymentSpaceProvider(ResourceProvider):
                 names.TAGS: list(props.get("tags") or []),
             }
             log(f"creating deployment space {props['name']}")
-            details = retrying(lambda: client.spaces.store(meta_props=meta, background_mode=True))
+            with contextlib.redirect_stdout(io.StringIO()):  # the SDK prints advice on background mode
+                details = retrying(lambda: client.spaces.store(meta_props=meta, background_mode=True))
         except Exception as error:
             raise _space_failure(f"creating deployment space {props['name']}", error) from error
         space_id = str(details["metadata"]["id"])

@@ -14,6 +14,7 @@ from infra.ibm import connection
 from infra.ibm.authorization import ServiceAuthorizationProvider
 from infra.ibm.bucket import CosBucketProvider
 from infra.ibm.connection import IbmProviderError
+from infra.ibm.model import Runtime, choose_runtime
 from infra.ibm.resource_instance import ResourceInstanceProvider
 from infra.ibm.space import DeploymentSpaceProvider
 
@@ -251,3 +252,50 @@ def test_space_creation_without_a_user_profile_says_how_to_get_one(ibm_cloud_fak
     with pytest.raises(IbmProviderError, match=r"no watsonx\.ai user profile yet") as error:
         DeploymentSpaceProvider().create(space_props(ibm_cloud_fake, cos, runtime))
     assert "dataplatform.cloud.ibm.com" in str(error.value)
+
+
+# -- model type and software specification --------------------------------------------------------
+
+
+def spec(name: str, onnxruntime: str | None, life_cycle: dict[str, Any] | None = None) -> dict[str, Any]:
+    packages = [{"name": "onnxruntime", "version": onnxruntime}] if onnxruntime else []
+    metadata: dict[str, Any] = {"name": name, "asset_id": f"id-{name}"}
+    if life_cycle is not None:
+        metadata["life_cycle"] = life_cycle
+    return {
+        "metadata": metadata,
+        "entity": {
+            "software_specification": {
+                "type": "base",
+                "software_configuration": {"included_packages": packages},
+            }
+        },
+    }
+
+
+def test_the_lowest_supported_onnx_spec_that_reads_the_models_opset_is_chosen():
+    specs = [
+        spec("onnxruntime_opset_17", "1.14.1"),  # too old for opset 19
+        spec("onnxruntime_opset_21", "1.20.1"),
+        spec("onnxruntime_opset_19", "1.16.3", {"supported": {"since_version": "5.0"}}),
+        spec("runtime-24.1-py3.11", None),
+    ]
+    assert choose_runtime(specs, 19) == Runtime(
+        "id-onnxruntime_opset_19", "onnxruntime_opset_19", "onnxruntime_1.16"
+    )
+
+
+def test_a_deprecated_spec_is_followed_to_its_replacement():
+    specs = [
+        spec(
+            "onnxruntime_opset_19", "1.16.3", {"deprecated": {}, "replacement_name": "onnxruntime_opset_21"}
+        ),
+        spec("onnxruntime_opset_21", "1.20.1"),
+    ]
+    assert choose_runtime(specs, 19).model_type == "onnxruntime_1.20"
+    retired_without_replacement = [spec("onnxruntime_opset_19", "1.16.3", {"retired": {}})]
+    with pytest.raises(
+        IbmProviderError, match=r"no supported software specification for ONNX opset 19"
+    ) as error:
+        choose_runtime(retired_without_replacement, 19)
+    assert "onnxruntime_opset_19 (retired)" in str(error.value)

@@ -38,7 +38,7 @@ def training_code_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(connection, "wait_exponential", lambda **_: (lambda _state: 0.01))
+    monkeypatch.setattr(connection, "wait_exponential", lambda **_: lambda _state: 0.01)
 
 
 @pytest.fixture
