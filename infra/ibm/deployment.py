@@ -57,11 +57,9 @@ def deployment_status(details: dict[str, Any]) -> tuple[str, str]:
     """(state, the deployment's own failure message) of a deployment's details."""
     status = (details.get("entity") or {}).get("status") or {}
     messages = [str(e.get("message", e)) for e in (status.get("failure") or {}).get("errors", [])]
-    messages += (
-        [str(m.get("text", m)) for m in status.get("message", {}).values()]
-        if isinstance(status.get("message"), dict)
-        else []
-    )
+    note = status.get("message")  # {"level": ..., "text": ...} beside the errors, when there is one
+    if isinstance(note, dict) and note.get("text") and str(note["text"]) not in messages:
+        messages.append(str(note["text"]))
     return str(status.get("state", "")), "; ".join(messages)
 
 

@@ -14,6 +14,7 @@ from infra.ibm import connection
 from infra.ibm.authorization import ServiceAuthorizationProvider
 from infra.ibm.bucket import CosBucketProvider
 from infra.ibm.connection import IbmProviderError
+from infra.ibm.deployment import deployment_status
 from infra.ibm.model import Runtime, choose_runtime
 from infra.ibm.resource_instance import ResourceInstanceProvider
 from infra.ibm.space import DeploymentSpaceProvider
@@ -299,3 +300,17 @@ def test_a_deprecated_spec_is_followed_to_its_replacement():
     ) as error:
         choose_runtime(retired_without_replacement, 19)
     assert "onnxruntime_opset_19 (retired)" in str(error.value)
+
+
+def test_a_failed_deployment_is_described_by_its_own_messages():
+    details = {
+        "entity": {
+            "status": {
+                "state": "failed",
+                "failure": {"errors": [{"code": "deployment_failed", "message": "not enough capacity"}]},
+                "message": {"level": "error", "text": "scale the hardware spec down"},
+            }
+        }
+    }
+    assert deployment_status(details) == ("failed", "not enough capacity; scale the hardware spec down")
+    assert deployment_status({"entity": {"status": {"state": "ready"}}}) == ("ready", "")

@@ -112,14 +112,16 @@ def test_ibm_stack_trains_serves_digits_and_destroy_leaves_nothing(
         stack.destroy(on_output=print)
         stack.workspace.remove_stack(stack_name)
 
+    from infra.ibm.connection import api_result
+
     controller = ResourceControllerV2(authenticator=IAMAuthenticator(live_ibm))
     prefix = f"mnist-platform-{stack_name}"
     left = [
         i["name"]
-        for i in controller.list_resource_instances().get_result()["resources"]
+        for i in api_result(controller.list_resource_instances)["resources"]
         if str(i.get("name", "")).startswith(prefix)
     ]
     assert left == [], f"instances of the stack remain: {left}"
-    reclamations = controller.list_reclamations().get_result()["resources"]
+    reclamations = api_result(controller.list_reclamations)["resources"]
     pending = [r for r in reclamations if prefix in json.dumps(r)]
     assert pending == [], "a soft-deleted instance of the stack was not reclaimed"
