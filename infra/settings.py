@@ -8,7 +8,9 @@ the parts of `Settings` they need; none of them reads `pulumi.Config` or the env
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections.abc import Mapping
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -254,6 +256,99 @@ class GcpSettings(_Strict):
         return self
 
 
+class IbmRegion(StrEnum):
+    """Regions where watsonx.ai Runtime (service `pm-20`) is offered."""
+
+    US_SOUTH = "us-south"
+    EU_DE = "eu-de"
+    EU_GB = "eu-gb"
+    JP_TOK = "jp-tok"
+    AU_SYD = "au-syd"
+    CA_TOR = "ca-tor"
+
+
+class CosPlan(StrEnum):
+    STANDARD = "standard"
+    LITE = "lite"
+
+
+class RuntimePlan(StrEnum):
+    """watsonx.ai Runtime plans: v2-standard bills per capacity-unit-hour, lite is the free tier."""
+
+    V2_STANDARD = "v2-standard"
+    LITE = "lite"
+
+
+class HardwareSpec(StrEnum):
+    """watsonx.ai hardware specifications for online deployments of ONNX models (small to large)."""
+
+    XXS = "XXS"
+    XS = "XS"
+    S = "S"
+    M = "M"
+    L = "L"
+    XL = "XL"
+
+
+# crn:v1:bluemix:public:kms:us-south:a/<account>:<instance guid>:key:<key id> (Key Protect or HPCS).
+KMS_KEY_CRN = re.compile(
+    r"^crn:v1:bluemix:public:(?P<service>kms|hs-crypto):(?P<region>[a-z0-9-]+):a/(?P<account>[0-9a-f]{32}):"
+    r"(?P<instance>[0-9a-f-]{36}):key:(?P<key>[0-9a-f-]{36})$"
+)
+IBM_API_KEY_ENVS = ("IC_API_KEY", "IBMCLOUD_API_KEY")
+# Endpoint overrides (private endpoints, or the loopback fakes of the tests); production leaves them unset.
+IBM_ENDPOINT_KEYS = (
+    "iam_url",
+    "resource_controller_url",
+    "global_catalog_url",
+    "iam_policy_url",
+    "cos_url",
+    "wml_url",
+    "platform_url",
+    "ca_file",
+    "poll_seconds",
+)
+
+
+class IbmSettings(_Strict):
+    """The watsonx.ai stack. Plans and the hardware spec are cost decisions: the defaults are small."""
+
+    region: IbmRegion = Field(
+        default=IbmRegion.US_SOUTH, description="ibm:region, watsonx.ai Runtime region."
+    )
+    resource_group: str = Field(default="Default", min_length=1, description="Resource group name or id.")
+    cos_plan: CosPlan = CosPlan.STANDARD
+    runtime_plan: RuntimePlan = RuntimePlan.V2_STANDARD
+    hardware_spec: HardwareSpec = HardwareSpec.XS
+    deployment_replicas: int = Field(default=1, ge=1, le=4, description="Nodes of the online deployment.")
+    kms_key_crn: str | None = Field(
+        default=None, description="Key Protect root key; COS-managed keys when absent."
+    )
+    dry_run: bool = Field(default=False, description="Train on a tiny subset (tests and quick looks).")
+    endpoints: dict[str, str] = Field(default_factory=dict, description="IBM API URL overrides.")
+    work_root: Path = Field(description="Folder on this machine where the model is trained (localRoot).")
+
+    @field_validator("kms_key_crn")
+    @classmethod
+    def _key_protect_crn(cls, value: str | None) -> str | None:
+        if value is not None and not KMS_KEY_CRN.match(value):
+            raise ValueError(
+                "must be a Key Protect or Hyper Protect Crypto Services root key CRN "
+                f"(crn:v1:bluemix:public:kms:<region>:a/<account>:<instance>:key:<key>), got {value!r}"
+            )
+        return value
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _known_endpoints(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(IBM_ENDPOINT_KEYS))
+            if unknown:
+                raise ValueError(f"unknown keys {unknown}; allowed: {', '.join(IBM_ENDPOINT_KEYS)}")
+            return {k: str(v) for k, v in value.items()}
+        return value
+
+
 class Settings(_Strict):
     """Everything a stack program needs, validated."""
 
@@ -269,6 +364,7 @@ class Settings(_Strict):
     local: LocalSettings | None = None
     aws: AwsSettings | None = None
     gcp: GcpSettings | None = None
+    ibm: IbmSettings | None = None
 
     @field_validator("hyperparameters", mode="before")
     @classmethod
@@ -369,9 +465,20 @@ _PROMOTION_KEYS = {
     "promotionTolerance": "tolerance",
     "forcePromotion": "force",
 }
+_IBM_KEYS = {
+    "resourceGroup": "resource_group",
+    "cosPlan": "cos_plan",
+    "runtimePlan": "runtime_plan",
+    "hardwareSpec": "hardware_spec",
+    "deploymentReplicas": "deployment_replicas",
+    "kmsKeyCrn": "kms_key_crn",
+    "dryRun": "dry_run",
+    "ibmEndpoints": "endpoints",
+}
 _TOP_KEYS = {"data_dir": "dataDir"}
 _SECTION_KEYS = {
     "aws": {field: key for key, field in _AWS_KEYS.items()},
+    "ibm": {"region": "ibm:region", **{field: key for key, field in _IBM_KEYS.items()}},
     "local": {field: key for key, field in _LOCAL_KEYS.items()},
     "promotion": {field: key for key, field in _PROMOTION_KEYS.items()},
     "gcp": {"project": "gcp:project", "region": "gcp:region", **{f: k for k, f in _GCP_KEYS.items()}},
@@ -419,6 +526,7 @@ def load_settings(
     aws_config: ConfigSource | None = None,
     project_root: Path | None = None,
     gcp_config: ConfigSource | None = None,
+    ibm_config: ConfigSource | None = None,
 ) -> Settings:
     """Read and validate the settings of `stack`; raise ValueError with every problem at once."""
     cloud_raw = config.get("cloud") or stack
@@ -450,10 +558,10 @@ def load_settings(
 
     values["promotion"] = _promotion(config, values)
 
+    root = Path(config.get("localRoot") or f".{PROJECT}/{stack}").expanduser()
+    if not root.is_absolute():
+        root = (project_root or Path.cwd()) / root
     if cloud is Cloud.LOCAL:
-        root = Path(config.get("localRoot") or f".{PROJECT}/{stack}").expanduser()
-        if not root.is_absolute():
-            root = (project_root or Path.cwd()) / root
         local = _pick(config, {k: f for k, f in _LOCAL_KEYS.items() if k != "localRoot"})
         values["local"] = {"root": root, **local}
     elif cloud is Cloud.AWS:
@@ -473,6 +581,13 @@ def load_settings(
             )
         region = (gcp_config.get("region") if gcp_config is not None else None) or "us-central1"
         values["gcp"] = {"project": project, "region": region, **_pick(config, _GCP_KEYS)}
+    elif cloud is Cloud.IBM:
+        region = ibm_config.get("region") if ibm_config is not None else None
+        values["ibm"] = {
+            **({"region": region} if region else {}),
+            "work_root": root,
+            **_pick(config, _IBM_KEYS),
+        }
 
     try:
         settings = Settings.model_validate(values)
@@ -484,3 +599,15 @@ def load_settings(
             f"endpointMaxInstances ({settings.aws.endpoint_max_instances})"
         )
     return settings
+
+
+def ibm_api_key_from(value: str | None, environ: Mapping[str, str] = os.environ) -> str:
+    """The IBM Cloud API key: `ibm:apiKey` (a secret) or, as IBM's own tools read it, IC_API_KEY /
+    IBMCLOUD_API_KEY. The caller wraps it in a secret Output at once; it is never logged."""
+    key = value or next((environ[name] for name in IBM_API_KEY_ENVS if environ.get(name)), None)
+    if not key:
+        raise ValueError(
+            "the ibm stack needs an IBM Cloud API key: `pulumi config set --secret ibm:apiKey <key>` "
+            f"(or export {' or '.join(IBM_API_KEY_ENVS)}); docs/ibm.md lists the access it needs"
+        )
+    return key

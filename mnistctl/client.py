@@ -34,7 +34,7 @@ from serving.constants import (
 # The watsonx.ai API version date sent when a stack output names none.
 DEFAULT_WATSONX_VERSION = "2024-05-01"
 # Where the IBM Cloud API key is read from (the ibm-watsonx-ai SDK reads WATSONX_APIKEY).
-IBM_API_KEY_ENVS = ("IBMCLOUD_API_KEY", "WATSONX_APIKEY")
+IBM_API_KEY_ENVS = ("IBMCLOUD_API_KEY", "IC_API_KEY", "WATSONX_APIKEY")
 IBM_IAM_TOKEN_URL = "https://iam.cloud.ibm.com/identity/token"
 # Placeholder project and location in Vertex paths for a local server, which ignores them.
 LOCAL_VERTEX_PROJECT = "local"
@@ -61,6 +61,7 @@ class Endpoint(BaseModel):
     project: str | None = None  # vertex
     version: str = DEFAULT_WATSONX_VERSION  # watsonx
     auth: str | None = None  # sagemaker through the aws stack's HTTP API: "iam" (SigV4) or "none" (open)
+    iam_url: str | None = None  # watsonx: an IAM other than IBM Cloud's (private endpoint, test fake)
 
     @model_validator(mode="after")
     def _cloud_needs_a_region(self) -> Endpoint:
@@ -372,8 +373,9 @@ class WatsonxEndpointClient(_BatchingClient):
             raise ValueError(
                 f"set {' or '.join(IBM_API_KEY_ENVS)} to an IBM Cloud API key to call watsonx.ai"
             )
+        token_url = f"{self.endpoint.iam_url.rstrip('/')}/identity/token" if self.endpoint.iam_url else None
         response = self._session.post(
-            IBM_IAM_TOKEN_URL,
+            token_url or IBM_IAM_TOKEN_URL,
             data={"grant_type": "urn:ibm:params:oauth:grant-type:apikey", "apikey": api_key},
             headers={"Accept": JSON},
             timeout=REQUEST_TIMEOUT,

@@ -74,12 +74,15 @@ def test_aws_stack_requires_a_region():
         load_settings("aws", FakeConfig(), aws_config=FakeConfig())
 
 
-def test_unimplemented_clouds_say_so_before_building_anything():
-    from infra.platforms import build_platform
+def test_every_cloud_maps_to_a_platform_component_with_from_settings():
+    import importlib
 
-    settings = load_settings("ibm", FakeConfig())
-    with pytest.raises(ValueError, match="the ibm stack is not implemented yet"):
-        build_platform("mnist", settings)
+    from infra.platforms import _COMPONENTS
+
+    assert set(_COMPONENTS) == set(Cloud)
+    for target in _COMPONENTS.values():
+        module, name = target.split(":")
+        assert callable(getattr(importlib.import_module(module), name).from_settings), target
 
 
 @pytest.mark.parametrize(
