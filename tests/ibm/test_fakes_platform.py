@@ -56,10 +56,10 @@ def test_a_wrong_api_key_gets_iams_error_shape(ibm_cloud_fake: IbmCloudFake) -> 
 
 
 def test_an_expired_token_is_refused_and_the_sdk_renews_it(ibm_cloud_fake: IbmCloudFake) -> None:
-    ibm_cloud_fake.short_token_expiry(1)
+    ibm_cloud_fake.short_token_expiry(3)  # long enough for a fresh token to arrive on a busy machine
     controller = ibm.resource_controller(ibm_cloud_fake)
     old = ibm.authenticator(ibm_cloud_fake).token_manager.get_token()
-    time.sleep(1.2)
+    time.sleep(4.1)  # past `exp`, which counts whole seconds from `iat`
     stale = requests.get(
         ibm_cloud_fake.resource_controller_url + "/v2/resource_instances",
         headers={"Authorization": f"Bearer {old}"},
