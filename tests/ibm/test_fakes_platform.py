@@ -56,10 +56,10 @@ def test_a_wrong_api_key_gets_iams_error_shape(ibm_cloud_fake: IbmCloudFake) -> 
 
 
 def test_an_expired_token_is_refused_and_the_sdk_renews_it(ibm_cloud_fake: IbmCloudFake) -> None:
-    ibm_cloud_fake.short_token_expiry(1)
+    ibm_cloud_fake.short_token_expiry(3)  # long enough for a fresh token to arrive on a busy machine
     controller = ibm.resource_controller(ibm_cloud_fake)
     old = ibm.authenticator(ibm_cloud_fake).token_manager.get_token()
-    time.sleep(1.2)
+    time.sleep(4.1)  # past `exp`, which counts whole seconds from `iat`
     stale = requests.get(
         ibm_cloud_fake.resource_controller_url + "/v2/resource_instances",
         headers={"Authorization": f"Bearer {old}"},
@@ -75,12 +75,15 @@ def test_catalog_resolves_services_and_plans_by_name(ibm_cloud_fake: IbmCloudFak
     assert plan_id(ibm_cloud_fake, "cloud-object-storage", "standard") != plan_id(
         ibm_cloud_fake, "cloud-object-storage", "lite"
     )
-    runtime_plans = (
-        ibm.global_catalog(ibm_cloud_fake)
-        .get_child_objects(id="pm-20", kind="plan")
-        .get_result()["resources"]
-    )
+    catalog = ibm.global_catalog(ibm_cloud_fake)
+    (runtime,) = catalog.list_catalog_entries(q="name:pm-20").get_result()["resources"]
+    assert runtime["kind"] == "service"
+    runtime_plans = catalog.get_child_objects(id=runtime["id"], kind="plan").get_result()["resources"]
     assert {"lite", "v2-standard"} <= {p["name"] for p in runtime_plans}
+    assert all(p["parent_id"] == runtime["id"] for p in runtime_plans)
+    with pytest.raises(ApiException) as by_name:  # ids only: a name is for `q=name:...`
+        catalog.get_child_objects(id="pm-20", kind="plan")
+    assert by_name.value.status_code == 404
 
 
 def test_instance_provisions_then_is_active(ibm_cloud_fake: IbmCloudFake) -> None:

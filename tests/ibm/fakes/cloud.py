@@ -138,7 +138,7 @@ class IbmCloudFake:
         """New deployments go `initializing` -> `failed` with `message` instead of serving."""
         self.state.scenario.deployment_failure = message
 
-    def short_token_expiry(self, seconds: int = 2) -> None:
+    def short_token_expiry(self, seconds: int = 3) -> None:
         """IAM issues tokens that expire after `seconds` (IBM's last an hour)."""
         self.state.scenario.token_lifetime_seconds = seconds
 

@@ -309,9 +309,6 @@ class CosService(FakeService):
                 "Content-Length": str(len(stored.body)),
                 **{f"x-amz-meta-{k}": v for k, v in stored.metadata.items()},
             }
-            if found.kp_root_key_crn:
-                headers["ibm-sse-kp-enabled"] = "True"
-                headers["ibm-sse-kp-customer-root-key-crn"] = found.kp_root_key_crn
             body = b"" if request.method == "HEAD" else stored.body
             response = Response(body, content_type=stored.content_type, headers=headers)
             if request.method == "HEAD":

@@ -85,9 +85,9 @@ class GlobalCatalogService(FakeService):
 
     # Entries ----------------------------------------------------------------------------------------
     def _find(self, entry_id: str) -> dict[str, Any]:
-        """An entry by id, or a service by name (as the API accepts both for services)."""
+        """An entry by its id (names are for `q=name:...` searches)."""
         for entry in self._all_entries():
-            if entry["id"] == entry_id or (entry["kind"] == "service" and entry["name"] == entry_id):
+            if entry["id"] == entry_id:
                 return entry
         raise IbmApiError(404, "not_found", f"catalog entry {entry_id} not found")
 

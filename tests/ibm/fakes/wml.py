@@ -167,7 +167,12 @@ class WmlService(FakeService):
         self.require_token()
         space_id = self._space_param()
         with self.state.lock:
-            found = [m for m in self.state.models.values() if m["metadata"]["space_id"] == space_id]
+            found = [
+                m
+                for m in self.state.models.values()
+                if m["metadata"]["space_id"] == space_id
+                and request.args.get("name") in (None, m["metadata"]["name"])
+            ]
         return jsonify(
             {"total_count": len(found), "limit": 100, "first": {"href": request.path}, "resources": found}
         )
@@ -284,7 +289,9 @@ class WmlService(FakeService):
             found = [
                 self._document(d)
                 for d in self.state.deployments.values()
-                if d.space_id == space_id and request.args.get("asset_id") in (None, d.model_id)
+                if d.space_id == space_id
+                and request.args.get("asset_id") in (None, d.model_id)
+                and request.args.get("name") in (None, d.document["metadata"]["name"])
             ]
         return jsonify({"total_count": len(found), "limit": 100, "resources": found})
 
