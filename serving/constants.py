@@ -59,3 +59,13 @@ DEFAULT_THREADS = 1
 # Vertex AI sets these in a custom prediction container; honoured so the same app can run there.
 AIP_HEALTH_ROUTE_ENV = "AIP_HEALTH_ROUTE"
 AIP_PREDICT_ROUTE_ENV = "AIP_PREDICT_ROUTE"
+
+# Micro-batching (serving/batching.py): most images per model call (1 = off), and the longest a batch
+# waits for requests whose bodies are still arriving (never when none are: a lone request does not wait).
+DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_WAIT_MS = 1.0
+# A client that has not sent its whole body within this many seconds gets 408 and its connection closed.
+BODY_READ_TIMEOUT_SECONDS = 20.0
+# On SIGTERM, requests in flight get this long to finish before the server exits anyway (Kubernetes, and
+# so Vertex AI and KServe, give a pod 30 s between SIGTERM and SIGKILL by default).
+DRAIN_TIMEOUT_SECONDS = 25
