@@ -426,21 +426,21 @@ def start_servers(flavor: Flavor, model: Path, kserve_python: Path | None) -> li
 # --- requests ----------------------------------------------------------------------------------------
 
 
-def target_for(label: str, url: str, images: np.ndarray) -> Target:
+def target_for(label: str, url: str, images: np.ndarray, name: str = NAME) -> Target:
     """The wire request for `images` in the server's contract (the flavor's, or KServe's v1)."""
     if label == "kserve":
         body = json.dumps({"instances": json_pixels(images)}).encode()
-        return Target(url, f"/v1/models/{NAME}:predict", body, {"Content-Type": "application/json"})
+        return Target(url, f"/v1/models/{name}:predict", body, {"Content-Type": "application/json"})
     flavor = Flavor(label.split()[0])
     if flavor is Flavor.SAGEMAKER:
         headers = {"Content-Type": "text/csv", "Accept": "application/json"}
-        return Target(url, f"/endpoints/{NAME}/invocations", csv_payload(images), headers)
+        return Target(url, f"/endpoints/{name}/invocations", csv_payload(images), headers)
     if flavor is Flavor.VERTEX:
         body = json.dumps({"instances": json_pixels(images)}).encode()
-        path = f"/v1/projects/bench/locations/local/endpoints/{NAME}:predict"
+        path = f"/v1/projects/bench/locations/local/endpoints/{name}:predict"
         return Target(url, path, body, {"Content-Type": "application/json"})
     body = json.dumps({"input_data": [{"values": json_pixels(images)}]}).encode()
-    path = f"/ml/v4/deployments/{NAME}/predictions?version=2024-05-01"
+    path = f"/ml/v4/deployments/{name}/predictions?version=2024-05-01"
     return Target(url, path, body, {"Content-Type": "application/json"})
 
 
