@@ -8,6 +8,7 @@ show that their replies are byte-identical batched and alone."""
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -211,9 +212,24 @@ def wire(flavor: Flavor, images: np.ndarray) -> tuple[str, bytes, dict[str, str]
     return path, f'{{"input_data": [{{"values": {rows}}}]}}'.encode(), {"Content-Type": "application/json"}
 
 
+def assert_same_up_to_float32_rounding(batched: dict, alone: dict) -> None:
+    """TensorFlow's kernels block their loops by batch shape, so an image's probabilities can differ in
+    the last bits of a float32 with the batch it was computed in (onnxruntime and XGBoost do not)."""
+    assert [p["classes"] for p in batched["predictions"]] == [p["classes"] for p in alone["predictions"]]
+    np.testing.assert_allclose(
+        [p["probabilities"] for p in batched["predictions"]],
+        [p["probabilities"] for p in alone["predictions"]],
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    assert {k: v for k, v in batched.items() if k != "predictions"} == {
+        k: v for k, v in alone.items() if k != "predictions"
+    }
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("flavor", list(Flavor))
-def test_real_runtimes_answer_batched_requests_byte_for_byte_as_alone(
+def test_real_runtimes_answer_batched_requests_as_alone_byte_for_byte_but_tensorflow(
     served_app: Callable[[Flavor], tuple[str, Starlette]], held_out, flavor: Flavor
 ) -> None:
     url, app = served_app(flavor)
@@ -230,7 +246,10 @@ def test_real_runtimes_answer_batched_requests_byte_for_byte_as_alone(
             expected = model.infer(
                 InferenceRequest(body, headers["Content-Type"], headers.get("Accept"), query, PATH_PARAMS)
             )
-            assert reply.content == expected.body
+            if flavor is Flavor.VERTEX:
+                assert_same_up_to_float32_rounding(reply.json(), json.loads(expected.body))
+            else:
+                assert reply.content == expected.body
         if stats.model_calls - calls_before < stats.requests - requests_before:
             break
     else:

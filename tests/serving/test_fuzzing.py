@@ -31,7 +31,11 @@ MEDIA_TYPE = {
     Flavor.VERTEX: "application/json",
     Flavor.WATSONX: "application/json",
 }
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
 
 # --- what a hostile or broken client sends --------------------------------------------------------------
 
