@@ -233,7 +233,7 @@ def run_wrk(target: Target, clients: int, requests: int, seconds: float) -> dict
     headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in target.headers.items())
     with tempfile.TemporaryDirectory(prefix="mnist-load-") as scratch:
         script = Path(scratch) / "post.lua"
-        script.write_text(_WRK_SCRIPT.format(headers=headers))
+        script.write_text(_WRK_SCRIPT.replace("{headers}", headers))
         body = Path(scratch) / "body"
         body.write_bytes(target.body)
         env = {
@@ -547,11 +547,15 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Each target of issue 12, with the figures it was judged on."""
 
     def row(server: str, clients: int, batch: int = 1) -> dict[str, Any] | None:
+        """The run, if it completed any request in its time limit (else it measured nothing)."""
         return next(
             (
                 r
                 for r in rows
-                if r["server"] == server and r["clients"] == clients and r["images_per_request"] == batch
+                if r["server"] == server
+                and r["clients"] == clients
+                and r["images_per_request"] == batch
+                and r["requests"] > 0
             ),
             None,
         )
