@@ -62,6 +62,7 @@ TRAINING_OVERRIDES = {
 }
 DEFAULT_RESULT = REPO_ROOT / "bench" / "results" / "load.json"
 KSERVE_VENV = REPO_ROOT / ".mnist-platform" / "bench" / "kserve-venv"
+LOG_DIR = REPO_ROOT / ".mnist-platform" / "bench" / "load-logs"  # each server's stderr
 # The peer, pinned: kserve with the onnxruntime that its numpy pins allow (see pyproject's `bench` extra).
 KSERVE_REQUIREMENTS = ("kserve==0.21.0", "onnxruntime==1.22.1")
 FRAMEWORK = {Flavor.SAGEMAKER: "xgboost", Flavor.VERTEX: "tensorflow", Flavor.WATSONX: "pytorch"}
@@ -220,8 +221,8 @@ function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     '\\nLOAD_JSON {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, '
-    .. '"status": %d, "timeout": %d, "p50": %d, "p95": %d, "p99": %d}\\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    .. '"status": %d, "timeout": %d, "mean": %f, "p50": %d, "p95": %d, "p99": %d}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout, latency.mean,
     latency:percentile(50), latency:percentile(95), latency:percentile(99)))
 end
 """
@@ -249,6 +250,10 @@ def run_wrk(target: Target, clients: int, requests: int, seconds: float) -> dict
     line = next(x for x in out.stdout.splitlines() if x.startswith("LOAD_JSON "))
     raw = json.loads(line.removeprefix("LOAD_JSON "))
     wall = raw["duration_us"] / 1e6
+    if raw["requests"] >= requests:
+        # wrk sleeps the whole duration even when every thread stopped at its budget, so requests/duration
+        # would understate the rate: use Little's law (closed loop: clients / mean latency) instead.
+        wall = raw["requests"] * raw["mean"] / 1e6 / clients
     errors = {k: raw[k] for k in ("connect", "read", "write", "timeout", "status")}
     return {
         "requests": raw["requests"],
@@ -341,9 +346,12 @@ class Server:
         self, label: str, command: list[str], url: str | None, ping: str, env: dict[str, str]
     ) -> None:
         self.label = label
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO_ROOT, env=env
-        )
+        self.log = LOG_DIR / f"{label.replace(' ', '-')}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("w") as stderr:
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=REPO_ROOT, env=env
+            )
         self.url = url if url is not None else self._announced_url()
         self._wait_ready(ping)
 
