@@ -27,6 +27,16 @@ def main() -> None:
     import kserve  # type: ignore[import-not-found]  (in the peer's own venv only)
     import numpy as np
     import onnxruntime
+    import uvicorn
+
+    # kserve's REST server hard-codes host 0.0.0.0; the benchmark stays on loopback.
+    config_init = uvicorn.Config.__init__
+
+    def loopback_only(self: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        kwargs["host"] = "127.0.0.1"
+        config_init(self, *args, **kwargs)
+
+    uvicorn.Config.__init__ = loopback_only  # type: ignore[method-assign]
 
     class OnnxMnist(kserve.Model):
         def __init__(self, name: str, path: Path) -> None:

@@ -348,9 +348,12 @@ class Server:
         self.label = label
         self.log = LOG_DIR / f"{label.replace(' ', '-')}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("w") as stderr:
+        with self.log.open("w") as log:
+            # Only `mnistctl serve`'s stdout is read (its URL line); anything else must not write into a
+            # pipe nobody reads: KServe logs every request there, and a full pipe blocks the server.
+            stdout = subprocess.PIPE if url is None else log
             self.process = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=REPO_ROOT, env=env
+                command, stdout=stdout, stderr=log, text=True, cwd=REPO_ROOT, env=env
             )
         self.url = url if url is not None else self._announced_url()
         self._wait_ready(ping)
