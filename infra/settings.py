@@ -14,6 +14,9 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from infra import offerings
+from infra.gate import PromotionRule
+
 PROJECT = "mnist-platform"
 
 
@@ -37,6 +40,17 @@ class Dataset(StrEnum):
     FASHION_MNIST = "fashion-mnist"
 
 
+class PublicApi(StrEnum):
+    """aws: the optional HTTP API in front of the SageMaker endpoint."""
+
+    OFF = "off"
+    """No API: the endpoint is reached with AWS credentials through sagemaker-runtime."""
+    IAM = "iam"
+    """Routes with IAM authorization: callers sign with SigV4 (as boto3 does) and need execute-api:Invoke."""
+    OPEN = "open"
+    """Anonymous routes, throttled: a demo anyone with the URL can call (and spend your invocations)."""
+
+
 # What each platform serves: SageMaker's built-in algorithm is XGBoost, Vertex serves the
 # TensorFlow SavedModel, watsonx.ai the ONNX export of the PyTorch CNN; local runs all three.
 DEFAULT_MODELS: dict[Cloud, tuple[Framework, ...]] = {
@@ -51,6 +65,25 @@ SUPPORTED_MODELS: dict[Cloud, frozenset[Framework]] = {
     Cloud.IBM: frozenset({Framework.PYTORCH}),
     Cloud.LOCAL: frozenset(Framework),
 }
+
+
+# The default floor (minAccuracy) per dataset and model: a little under what each trainer reaches on
+# that dataset's held-out test set (bench/results/train.json for MNIST; the published Fashion-MNIST and
+# Kuzushiji-MNIST benchmarks for the others, where the same models score several points lower).
+DEFAULT_MIN_ACCURACY: dict[Dataset, dict[Framework, float]] = {
+    Dataset.MNIST: {Framework.XGBOOST: 0.95, Framework.TENSORFLOW: 0.98, Framework.PYTORCH: 0.98},
+    Dataset.MNIST_T10K: {Framework.XGBOOST: 0.95, Framework.TENSORFLOW: 0.98, Framework.PYTORCH: 0.98},
+    Dataset.FASHION_MNIST: {Framework.XGBOOST: 0.85, Framework.TENSORFLOW: 0.88, Framework.PYTORCH: 0.88},
+    Dataset.KMNIST: {Framework.XGBOOST: 0.85, Framework.TENSORFLOW: 0.92, Framework.PYTORCH: 0.92},
+}
+
+
+def _offered(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise ValueError(
+            f"{value!r} is not one of the {what} instance types; allowed: {offerings.closest(value, allowed)}"
+        )
+    return value
 
 
 class _Strict(BaseModel):
@@ -83,20 +116,69 @@ class AwsSettings(_Strict):
         default="1.7-1", description="Version of SageMaker's built-in XGBoost image (image_uris)."
     )
     training_instance_type: str = "ml.m5.xlarge"
-    training_instance_count: int = Field(default=1, ge=1, le=20)
-    max_runtime_seconds: int = Field(default=3600, ge=60, le=432_000)
+    training_instance_count: int = Field(default=1, ge=1, le=offerings.MAX_INSTANCE_COUNT)
+    max_runtime_seconds: int = Field(default=3600, ge=60, le=offerings.SAGEMAKER_MAX_RUNTIME_SECONDS)
     endpoint_instance_type: str = "ml.m5.large"
-    endpoint_min_instances: int = Field(default=1, ge=1, le=10)
-    endpoint_max_instances: int = Field(default=2, ge=1, le=10)
+    endpoint_min_instances: int = Field(default=1, ge=1, le=offerings.MAX_INSTANCE_COUNT)
+    endpoint_max_instances: int = Field(default=2, ge=1, le=offerings.MAX_INSTANCE_COUNT)
     kms_key_arn: str | None = Field(default=None, description="Customer KMS key; SSE-S3 when absent.")
-    public_api: bool = Field(default=False, description="An HTTP API + Lambda in front of the endpoint.")
+    public_api: PublicApi = Field(
+        default=PublicApi.OFF, description="An HTTP API + Lambda in front of the endpoint: off, iam or open."
+    )
 
-    @field_validator("training_instance_type", "endpoint_instance_type")
+    @field_validator("public_api", mode="before")
     @classmethod
-    def _sagemaker_instance_type(cls, value: str) -> str:
-        if not value.startswith("ml."):
-            raise ValueError(f"SageMaker instance types start with 'ml.' (e.g. ml.m5.large), got {value!r}")
+    def _public_api_from_boolean(cls, value: Any) -> Any:
+        # Earlier stacks set `publicApi: true|false`; true now means the IAM-authorized API.
+        if isinstance(value, bool):
+            return PublicApi.IAM if value else PublicApi.OFF
         return value
+
+    @field_validator("training_instance_type")
+    @classmethod
+    def _training_instance_type_offered(cls, value: str) -> str:
+        return _offered(
+            value,
+            offerings.sagemaker_training_instance_types(),
+            "SageMaker training (x86-64, as the built-in XGBoost image needs)",
+        )
+
+    @field_validator("endpoint_instance_type")
+    @classmethod
+    def _endpoint_instance_type_offered(cls, value: str) -> str:
+        return _offered(
+            value,
+            offerings.sagemaker_endpoint_instance_types(),
+            "SageMaker endpoint (x86-64, as the built-in XGBoost image needs)",
+        )
+
+
+class PromotionSettings(_Strict):
+    """The champion/challenger gate (infra/gate.py): when a retrained model may replace the served one."""
+
+    min_accuracy: dict[Framework, float] = Field(
+        default_factory=dict, description="minAccuracy per model: the floor; 0 for a model not listed."
+    )
+    tolerance: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="promotionTolerance: how much worse than the champion may win.",
+    )
+    force: bool = Field(default=False, description="forcePromotion: promote the next challenger whatever.")
+
+    @field_validator("min_accuracy")
+    @classmethod
+    def _floors_are_accuracies(cls, floors: dict[Framework, float]) -> dict[Framework, float]:
+        for model, floor in floors.items():
+            if not 0.0 <= floor <= 1.0:
+                raise ValueError(f"the floor of {model.value} must be between 0 and 1, got {floor}")
+        return floors
+
+    def rule(self, model: Framework) -> PromotionRule:
+        return PromotionRule(
+            min_accuracy=self.min_accuracy.get(model, 0.0), tolerance=self.tolerance, force=self.force
+        )
 
 
 class Settings(_Strict):
@@ -110,6 +192,7 @@ class Settings(_Strict):
     hyperparameters: dict[Framework, dict[str, str]] = Field(
         default_factory=dict, description="Per model, hyperparameter overrides as strings."
     )
+    promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     local: LocalSettings | None = None
     aws: AwsSettings | None = None
 
@@ -175,7 +258,12 @@ def _describe(error: ValidationError) -> str:
         elif loc:
             loc = [_TOP_KEYS.get(loc[0], loc[0]), *loc[1:]]
         where = f"{PROJECT}:{'.'.join(loc)}" if loc else "settings"
-        lines.append(f"  {where}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        value = item.get("input")
+        # Name the value unless the message already does (a custom validator's message quotes it).
+        if isinstance(value, str | int | float) and repr(value) not in message:
+            message = f"{message}, got {value!r}"
+        lines.append(f"  {where}: {message}")
     return "invalid stack configuration:\n" + "\n".join(lines)
 
 
@@ -191,11 +279,52 @@ _AWS_KEYS = {
     "publicApi": "public_api",
 }
 _LOCAL_KEYS = {"localRoot": "root", "ports": "ports", "dryRun": "dry_run"}
+_PROMOTION_KEYS = {
+    "minAccuracy": "min_accuracy",
+    "promotionTolerance": "tolerance",
+    "forcePromotion": "force",
+}
 _TOP_KEYS = {"data_dir": "dataDir"}
 _SECTION_KEYS = {
     "aws": {field: key for key, field in _AWS_KEYS.items()},
     "local": {field: key for key, field in _LOCAL_KEYS.items()},
+    "promotion": {field: key for key, field in _PROMOTION_KEYS.items()},
 }
+
+
+def _promotion(config: ConfigSource, values: dict[str, Any]) -> dict[str, Any]:
+    """The gate's settings; minAccuracy is one number for every model or a JSON map model -> number.
+
+    Models without an explicit floor get the dataset's default (DEFAULT_MIN_ACCURACY), or none at all in
+    a dry run (a tiny subset is not trained for accuracy).
+    """
+    promotion = _pick(config, {k: f for k, f in _PROMOTION_KEYS.items() if k != "minAccuracy"})
+    raw = _get_json(config, "minAccuracy")
+    models = [m for m in values["models"] if m in set(Framework)]
+    try:
+        dataset = Dataset(values.get("dataset", Dataset.MNIST))
+    except ValueError:
+        return promotion  # the dataset's own error names the allowed values
+    dry_run = _pick(config, {"dryRun": "dry_run"}).get("dry_run") is True
+    floors: dict[str, Any] = {
+        m: (0.0 if dry_run else DEFAULT_MIN_ACCURACY[dataset][Framework(m)]) for m in models
+    }
+    if isinstance(raw, dict):
+        unknown = sorted(set(raw) - set(models))
+        if unknown:
+            raise ValueError(
+                f"config {PROJECT}:minAccuracy names {unknown}, which this stack does not train; "
+                f"allowed: {', '.join(str(m) for m in models)}"
+            )
+        floors.update(raw)
+    elif isinstance(raw, int | float) and not isinstance(raw, bool):
+        floors = dict.fromkeys(models, raw)
+    elif raw is not None:
+        raise ValueError(
+            f"config {PROJECT}:minAccuracy must be a number between 0 and 1 or a JSON map such as "
+            f'{{"xgboost": 0.95}}, got {raw!r}'
+        )
+    return {**promotion, "min_accuracy": floors}
 
 
 def load_settings(
@@ -231,6 +360,8 @@ def load_settings(
         values["data_dir"] = Path(data_dir).expanduser()
     if (hyperparameters := _get_json(config, "hyperparameters")) is not None:
         values["hyperparameters"] = hyperparameters
+
+    values["promotion"] = _promotion(config, values)
 
     if cloud is Cloud.LOCAL:
         root = Path(config.get("localRoot") or f".{PROJECT}/{stack}").expanduser()

@@ -142,7 +142,13 @@ def serve(
     flavor: Annotated[
         Flavor, typer.Option(help="Which platform's wire contract to speak.", case_sensitive=False)
     ],
-    model: Annotated[Path, typer.Option(help="The OUT folder of `mnistctl train`.")],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="The OUT folder of `mnistctl train`. With --flavor vertex it may be left out when "
+            "AIP_STORAGE_URI names the model (a gs:// or local folder), as Vertex AI sets it."
+        ),
+    ] = None,
     port: Annotated[
         int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)
     ] = DEFAULT_PORT,
@@ -163,20 +169,25 @@ def serve(
     """Serve a trained model on 127.0.0.1 until SIGTERM or Ctrl-C.
 
     Prints one line `serving <flavor> <name> on http://127.0.0.1:<port>` once it accepts requests.
+    With --flavor vertex inside a Vertex AI container, AIP_HTTP_PORT, AIP_STORAGE_URI and the AIP_*
+    routes decide instead (serving/vertex_container.py).
     On SIGTERM, requests in flight finish first.
     """
     from serving.app import serve as run_server
     from serving.batching import BatchingConfig
     from serving.errors import PlatformError
+    from serving.vertex_container import serving_place
 
     def announce(url: str) -> None:
         print(f"serving {flavor.value} {name} on {url}", flush=True)
 
     try:
+        place = serving_place(flavor, model, port)
         run_server(
             flavor,
-            model,
-            port=port,
+            place.model_dir,
+            place.host,
+            port=place.port,
             name=name,
             on_ready=announce,
             batching=BatchingConfig(max_batch=max_batch, max_wait_ms=max_wait_ms),
