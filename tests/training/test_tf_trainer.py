@@ -40,7 +40,7 @@ def test_dry_run_writes_savedmodel_hyperparameters_and_metrics(trained: tuple[Pa
     out, metrics = trained
     assert (out / "model" / "saved_model.pb").is_file()
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    assert json.loads((out / "hyperparameters.json").read_text())["epochs"] == 2
+    assert json.loads((out / "hyperparameters.json").read_text())["epochs"] == 3
     assert (metrics["framework"], metrics["n_train"], metrics["n_test"]) == ("tensorflow", 512, 256)
 
 
@@ -89,4 +89,4 @@ def test_main_reads_npz_and_exports_to_aip_model_dir(
     assert (tmp_path / "output" / "model" / "saved_model.pb").is_file()
     assert json.loads((tmp_path / "output" / "hyperparameters.json").read_text())["batch_size"] == 100
     assert json.loads((tmp_path / "output" / "metrics.json").read_text())["n_train"] == small_split.n_train
-    assert metrics["hyperparameters"]["epochs"] == 2
+    assert metrics["hyperparameters"]["epochs"] == 3
