@@ -37,6 +37,13 @@ class Dataset(StrEnum):
     FASHION_MNIST = "fashion-mnist"
 
 
+class TrainingPreset(StrEnum):
+    """training/presets.py: per-dataset hyperparameters every stack trains with."""
+
+    STANDARD = "standard"
+    LONG = "long"
+
+
 # What each platform serves: SageMaker's built-in algorithm is XGBoost, Vertex serves the
 # TensorFlow SavedModel, watsonx.ai the ONNX export of the PyTorch CNN; local runs all three.
 DEFAULT_MODELS: dict[Cloud, tuple[Framework, ...]] = {
@@ -109,6 +116,10 @@ class Settings(_Strict):
     models: tuple[Framework, ...]
     hyperparameters: dict[Framework, dict[str, str]] = Field(
         default_factory=dict, description="Per model, hyperparameter overrides as strings."
+    )
+    training_preset: TrainingPreset = Field(
+        default=TrainingPreset.STANDARD,
+        description="The dataset's hyperparameter preset (training/presets.py), under the overrides.",
     )
     local: LocalSettings | None = None
     aws: AwsSettings | None = None
@@ -191,7 +202,7 @@ _AWS_KEYS = {
     "publicApi": "public_api",
 }
 _LOCAL_KEYS = {"localRoot": "root", "ports": "ports", "dryRun": "dry_run"}
-_TOP_KEYS = {"data_dir": "dataDir"}
+_TOP_KEYS = {"data_dir": "dataDir", "training_preset": "trainingPreset"}
 _SECTION_KEYS = {
     "aws": {field: key for key, field in _AWS_KEYS.items()},
     "local": {field: key for key, field in _LOCAL_KEYS.items()},
@@ -231,6 +242,8 @@ def load_settings(
         values["data_dir"] = Path(data_dir).expanduser()
     if (hyperparameters := _get_json(config, "hyperparameters")) is not None:
         values["hyperparameters"] = hyperparameters
+    if (preset := config.get("trainingPreset")) is not None:
+        values["training_preset"] = preset
 
     if cloud is Cloud.LOCAL:
         root = Path(config.get("localRoot") or f".{PROJECT}/{stack}").expanduser()
