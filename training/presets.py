@@ -29,8 +29,10 @@ class Preset(str, Enum):  # noqa: UP042
         return self.value
 
 
-# Clothes are left-right symmetric, digits and characters are not: only Fashion-MNIST flips.
-_CLOTHES = {"flip": "true", "label_smoothing": "0.1"}
+# Clothes are left-right symmetric, digits and characters are not: only Fashion-MNIST flips. The digits'
+# rotations and zooms cost clothes accuracy on short schedules (4 epochs: 91.0 % without, 6 epochs with
+# them: 88.9 %), so flips replace them, and dropout is lighter.
+_CLOTHES = {"flip": "true", "augment": "false", "dropout": "0.1", "label_smoothing": "0.1"}
 _CNN_STANDARD: dict[DatasetName, dict[str, str]] = {
     DatasetName.FASHION_MNIST: {**_CLOTHES, "epochs": "12"},
 }
