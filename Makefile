@@ -6,14 +6,16 @@ BIN := $(VENV)/bin
 STACK ?= local
 # The stamp is rebuilt when the dependencies change, so a second `make test` does not reinstall.
 INSTALLED := $(VENV)/.installed
+# Where the CPU build of torch comes from (empty: only pip's configured indexes, e.g. a local mirror).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install test lint typecheck unit up down clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first and pinned: 2.13.0 has a CPU build here; an unpinned torch pulls GBs of CUDA wheels.
-	$(BIN)/pip install --quiet torch==2.13.0
+	# torch first, pinned, from PyTorch's CPU index: on Linux PyPI's torch pulls GBs of CUDA wheels.
+	$(BIN)/pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
@@ -32,18 +34,12 @@ test: lint typecheck
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
-# --- `make up` / `make down`: the stack $(STACK) (local by default; `STACK=aws make up` for SageMaker) ---
+# --- `make up` / `make down`: the stack STACK (local by default; `make up STACK=aws` for SageMaker) ---
+# scripts/stack does the work: the local stack in one step with its state in .pulumi-state/; a cloud
+# stack only with a state backend that outlives this clone (PULUMI_BACKEND_URL, or LOCAL_STATE=1),
+# previewed with the policy pack, and deployed after a yes at the terminal (or YES=1).
 PULUMI_INSTALLER := https://get.pulumi.com
-# Pulumi's installer puts the CLI in ~/.pulumi/bin; state stays in the repo (no Pulumi Cloud login)
-# unless PULUMI_BACKEND_URL says otherwise.
 up down pulumi-cli: export PATH := $(HOME)/.pulumi/bin:$(PATH)
-up down: export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
-# The local stack holds no secrets: an empty passphrase. Cloud stacks bring their own (docs/local.md).
-ifeq ($(STACK),local)
-ifndef PULUMI_CONFIG_PASSPHRASE_FILE
-up down: export PULUMI_CONFIG_PASSPHRASE ?=
-endif
-endif
 
 .PHONY: pulumi-cli
 pulumi-cli:
@@ -62,8 +58,7 @@ pulumi-cli:
 	  "install the CLI by other means (https://www.pulumi.com/docs/install/) and run make again." >&2; exit 1; }
 
 up: $(INSTALLED) pulumi-cli
-	pulumi stack select --create $(STACK)
-	pulumi up --yes --stack $(STACK)
+	scripts/stack up $(STACK)
 
 down: $(INSTALLED) pulumi-cli
-	pulumi destroy --yes --stack $(STACK)
+	scripts/stack down $(STACK)

@@ -145,8 +145,8 @@ def run_in_subprocess(
             "--single-result",
             result.name,
         ]
-        if data_dir is not None:
-            command += ["--data-dir", str(data_dir)]
+        if data_dir is not None:  # else the dataset's default place (Fashion-MNIST: Debian's folder)
+            command += ["--fashion-data-dir" if dataset == FULL_SIZE else "--data-dir", str(data_dir)]
         if seed is not None:
             command += ["--single-seed", str(seed)]
         env = {
@@ -392,9 +392,8 @@ def default_result(dataset: str, preset: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.single:
-        result = run_one(
-            args.single, args.dataset, args.data_dir, args.threads, args.preset, args.single_seed
-        )
+        data_dir = args.fashion_data_dir if args.dataset == FULL_SIZE else args.data_dir
+        result = run_one(args.single, args.dataset, data_dir, args.threads, args.preset, args.single_seed)
         args.single_result.write_text(json.dumps(result))
         return 0
     console = Console(width=max(Console().width, 132))  # the table needs room even when piped

@@ -1,4 +1,4 @@
-"""Which component builds which cloud; every component exposes the same outputs (DESIGN.md)."""
+"""Which component builds which cloud; every component exposes the same outputs (docs/architecture.md)."""
 
 from __future__ import annotations
 

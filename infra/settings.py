@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from infra import offerings
+
 PROJECT = "mnist-platform"
 
 
@@ -44,6 +46,17 @@ class TrainingPreset(StrEnum):
     LONG = "long"
 
 
+class PublicApi(StrEnum):
+    """aws: the optional HTTP API in front of the SageMaker endpoint."""
+
+    OFF = "off"
+    """No API: the endpoint is reached with AWS credentials through sagemaker-runtime."""
+    IAM = "iam"
+    """Routes with IAM authorization: callers sign with SigV4 (as boto3 does) and need execute-api:Invoke."""
+    OPEN = "open"
+    """Anonymous routes, throttled: a demo anyone with the URL can call (and spend your invocations)."""
+
+
 # What each platform serves: SageMaker's built-in algorithm is XGBoost, Vertex serves the
 # TensorFlow SavedModel, watsonx.ai the ONNX export of the PyTorch CNN; local runs all three.
 DEFAULT_MODELS: dict[Cloud, tuple[Framework, ...]] = {
@@ -58,6 +71,14 @@ SUPPORTED_MODELS: dict[Cloud, frozenset[Framework]] = {
     Cloud.IBM: frozenset({Framework.PYTORCH}),
     Cloud.LOCAL: frozenset(Framework),
 }
+
+
+def _offered(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise ValueError(
+            f"{value!r} is not one of the {what} instance types; allowed: {offerings.closest(value, allowed)}"
+        )
+    return value
 
 
 class _Strict(BaseModel):
@@ -90,20 +111,41 @@ class AwsSettings(_Strict):
         default="1.7-1", description="Version of SageMaker's built-in XGBoost image (image_uris)."
     )
     training_instance_type: str = "ml.m5.xlarge"
-    training_instance_count: int = Field(default=1, ge=1, le=20)
-    max_runtime_seconds: int = Field(default=3600, ge=60, le=432_000)
+    training_instance_count: int = Field(default=1, ge=1, le=offerings.MAX_INSTANCE_COUNT)
+    max_runtime_seconds: int = Field(default=3600, ge=60, le=offerings.SAGEMAKER_MAX_RUNTIME_SECONDS)
     endpoint_instance_type: str = "ml.m5.large"
-    endpoint_min_instances: int = Field(default=1, ge=1, le=10)
-    endpoint_max_instances: int = Field(default=2, ge=1, le=10)
+    endpoint_min_instances: int = Field(default=1, ge=1, le=offerings.MAX_INSTANCE_COUNT)
+    endpoint_max_instances: int = Field(default=2, ge=1, le=offerings.MAX_INSTANCE_COUNT)
     kms_key_arn: str | None = Field(default=None, description="Customer KMS key; SSE-S3 when absent.")
-    public_api: bool = Field(default=False, description="An HTTP API + Lambda in front of the endpoint.")
+    public_api: PublicApi = Field(
+        default=PublicApi.OFF, description="An HTTP API + Lambda in front of the endpoint: off, iam or open."
+    )
 
-    @field_validator("training_instance_type", "endpoint_instance_type")
+    @field_validator("public_api", mode="before")
     @classmethod
-    def _sagemaker_instance_type(cls, value: str) -> str:
-        if not value.startswith("ml."):
-            raise ValueError(f"SageMaker instance types start with 'ml.' (e.g. ml.m5.large), got {value!r}")
+    def _public_api_from_boolean(cls, value: Any) -> Any:
+        # Earlier stacks set `publicApi: true|false`; true now means the IAM-authorized API.
+        if isinstance(value, bool):
+            return PublicApi.IAM if value else PublicApi.OFF
         return value
+
+    @field_validator("training_instance_type")
+    @classmethod
+    def _training_instance_type_offered(cls, value: str) -> str:
+        return _offered(
+            value,
+            offerings.sagemaker_training_instance_types(),
+            "SageMaker training (x86-64, as the built-in XGBoost image needs)",
+        )
+
+    @field_validator("endpoint_instance_type")
+    @classmethod
+    def _endpoint_instance_type_offered(cls, value: str) -> str:
+        return _offered(
+            value,
+            offerings.sagemaker_endpoint_instance_types(),
+            "SageMaker endpoint (x86-64, as the built-in XGBoost image needs)",
+        )
 
 
 class Settings(_Strict):
@@ -186,7 +228,12 @@ def _describe(error: ValidationError) -> str:
         elif loc:
             loc = [_TOP_KEYS.get(loc[0], loc[0]), *loc[1:]]
         where = f"{PROJECT}:{'.'.join(loc)}" if loc else "settings"
-        lines.append(f"  {where}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        value = item.get("input")
+        # Name the value unless the message already does (a custom validator's message quotes it).
+        if isinstance(value, str | int | float) and repr(value) not in message:
+            message = f"{message}, got {value!r}"
+        lines.append(f"  {where}: {message}")
     return "invalid stack configuration:\n" + "\n".join(lines)
 
 

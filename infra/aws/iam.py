@@ -22,12 +22,11 @@ ENDPOINT_METRICS_NAMESPACE = "/aws/sagemaker/Endpoints"
 ACTIONS_WITHOUT_RESOURCE_LEVEL_PERMISSIONS = frozenset(
     {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
 )
-LOG_WRITE_ACTIONS = [
-    "logs:CreateLogGroup",
-    "logs:CreateLogStream",
-    "logs:DescribeLogStreams",
-    "logs:PutLogEvents",
-]
+# IAM names a log group `...:log-group:NAME:*` for every action but the tagging ones (CloudWatch Logs
+# user guide, "CloudWatch Logs resources and operations"); streams are `...:log-group:NAME:log-stream:S`.
+LOG_GROUP_ACTIONS = ["logs:CreateLogGroup", "logs:DescribeLogStreams"]
+LOG_STREAM_ACTIONS = ["logs:CreateLogStream", "logs:PutLogEvents"]
+LOG_WRITE_ACTIONS = [*LOG_GROUP_ACTIONS, *LOG_STREAM_ACTIONS]
 
 Statement = dict[str, Any]
 PolicyDocument = dict[str, Any]
@@ -130,11 +129,17 @@ def training_role_policy(
     log_group = account.arn("logs", f"log-group:{TRAINING_LOG_GROUP}")
     statements: list[Statement] = [
         {
+            # Each prefix itself too: S3OutputPath has no trailing slash, and a listing of exactly
+            # `output` (SageMaker's check of the output location) must not be denied.
             "Sid": "ListOnlyStackPrefixes",
             "Effect": "Allow",
             "Action": "s3:ListBucket",
             "Resource": bucket_arn,
-            "Condition": {"StringLike": {"s3:prefix": [f"{p}/*" for p in (*data_prefixes, output_prefix)]}},
+            "Condition": {
+                "StringLike": {
+                    "s3:prefix": [form for p in (*data_prefixes, output_prefix) for form in (p, f"{p}/*")]
+                }
+            },
         },
         {
             "Sid": "ReadTrainingChannels",
@@ -150,10 +155,16 @@ def training_role_policy(
         },
         *_ecr_pull(image_repository_arn),
         {
+            "Sid": "UseTrainingJobsLogGroup",
+            "Effect": "Allow",
+            "Action": LOG_GROUP_ACTIONS,
+            "Resource": f"{log_group}:*",
+        },
+        {
             "Sid": "WriteOwnJobLogs",
             "Effect": "Allow",
-            "Action": LOG_WRITE_ACTIONS,
-            "Resource": [log_group, f"{log_group}:log-stream:{job_name_prefix}-*"],
+            "Action": LOG_STREAM_ACTIONS,
+            "Resource": f"{log_group}:log-stream:{job_name_prefix}-*",
         },
         _metrics(TRAINING_METRICS_NAMESPACE),
     ]

@@ -173,7 +173,7 @@ class LocalPlatform(pulumi.ComponentResource):
 
 
 def _endpoint_entry(model: Framework, name: str, url: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:
-    """One entry of the `endpoints` output, in the shape every stack exports (DESIGN.md)."""
+    """One entry of the `endpoints` output, in the shape every stack exports (docs/architecture.md)."""
     flavor = FLAVOR_BY_MODEL[model]
     extra: dict[str, str] = {}
     if flavor is Flavor.VERTEX:

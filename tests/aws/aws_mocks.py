@@ -17,6 +17,8 @@ from typing import Any
 from harness import Resource, StackRun, run_stack
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
 
+from infra.hashing import content_hash
+
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 PARTITION = "aws"
@@ -46,6 +48,8 @@ INTEGRATION = "aws:apigatewayv2/integration:Integration"
 ROUTE = "aws:apigatewayv2/route:Route"
 STAGE = "aws:apigatewayv2/stage:Stage"
 COMPONENT = "mnist-platform:aws:SageMakerPlatform"
+TRAINING_ATTEMPT = "pulumi-python:dynamic/aws:TrainingJobAttempt"
+UNIQUE_SUFFIX = "pulumi-python:dynamic/aws:UniqueSuffix"
 
 
 def _suffixed(args: MockResourceArgs) -> str:
@@ -65,6 +69,16 @@ def _outputs(args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         name = inputs.get("name") or _suffixed(args)
         state.update(name=name, arn=f"arn:aws:iam::{ACCOUNT}:role/{name}", id=name)
         return name, state
+    if typ == TRAINING_ATTEMPT:
+        # A first attempt: no job of that name exists (the provider's own tests cover the others).
+        state.update(job_name=inputs["base_name"], attempt=0)
+        return inputs["base_name"], state
+    if typ == UNIQUE_SUFFIX:
+        # The engine keeps the random suffix in the state while the keepers stay: a function of them here,
+        # so that two runs of one configuration look like two `up`s of one deployment.
+        suffix = content_hash(inputs["keepers"], 2 * int(inputs["length_bytes"]))
+        state["suffix"] = suffix
+        return suffix, state
     if typ == TRAINING_JOB:
         name = inputs["trainingJobName"]
         state["arn"] = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name}"

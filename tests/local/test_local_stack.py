@@ -38,7 +38,8 @@ def plausible_outputs(args: MockResourceArgs) -> dict[str, Any]:
             "out_dir": out,
             "artifact": f"{out}/artifact",
             "artifact_hash": f"hash-{inputs['framework']}",
-            "metrics": {"accuracy": 0.97, "train_seconds": 3.0},
+            # A different figure per model, so that outputs wired to the wrong job would show.
+            "metrics": {"accuracy": 0.97 + 0.01 * MODELS.index(inputs["framework"]), "train_seconds": 3.0},
         }
     if args.typ == ENDPOINT:
         port = int(inputs.get("requested_port") or 0) or 40000 + MODELS.index(inputs["model"])
@@ -47,8 +48,13 @@ def plausible_outputs(args: MockResourceArgs) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> StackRun:
-    root = tmp_path_factory.mktemp("local-root")
+def local_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("local-root")
+
+
+@pytest.fixture(scope="module")
+def run(local_root: Path) -> StackRun:
+    root = local_root
     return run_stack(
         "local",
         {
@@ -107,14 +113,18 @@ def test_endpoints_speak_the_contract_of_their_models_platform(run: StackRun):
     assert ports == {"xgboost": 0, "tensorflow": 0, "pytorch": 8093}
 
 
-def test_everything_the_stack_makes_lives_under_local_root(run: StackRun):
-    roots = {r.props["root"] for r in run.resources if r.is_dynamic}
-    assert len(roots) == 1
-    (root,) = roots
-    assert Path(root).is_absolute()
-    assert all(
-        str(r.outputs.get("path") or r.outputs.get("out_dir") or root).startswith(root) for r in run.resources
-    )
+def test_everything_the_stack_makes_lives_under_local_root(run: StackRun, local_root: Path):
+    # What the program hands each provider: the configured localRoot, the one place a provider writes.
+    dynamic = [r for r in run.resources if r.is_dynamic]
+    assert len(dynamic) == 7
+    assert {r.name: r.props["root"] for r in dynamic} == {r.name: str(local_root) for r in dynamic}
+    # ... and no provider is handed another place to write: the only other paths are what it reads
+    # (the job reads the dataset's folder, the endpoint serves the job's folder).
+    assert {key for r in dynamic for key, value in r.props.items() if str(value).startswith("/")} == {
+        "root",
+        "data_dir",
+        "model_dir",
+    }
 
 
 def test_outputs_follow_the_contract_every_client_reads(run: StackRun):
@@ -132,7 +142,9 @@ def test_outputs_follow_the_contract_every_client_reads(run: StackRun):
     models = run.outputs["models"]
     assert set(models) == set(MODELS)
     assert set(models["xgboost"]) == {"artifact", "metrics"}
-    assert models["xgboost"]["metrics"]["accuracy"] == pytest.approx(0.97)
+    for model in MODELS:  # each model's entry is its own job's artifact and metrics, not another's
+        job = run.one(TRAINING_JOB, model)
+        assert models[model] == {"artifact": job.outputs["artifact"], "metrics": job.outputs["metrics"]}
     assert run.outputs["bucket"] == run.one(DATASET).outputs["path"]
     assert run.outputs["dataset"] == "mnist"
 
@@ -240,7 +252,7 @@ def test_a_stack_run_after_a_failed_run_starts_clean(tmp_path: Path):
         return f"{args.name}-id", {**args.inputs, **plausible_outputs(args)}
 
     config = {"localRoot": str(tmp_path / "root")}
-    with pytest.raises(Exception, match="crashed"):
+    with pytest.raises(RuntimeError, match="training xgboost crashed"):
         run_stack("local", config, new_resource=failing_training)
 
     after = run_stack("local", config, outputs=plausible_outputs)

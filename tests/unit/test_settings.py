@@ -59,9 +59,13 @@ def test_training_preset_is_standard_unless_set(tmp_path: Path):
         ("local", FakeConfig(models='["jax"]'), "mnist-platform:models.0: Input should be 'xgboost'"),
         ("local", FakeConfig(models='"xgboost"'), "models must be a JSON list"),
         ("aws", FakeConfig(models='["tensorflow"]'), "cannot run on aws; allowed: xgboost"),
-        ("local", FakeConfig(ports='{"xgboost": 80}'), "mnist-platform:ports: Value error, port for xgboost"),
+        ("local", FakeConfig(ports='{"xgboost": 80}'), "mnist-platform:ports: port for xgboost"),
         ("local", FakeConfig(hyperparameters="{not json"), "hyperparameters must be JSON"),
-        ("aws", FakeConfig(trainingInstanceType="m5.large"), "mnist-platform:trainingInstanceType"),
+        (
+            "aws",
+            FakeConfig(trainingInstanceType="m5.large"),
+            "mnist-platform:trainingInstanceType: 'm5.large' is not one of the SageMaker training",
+        ),
         ("aws", FakeConfig(endpointMinInstances="3"), "endpointMinInstances (3) must not exceed"),
         ("aws", FakeConfig(trainingInstanceCount="0"), "mnist-platform:trainingInstanceCount"),
         ("local", FakeConfig(trainingPreset="huge"), "trainingPreset: Input should be 'standard' or 'long'"),
@@ -84,3 +88,61 @@ def test_unimplemented_clouds_say_so_before_building_anything():
     settings = load_settings("gcp", FakeConfig())
     with pytest.raises(ValueError, match="the gcp stack is not implemented yet"):
         build_platform("mnist", settings)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        # A typo: the message names the key, the value, and the closest real types first.
+        ("trainingInstanceType", "ml.m5.xlarg", "trainingInstanceType: 'ml.m5.xlarg' is not one of"),
+        ("trainingInstanceType", "ml.m5.xlarg", "allowed: ml.m5.xlarge,"),
+        ("endpointInstanceType", "ml.m5.larg", "allowed: ml.m5.large,"),
+        # Real SageMaker types the x86-64 XGBoost image cannot run on (Graviton, Inferentia).
+        ("endpointInstanceType", "ml.c7g.large", "endpointInstanceType: 'ml.c7g.large' is not one of"),
+        ("trainingInstanceType", "ml.trn1.2xlarge", "'ml.trn1.2xlarge' is not one of"),
+        # Counts and runtime: over the ceiling, with the value and the bound.
+        (
+            "trainingInstanceCount",
+            "20",
+            "trainingInstanceCount: Input should be less than or equal to 10, got 20",
+        ),
+        (
+            "endpointMaxInstances",
+            "11",
+            "endpointMaxInstances: Input should be less than or equal to 10, got 11",
+        ),
+        ("maxRuntimeSeconds", "2419201", "less than or equal to 2419200, got 2419201"),
+    ],
+)
+def test_instance_types_and_counts_the_platform_does_not_offer_are_rejected(key, value, expected):
+    with pytest.raises(ValueError, match="invalid stack configuration") as error:
+        load_settings("aws", FakeConfig({key: value}), aws_config=AWS)
+    assert expected in str(error.value)
+
+
+def test_every_instance_type_the_aws_stack_file_uses_is_offered():
+    import yaml
+    from harness import PROJECT_ROOT
+
+    from infra import offerings
+
+    config = yaml.safe_load((PROJECT_ROOT / "Pulumi.aws.yaml").read_text())["config"]
+    assert config["mnist-platform:trainingInstanceType"] in offerings.sagemaker_training_instance_types()
+    assert config["mnist-platform:endpointInstanceType"] in offerings.sagemaker_endpoint_instance_types()
+    assert "ml.m5.large" in offerings.sagemaker_endpoint_instance_types()
+    assert "ml.c7g.large" not in offerings.sagemaker_endpoint_instance_types()
+
+
+def test_a_bad_instance_type_stops_the_aws_program_before_any_resource_is_declared():
+    from harness import default_new_resource, run_stack
+
+    declared: list[str] = []
+    fallback = default_new_resource()
+
+    def new_resource(args):
+        declared.append(args.typ)
+        return fallback(args)
+
+    with pytest.raises(ValueError, match=r"trainingInstanceType: 'ml\.m5\.xlarg'"):
+        run_stack("aws", {"trainingInstanceType": "ml.m5.xlarg"}, new_resource=new_resource)
+    assert declared == []
