@@ -44,6 +44,13 @@ class Dataset(StrEnum):
     FASHION_MNIST = "fashion-mnist"
 
 
+class TrainingPreset(StrEnum):
+    """training/presets.py: per-dataset hyperparameters every stack trains with."""
+
+    STANDARD = "standard"
+    LONG = "long"
+
+
 class PublicApi(StrEnum):
     """aws: the optional HTTP API in front of the SageMaker endpoint."""
 
@@ -361,6 +368,10 @@ class Settings(_Strict):
         default_factory=dict, description="Per model, hyperparameter overrides as strings."
     )
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    training_preset: TrainingPreset = Field(
+        default=TrainingPreset.STANDARD,
+        description="The dataset's hyperparameter preset (training/presets.py), under the overrides.",
+    )
     local: LocalSettings | None = None
     aws: AwsSettings | None = None
     gcp: GcpSettings | None = None
@@ -475,7 +486,7 @@ _IBM_KEYS = {
     "dryRun": "dry_run",
     "ibmEndpoints": "endpoints",
 }
-_TOP_KEYS = {"data_dir": "dataDir"}
+_TOP_KEYS = {"data_dir": "dataDir", "training_preset": "trainingPreset"}
 _SECTION_KEYS = {
     "aws": {field: key for key, field in _AWS_KEYS.items()},
     "ibm": {"region": "ibm:region", **{field: key for key, field in _IBM_KEYS.items()}},
@@ -555,6 +566,8 @@ def load_settings(
         values["data_dir"] = Path(data_dir).expanduser()
     if (hyperparameters := _get_json(config, "hyperparameters")) is not None:
         values["hyperparameters"] = hyperparameters
+    if (preset := config.get("trainingPreset")) is not None:
+        values["training_preset"] = preset
 
     values["promotion"] = _promotion(config, values)
 

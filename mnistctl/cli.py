@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from mnistctl import stack_commands
 from serving.constants import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, Flavor
 from training.datasets import DatasetName
+from training.presets import Preset
 from training.run import Framework
 
 app = typer.Typer(
@@ -57,6 +58,9 @@ def train(
         list[str] | None, typer.Option("--hp", help="Hyperparameter override NAME=VALUE (repeatable).")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Train a tiny model on a few images (for CI).")] = False,
+    preset: Annotated[
+        Preset, typer.Option(help="The dataset's hyperparameters (training/presets.py); --hp wins over it.")
+    ] = Preset.STANDARD,
 ) -> None:
     """Train one model and write its artifact in the layout each platform serves."""
     from training.datasets import DatasetError
@@ -70,7 +74,14 @@ def train(
     with _TrainingProgress(f"{framework.value} on {dataset.value}") as progress:
         try:
             metrics = train_model(
-                framework.value, dataset.value, data_dir, out, overrides, dry_run, progress=progress.update
+                framework.value,
+                dataset.value,
+                data_dir,
+                out,
+                overrides,
+                dry_run,
+                progress=progress.update,
+                preset=preset.value,
             )
         except DatasetError as error:
             raise fail(str(error), EXIT_BAD_INPUT) from error

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import Cloud, Dataset, Framework, load_settings
+from infra.settings import Cloud, Dataset, Framework, TrainingPreset, load_settings
 
 
 class FakeConfig(dict):
@@ -40,6 +40,13 @@ def test_numbers_from_config_become_hyperparameter_strings():
     assert settings.dataset is Dataset.MNIST_T10K
 
 
+def test_training_preset_is_standard_unless_set(tmp_path: Path):
+    default = load_settings("local", FakeConfig(), project_root=tmp_path)
+    assert default.training_preset is TrainingPreset.STANDARD
+    chosen = load_settings("local", FakeConfig(trainingPreset="long"), project_root=tmp_path)
+    assert chosen.training_preset is TrainingPreset.LONG
+
+
 @pytest.mark.parametrize(
     ("stack", "config", "message"),
     [
@@ -61,6 +68,7 @@ def test_numbers_from_config_become_hyperparameter_strings():
         ),
         ("aws", FakeConfig(endpointMinInstances="3"), "endpointMinInstances (3) must not exceed"),
         ("aws", FakeConfig(trainingInstanceCount="0"), "mnist-platform:trainingInstanceCount"),
+        ("local", FakeConfig(trainingPreset="huge"), "trainingPreset: Input should be 'standard' or 'long'"),
     ],
 )
 def test_invalid_settings_name_the_key_and_the_allowed_values(stack, config, message):
