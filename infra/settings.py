@@ -231,6 +231,14 @@ class GcpSettings(_Strict):
         default=PROJECT_IMAGE, description="project, or a prebuilt TF prediction image."
     )
 
+    @field_validator("training_machine_type", "serving_machine_type")
+    @classmethod
+    def _vertex_machine_type(cls, value: str) -> str:
+        problem = offerings.vertex_machine_type_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     @field_validator("project")
     @classmethod
     def _project_id(cls, value: str) -> str:
