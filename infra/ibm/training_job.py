@@ -29,7 +29,7 @@ from infra.ibm.connection import (
     update_connection,
 )
 from infra.local.support import remove_tree
-from infra.local.training_job import _train as train_locally
+from infra.local.training_job import run_trainer as train_locally
 from training.hyperparameters import METRICS_FILE
 
 # What training/torch_trainer.py writes (not imported here: it would load torch into the program).

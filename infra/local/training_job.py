@@ -88,7 +88,7 @@ class LocalTrainingJobProvider(ResourceProvider):
         job_id = f"{props['framework']}-{secrets.token_hex(4)}"
         out = Path(props["root"]) / "models" / job_id
         try:
-            outs = _train(job_id, props, out)
+            outs = run_trainer(job_id, props, out)
         except BaseException:
             remove_tree(out)  # a failed job leaves only its log behind
             raise
@@ -134,7 +134,9 @@ def trainer_command(props: Mapping[str, Any], out: Path) -> list[str]:
     return command
 
 
-def _train(job_id: str, props: dict[str, Any], out: Path) -> dict[str, Any]:
+def run_trainer(job_id: str, props: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Run `mnistctl train` for the job in a subprocess, its output to the Pulumi log and a log file;
+    return the outputs (artifact, metrics). Shared with the ibm stack, which trains on this machine too."""
     framework = str(props["framework"])
     log_path = Path(props["root"]) / "logs" / f"train-{job_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
