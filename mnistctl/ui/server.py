@@ -81,9 +81,7 @@ def picture_to_pixels(data: bytes) -> np.ndarray:
     if not data:
         raise BadPicture("the request holds no picture: draw a digit or drop an image file", 400)
     if len(data) > MAX_UPLOAD_BYTES:
-        raise BadPicture(
-            f"the picture is {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,} bytes", 413
-        )
+        raise BadPicture(f"the picture is {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,} bytes", 413)
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
@@ -119,9 +117,7 @@ class Scorer:
 
     async def score(self, pixels: np.ndarray) -> list[EndpointAnswer]:
         """Every endpoint's answer to `pixels` (float32 [784]), in the stack's order."""
-        return list(
-            await asyncio.gather(*(self._score_one(model, pixels) for model in self.entries))
-        )
+        return list(await asyncio.gather(*(self._score_one(model, pixels) for model in self.entries)))
 
     async def _score_one(self, model: str, pixels: np.ndarray) -> EndpointAnswer:
         answer = self._answer(model, self.entries[model])
@@ -161,7 +157,7 @@ def create_app(
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     client_factory: ClientFactory | None = None,
 ) -> Starlette:
-    """The page's app for the stack whose outputs are `outputs`; `StackOutputsError` if it has no endpoints."""
+    """The page for the stack whose `outputs` are given; `StackOutputsError` if it has no endpoints."""
     scorer = Scorer(outputs, timeout, client_factory)
     dataset = outputs.get("dataset")
     labels = class_labels(dataset if isinstance(dataset, str) else None)

@@ -44,7 +44,7 @@ def browser() -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium"))
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,800"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,760"):
         options.add_argument(argument)
     # An explicit driver path: Selenium Manager never downloads a browser or driver at test time.
     service = Service(

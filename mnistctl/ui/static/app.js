@@ -132,7 +132,7 @@ function makePanel(endpoint) {
   panel.dataset.endpoint = endpoint.model;
   panel.append(
     element("h2", null, endpoint.model),
-    element("p", "where", `${endpoint.platform} · ${endpoint.flavor} · ${endpoint.name}`),
+    element("p", "where", `${endpoint.platform} · ${endpoint.name}`),
     element("p", "answer", ""),
     element("p", "latency", ""),
     element("p", "error", ""),
