@@ -75,6 +75,9 @@ class LocalSettings(_Strict):
         default_factory=dict, description="Fixed loopback port per model; a free port when absent."
     )
     dry_run: bool = Field(default=False, description="Train on a tiny subset (tests and quick looks).")
+    ui: bool = Field(
+        default=True, description="Serve the draw-a-digit page (`mnistctl ui`) of the endpoints."
+    )
 
     @field_validator("ports")
     @classmethod
@@ -216,7 +219,7 @@ _AWS_KEYS = {
     "kmsKeyArn": "kms_key_arn",
     "publicApi": "public_api",
 }
-_LOCAL_KEYS = {"localRoot": "root", "ports": "ports", "dryRun": "dry_run"}
+_LOCAL_KEYS = {"localRoot": "root", "ports": "ports", "dryRun": "dry_run", "ui": "ui"}
 _TOP_KEYS = {"data_dir": "dataDir"}
 _SECTION_KEYS = {
     "aws": {field: key for key, field in _AWS_KEYS.items()},

@@ -242,9 +242,10 @@ def ui(
     from serving.app import LocalServer
     from serving.constants import LOOPBACK_HOST
 
-    label = stack or (outputs.name if outputs else "stack")
     try:
-        page = create_app(load_outputs(stack=stack, outputs_file=outputs), label=label, timeout=timeout)
+        found = load_outputs(stack=stack, outputs_file=outputs)
+        label = stack or str(found.get("stack") or (outputs.name if outputs else "stack"))
+        page = create_app(found, label=label, timeout=timeout)
     except StackOutputsError as error:
         raise fail(str(error), EXIT_BAD_INPUT) from error
 

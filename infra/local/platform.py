@@ -19,6 +19,7 @@ from infra.hashing import tree_sha256
 from infra.local.dataset import LocalDataset, LocalDatasetArgs
 from infra.local.endpoint import LocalEndpoint, LocalEndpointArgs
 from infra.local.training_job import LocalTrainingJob, LocalTrainingJobArgs
+from infra.local.ui import LocalUi, LocalUiArgs
 from infra.settings import Framework, Settings
 from mnistctl.client import DEFAULT_WATSONX_VERSION, LOCAL_VERTEX_PROJECT
 from serving.constants import Flavor
@@ -69,6 +70,8 @@ class LocalPlatformArgs:
     """Per model, a fixed loopback port; a free port when absent."""
     dry_run: pulumi.Input[bool] = False
     """Train on a tiny subset (quick looks and tests), not for accuracy."""
+    ui: bool = True
+    """Serve the draw-a-digit page of the endpoints (`mnistctl ui`), exported as `ui`."""
 
 
 class LocalPlatform(pulumi.ComponentResource):
@@ -78,6 +81,7 @@ class LocalPlatform(pulumi.ComponentResource):
     models: pulumi.Output[dict[str, Any]]
     bucket: pulumi.Output[str]
     dataset: pulumi.Output[str]
+    ui: pulumi.Output[str] | None
 
     def __init__(
         self, name: str, args: LocalPlatformArgs, opts: pulumi.ResourceOptions | None = None
@@ -140,12 +144,21 @@ class LocalPlatform(pulumi.ComponentResource):
         )
         self.bucket = self.data.path
         self.dataset = pulumi.Output.from_input(args.dataset)
+        self.ui = None
+        if args.ui:
+            page = LocalUi(
+                f"{name}-ui",
+                LocalUiArgs(endpoints=self.endpoints, dataset=args.dataset, root=args.root, stack=args.stack),
+                child,
+            )
+            self.ui = page.url
         self.register_outputs(
             {
                 "endpoints": self.endpoints,
                 "models": self.models,
                 "bucket": self.bucket,
                 "dataset": self.dataset,
+                **({"ui": self.ui} if self.ui is not None else {}),
             }
         )
 
@@ -164,6 +177,7 @@ class LocalPlatform(pulumi.ComponentResource):
             hyperparameters=settings.hyperparameters,
             ports=settings.local.ports,
             dry_run=settings.local.dry_run,
+            ui=settings.local.ui,
         )
         return cls(name, args)
 
