@@ -98,7 +98,7 @@ def ui_running(state: dict[str, Any]) -> bool:
 def _is_our_ui(state: dict[str, Any]) -> bool:
     pid = int(state.get("pid") or 0)
     cmdline = process_cmdline(pid) if pid else None
-    if cmdline is None or " ui " not in f" {cmdline} " or str(int(state.get("port") or 0)) not in cmdline:
+    if cmdline is None or "ui" not in cmdline or str(int(state.get("port") or 0)) not in cmdline:
         return False
     recorded = state.get("started")
     return recorded is None or process_start(pid) == recorded
