@@ -3,11 +3,12 @@ failure stays in its own result, and bad uploads get a clear 4xx."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image, ImageDraw
-from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from mnistctl.cli import app as cli_app
@@ -56,6 +56,13 @@ def _scan_of_a_two() -> Image.Image:
     return picture
 
 
+@pytest.fixture
+def serve_page() -> Iterator[Callable[[Any], str]]:
+    """app -> the base URL of that app served on a loopback port (as a browser reaches it); all stop after."""
+    with contextlib.ExitStack() as servers:
+        yield lambda app: servers.enter_context(serve_in_thread(app))
+
+
 class RecordingClient:
     """Remembers what it was sent; answers that the image is digit `digit`."""
 
@@ -71,14 +78,16 @@ class RecordingClient:
 
 @pytest.mark.parametrize("picture", [_canvas_seven(), _scan_of_a_two()], ids=["canvas", "scan"])
 def test_the_page_sends_the_pixels_mnistctl_images_makes_of_the_same_picture(
-    picture: Image.Image, tmp_path: Path
+    picture: Image.Image, tmp_path: Path, serve_page: Callable[[Any], str]
 ) -> None:
     path = tmp_path / "digit.png"
     path.write_bytes(_png(picture))
     sent: list[np.ndarray] = []
-    page = TestClient(create_app(OUTPUTS, client_factory=lambda entry: RecordingClient(7, sent)))
+    url = serve_page(create_app(OUTPUTS, client_factory=lambda entry: RecordingClient(7, sent)))
 
-    response = page.post("/api/predict", content=path.read_bytes(), headers={"Content-Type": "image/png"})
+    response = requests.post(
+        f"{url}/api/predict", data=path.read_bytes(), headers={"Content-Type": "image/png"}
+    )
 
     assert response.status_code == 200
     expected = read_image(path)
@@ -142,11 +151,15 @@ def test_one_failing_and_one_slow_endpoint_do_not_stop_the_others() -> None:
     ],
     ids=["empty", "blank-canvas", "not-an-image", "broken-png", "too-many-pixels", "too-many-bytes"],
 )
-def test_bad_pictures_get_a_clear_4xx_and_no_endpoint_is_called(body: bytes, status: int, says: str) -> None:
+def test_bad_pictures_get_a_clear_4xx_and_no_endpoint_is_called(
+    body: bytes, status: int, says: str, serve_page: Callable[[Any], str]
+) -> None:
     sent: list[np.ndarray] = []
-    page = TestClient(create_app(OUTPUTS, client_factory=lambda entry: RecordingClient(1, sent)))
+    url = serve_page(create_app(OUTPUTS, client_factory=lambda entry: RecordingClient(1, sent)))
 
-    response = page.post("/api/predict", content=body, headers={"Content-Type": "image/png"})
+    response = requests.post(
+        f"{url}/api/predict", data=body, headers={"Content-Type": "image/png"}, timeout=10
+    )
 
     assert response.status_code == status
     assert says in response.json()["error"]
@@ -154,10 +167,12 @@ def test_bad_pictures_get_a_clear_4xx_and_no_endpoint_is_called(body: bytes, sta
     assert sent == []
 
 
-def test_a_kmnist_stack_is_labelled_with_the_characters_of_the_class_map() -> None:
-    page = TestClient(create_app({**OUTPUTS, "dataset": "kmnist"}))
-    assert page.get("/api/stack").json()["labels"] == list("おきすつなはまやれを")
-    mnist = TestClient(create_app(OUTPUTS)).get("/api/stack").json()
+def test_a_kmnist_stack_is_labelled_with_the_characters_of_the_class_map(
+    serve_page: Callable[[Any], str],
+) -> None:
+    kmnist = serve_page(create_app({**OUTPUTS, "dataset": "kmnist"}))
+    assert requests.get(f"{kmnist}/api/stack", timeout=10).json()["labels"] == list("おきすつなはまやれを")
+    mnist = requests.get(f"{serve_page(create_app(OUTPUTS))}/api/stack", timeout=10).json()
     assert mnist["labels"] == [str(d) for d in range(10)]
     assert [(e["model"], e["platform"]) for e in mnist["endpoints"]] == [
         ("xgboost", "SageMaker (local)"),
@@ -166,12 +181,14 @@ def test_a_kmnist_stack_is_labelled_with_the_characters_of_the_class_map() -> No
     ]
 
 
-def test_the_page_and_its_assets_are_served_from_the_package_with_no_cdn() -> None:
-    page = TestClient(create_app(OUTPUTS))
-    html = page.get("/").text
+def test_the_page_and_its_assets_are_served_from_the_package_with_no_cdn(
+    serve_page: Callable[[Any], str],
+) -> None:
+    url = serve_page(create_app(OUTPUTS))
+    html = requests.get(url, timeout=10).text
     assert 'id="pad"' in html and "/static/app.js" in html
     for asset in ("app.js", "style.css"):
-        assert page.get(f"/static/{asset}").status_code == 200
+        assert requests.get(f"{url}/static/{asset}", timeout=10).status_code == 200
     for path in server.STATIC_DIR.iterdir():
         assert "//" not in path.read_text().replace("// ", "").replace("//\n", ""), path.name
 
