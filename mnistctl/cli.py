@@ -127,6 +127,12 @@ def serve_command(flavor: Flavor | str, model_dir: Path | str, port: int, name: 
     ]
 
 
+def ui_command(outputs_file: Path | str, port: int) -> list[str]:
+    """The command line that runs `mnistctl ui` on a stack outputs file as a child process of this
+    interpreter (the local stack's `ui` resource)."""
+    return [sys.executable, "-m", "mnistctl", "ui", "--outputs", str(outputs_file), "--port", str(port)]
+
+
 @app.command()
 def serve(
     flavor: Annotated[

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from infra.local.support import (
     stop_process_group,
     wait_port_closed,
 )
+from mnistctl.cli import ui_command
 
 STARTUP_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -84,10 +84,6 @@ class LocalUiProvider(ResourceProvider):
                 f"port {port} still accepts connections after the ui (pid {pid}) stopped; "
                 f"`ss -ltnp 'sport = :{port}'` shows what listens there."
             )
-
-
-def ui_command(outputs_path: Path, port: int) -> list[str]:
-    return [sys.executable, "-m", "mnistctl", "ui", "--outputs", str(outputs_path), "--port", str(port)]
 
 
 def ui_running(state: dict[str, Any]) -> bool:

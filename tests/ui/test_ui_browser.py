@@ -117,3 +117,34 @@ def test_drawn_one_and_seven_are_read_by_every_endpoint(
     browser.save_screenshot(str(screenshot))
     print(f"screenshot of the page: {screenshot}")
     assert screenshot.stat().st_size > 0
+
+
+def test_an_uploaded_picture_gets_the_answers_mnistctl_predict_gets_and_a_non_image_a_message(
+    browser: Any, page_url: str, three_endpoint_outputs: dict[str, Any], tmp_path: Path, t10k_dir: Path
+) -> None:
+    from PIL import Image
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from mnistctl.client import client_for
+    from mnistctl.images import read_image
+    from mnistctl.samples import sample_digits
+
+    digits, _ = sample_digits(1, t10k_dir)
+    picture = tmp_path / "held-out-digit.png"  # a held-out test digit, enlarged as a scan would be
+    Image.fromarray((digits[0].reshape(28, 28) * 255).astype("uint8")).resize((140, 140)).save(picture)
+    endpoints = three_endpoint_outputs["endpoints"]
+    expected = {
+        model: str(int(client_for(entry).predict(read_image(picture)[None, :])[0].argmax()))
+        for model, entry in endpoints.items()
+    }
+
+    browser.get(page_url)
+    WebDriverWait(browser, 20).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready"))
+    browser.find_element("id", "file").send_keys(str(picture))
+    assert _answers(browser, sorted(endpoints)) == expected
+
+    not_a_picture = tmp_path / "notes.txt"
+    not_a_picture.write_text("a shopping list, not a digit")
+    browser.find_element("id", "file").send_keys(str(not_a_picture))
+    message = WebDriverWait(browser, 20).until(lambda d: d.find_element("id", "message").text)
+    assert "not a readable image" in message
