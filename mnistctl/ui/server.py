@@ -17,10 +17,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -39,6 +42,7 @@ MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 # Pictures with more pixels are refused before decoding (a small file can decode to gigabytes).
 MAX_IMAGE_PIXELS = 4096 * 4096
 DEFAULT_TIMEOUT_SECONDS = 20.0
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
 PLATFORM_BY_FLAVOR = {"sagemaker": "SageMaker", "vertex": "Vertex AI", "watsonx": "watsonx.ai"}
 
 ClientFactory = Callable[[Mapping[str, Any]], EndpointClient]
@@ -171,6 +175,9 @@ def create_app(
         )
 
     async def predict(request: Request) -> Response:
+        refused = _refuse_other_sites(request)
+        if refused is not None:
+            return refused
         try:
             data = await _read_limited(request, MAX_UPLOAD_BYTES)
             pixels = picture_to_pixels(data)
@@ -185,13 +192,30 @@ def create_app(
         )
 
     return Starlette(
+        # Only names of this machine: another site's page cannot reach this one by DNS rebinding.
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(LOCAL_HOSTS))],
         routes=[
             Route("/", index),
             Route("/api/stack", stack),
             Route("/api/predict", predict, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-        ]
+        ],
     )
+
+
+def _refuse_other_sites(request: Request) -> Response | None:
+    """A 403/415 for a request another site's page could send (each one is a billed prediction on the
+    user's credentials). Pictures must come as image/* or application/octet-stream, which browsers only
+    send cross-site after a CORS preflight this server never grants; an Origin must be this page's."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).hostname not in LOCAL_HOSTS:
+        return JSONResponse({"error": f"requests from {origin} are refused"}, status_code=403)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not (media_type.startswith("image/") or media_type == "application/octet-stream"):
+        sent = media_type or "no Content-Type"
+        message = f"send the picture as image/* or application/octet-stream, not {sent}"
+        return JSONResponse({"error": message}, status_code=415)
+    return None
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:

@@ -102,7 +102,12 @@ def test_local_stack_trains_serves_answers_and_destroy_leaves_nothing(
     ImageDraw.Draw(picture).line([(140, 40), (140, 240)], fill=255, width=22)
     body = io.BytesIO()
     picture.save(body, format="PNG")
-    page = requests.post(f"{outputs['ui']}/api/predict", data=body.getvalue(), timeout=60).json()
+    page = requests.post(
+        f"{outputs['ui']}/api/predict",
+        data=body.getvalue(),
+        headers={"Content-Type": "image/png"},
+        timeout=60,
+    ).json()
     assert sorted(r["model"] for r in page["results"]) == sorted(MODELS)
     assert all(r["error"] is None and len(r["probabilities"]) == 10 for r in page["results"]), page["results"]
 

@@ -24,6 +24,7 @@ from mnistctl.ui import server
 from mnistctl.ui.server import MAX_UPLOAD_BYTES, create_app
 from serving.app import serve_in_thread
 
+PNG = {"Content-Type": "image/png"}
 OUTPUTS = {
     "endpoints": {
         "xgboost": {"flavor": "sagemaker", "name": "s-xgb", "url": "http://127.0.0.1:9", "region": "local"},
@@ -85,9 +86,7 @@ def test_the_page_sends_the_pixels_mnistctl_images_makes_of_the_same_picture(
     sent: list[np.ndarray] = []
     url = serve_page(create_app(OUTPUTS, client_factory=lambda entry: RecordingClient(7, sent)))
 
-    response = requests.post(
-        f"{url}/api/predict", data=path.read_bytes(), headers={"Content-Type": "image/png"}
-    )
+    response = requests.post(f"{url}/api/predict", data=path.read_bytes(), headers=PNG)
 
     assert response.status_code == 200
     expected = read_image(path)
@@ -122,7 +121,7 @@ def test_one_failing_and_one_slow_endpoint_do_not_stop_the_others() -> None:
     )
     with serve_in_thread(page) as url:  # a real server: the slow endpoint's thread outlives the request
         started = time.monotonic()
-        response = requests.post(f"{url}/api/predict", data=_png(_canvas_seven()), timeout=10)
+        response = requests.post(f"{url}/api/predict", data=_png(_canvas_seven()), headers=PNG, timeout=10)
         elapsed = time.monotonic() - started
         release.set()
 
@@ -157,14 +156,36 @@ def test_bad_pictures_get_a_clear_4xx_and_no_endpoint_is_called(
     sent: list[np.ndarray] = []
     url = serve_page(create_app(OUTPUTS, client_factory=lambda entry: RecordingClient(1, sent)))
 
-    response = requests.post(
-        f"{url}/api/predict", data=body, headers={"Content-Type": "image/png"}, timeout=10
-    )
+    response = requests.post(f"{url}/api/predict", data=body, headers=PNG, timeout=10)
 
     assert response.status_code == status
     assert says in response.json()["error"]
     assert "Traceback" not in response.text
     assert sent == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "says"),
+    [
+        ({**PNG, "Origin": "https://evil.example"}, 403, "requests from https://evil.example are refused"),
+        ({"Content-Type": "text/plain"}, 415, "not text/plain"),  # what a cross-site form can send
+        ({**PNG, "Host": "rebound.example:8090"}, 400, "Invalid host header"),
+    ],
+    ids=["other-origin", "form-content-type", "dns-rebinding-host"],
+)
+def test_requests_another_site_could_send_reach_no_endpoint(
+    headers: dict[str, str], status: int, says: str, serve_page: Callable[[Any], str]
+) -> None:
+    sent: list[np.ndarray] = []
+    url = serve_page(create_app(OUTPUTS, client_factory=lambda entry: RecordingClient(7, sent)))
+
+    response = requests.post(f"{url}/api/predict", data=_png(_canvas_seven()), headers=headers, timeout=10)
+
+    assert response.status_code == status
+    assert says in response.text
+    assert sent == []
+    same_page = {**PNG, "Origin": url}
+    assert requests.post(f"{url}/api/predict", data=_png(_canvas_seven()), headers=same_page, timeout=10).ok
 
 
 def test_a_kmnist_stack_is_labelled_with_the_characters_of_the_class_map(

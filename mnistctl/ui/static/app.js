@@ -82,7 +82,8 @@ pad.addEventListener("drop", (event) => {
 
 function sendFile(file) {
   clearPad();
-  send(file, file.type || "application/octet-stream");
+  // Whatever the file is, the server decides whether it is a picture (and says so if it is not).
+  send(file, file.type.startsWith("image/") ? file.type : "application/octet-stream");
 }
 
 async function send(body, type) {
