@@ -1,5 +1,6 @@
-"""The page in a real browser: headless Chromium draws a "1" and a "7" with pointer strokes, and every
-endpoint's panel must show that digit. The screenshot is kept as a test artifact (its path is printed)."""
+"""The page in a real browser: headless Chromium draws a "1" (mouse), a "7" (pen) and a "1" (touch) with
+pointer strokes, and every endpoint's panel must show that digit. The screenshot is kept as a test
+artifact (its path is printed)."""
 
 from __future__ import annotations
 
@@ -117,6 +118,10 @@ def test_drawn_one_and_seven_are_read_by_every_endpoint(
     browser.save_screenshot(str(screenshot))
     print(f"screenshot of the page: {screenshot}")
     assert screenshot.stat().st_size > 0
+
+    browser.find_element("id", "clear").click()
+    _draw(browser, ONE, interaction.POINTER_TOUCH)  # a finger on a touch screen
+    assert _answers(browser, models) == dict.fromkeys(models, "1")
 
 
 def test_an_uploaded_picture_gets_the_answers_mnistctl_predict_gets_and_a_non_image_a_message(
