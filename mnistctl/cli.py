@@ -36,6 +36,7 @@ EXIT_BAD_INPUT = 2
 DEFAULT_PORT = 8080
 DEFAULT_NAME = "mnist"
 DEFAULT_UI_PORT = 8090
+DEFAULT_UI_TIMEOUT_SECONDS = 20.0  # each endpoint, per drawing (mnistctl.ui.server.DEFAULT_TIMEOUT_SECONDS)
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
@@ -232,7 +233,7 @@ def ui(
     ] = DEFAULT_UI_PORT,
     timeout: Annotated[
         float, typer.Option(help="Seconds each endpoint has to answer one drawing.", min=0.1)
-    ] = 20.0,
+    ] = DEFAULT_UI_TIMEOUT_SECONDS,
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the page in the default browser once it is up.")
     ] = False,
