@@ -7,14 +7,25 @@ from pathlib import Path
 import pulumi
 
 from infra.platforms import build_platform
-from infra.settings import load_settings
+from infra.settings import Cloud, ibm_api_key_from, load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 settings = load_settings(
-    pulumi.get_stack(), pulumi.Config(), aws_config=pulumi.Config("aws"), project_root=PROJECT_ROOT
+    pulumi.get_stack(),
+    pulumi.Config(),
+    aws_config=pulumi.Config("aws"),
+    project_root=PROJECT_ROOT,
+    gcp_config=pulumi.Config("gcp"),
+    ibm_config=pulumi.Config("ibm"),
 )
-platform = build_platform("mnist", settings)
+secrets: dict[str, pulumi.Output[str]] = {}
+if settings.cloud is Cloud.IBM:
+    # A secret from the first moment: from the stack's encrypted config, or IBM's own variables.
+    secrets["api_key"] = pulumi.Config("ibm").get_secret("apiKey") or pulumi.Output.secret(
+        ibm_api_key_from(None)
+    )
+platform = build_platform("mnist", settings, secrets)
 
 pulumi.export("endpoints", platform.endpoints)
 pulumi.export("models", platform.models)

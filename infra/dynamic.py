@@ -22,6 +22,11 @@ def log(message: str) -> None:
     pulumi.log.info(message)
 
 
+def warn(message: str) -> None:
+    """Send a warning to the Pulumi log (something the user should act on, shown in the update's summary)."""
+    pulumi.log.warn(message)
+
+
 def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
     """The last `lines` non-empty lines of `text`, indented for an error message."""
     kept = [line for line in text.splitlines() if line.strip()][-lines:]

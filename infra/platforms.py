@@ -1,8 +1,9 @@
-"""Which component builds which cloud; every component exposes the same outputs (DESIGN.md)."""
+"""Which component builds which cloud; every component exposes the same outputs (docs/architecture.md)."""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Protocol
 
 import pulumi
@@ -13,6 +14,8 @@ from infra.settings import Cloud, Settings
 _COMPONENTS: dict[Cloud, str] = {
     Cloud.LOCAL: "infra.local:LocalPlatform",
     Cloud.AWS: "infra.aws:SageMakerPlatform",
+    Cloud.GCP: "infra.gcp:VertexPlatform",
+    Cloud.IBM: "infra.ibm:WatsonxPlatform",
 }
 
 
@@ -25,14 +28,14 @@ class Platform(Protocol):
     dataset: pulumi.Output[str]
 
 
-def build_platform(name: str, settings: Settings) -> Platform:
-    """Construct the component for `settings.cloud`; its `from_settings` builds its typed args."""
-    target = _COMPONENTS.get(settings.cloud)
-    if target is None:
-        ready = ", ".join(c.value for c in _COMPONENTS)
-        raise ValueError(
-            f"the {settings.cloud.value} stack is not implemented yet (see README, 'Status'); ready: {ready}"
-        )
+def build_platform(
+    name: str, settings: Settings, secrets: Mapping[str, pulumi.Output[str]] | None = None
+) -> Platform:
+    """Construct the component for `settings.cloud`; its `from_settings` builds its typed args.
+
+    `secrets` (secret Outputs read from config by the program, e.g. the IBM API key) go to
+    `from_settings` as keyword arguments."""
+    target = _COMPONENTS[settings.cloud]
     module_name, class_name = target.split(":")
     component = getattr(importlib.import_module(module_name), class_name)
-    return component.from_settings(name, settings)
+    return component.from_settings(name, settings, **(secrets or {}))

@@ -8,6 +8,10 @@ the parts of `Settings` they need; none of them reads `pulumi.Config` or the env
 from __future__ import annotations
 
 import json
+import os
+import re
+from collections.abc import Mapping
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +19,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from infra import offerings
+from infra.gate import PromotionRule
 
 PROJECT = "mnist-platform"
 
@@ -39,6 +44,17 @@ class Dataset(StrEnum):
     FASHION_MNIST = "fashion-mnist"
 
 
+class PublicApi(StrEnum):
+    """aws: the optional HTTP API in front of the SageMaker endpoint."""
+
+    OFF = "off"
+    """No API: the endpoint is reached with AWS credentials through sagemaker-runtime."""
+    IAM = "iam"
+    """Routes with IAM authorization: callers sign with SigV4 (as boto3 does) and need execute-api:Invoke."""
+    OPEN = "open"
+    """Anonymous routes, throttled: a demo anyone with the URL can call (and spend your invocations)."""
+
+
 # What each platform serves: SageMaker's built-in algorithm is XGBoost, Vertex serves the
 # TensorFlow SavedModel, watsonx.ai the ONNX export of the PyTorch CNN; local runs all three.
 DEFAULT_MODELS: dict[Cloud, tuple[Framework, ...]] = {
@@ -52,6 +68,17 @@ SUPPORTED_MODELS: dict[Cloud, frozenset[Framework]] = {
     Cloud.GCP: frozenset({Framework.TENSORFLOW}),
     Cloud.IBM: frozenset({Framework.PYTORCH}),
     Cloud.LOCAL: frozenset(Framework),
+}
+
+
+# The default floor (minAccuracy) per dataset and model: a little under what each trainer reaches on
+# that dataset's held-out test set (bench/results/train.json for MNIST; the published Fashion-MNIST and
+# Kuzushiji-MNIST benchmarks for the others, where the same models score several points lower).
+DEFAULT_MIN_ACCURACY: dict[Dataset, dict[Framework, float]] = {
+    Dataset.MNIST: {Framework.XGBOOST: 0.95, Framework.TENSORFLOW: 0.98, Framework.PYTORCH: 0.98},
+    Dataset.MNIST_T10K: {Framework.XGBOOST: 0.95, Framework.TENSORFLOW: 0.98, Framework.PYTORCH: 0.98},
+    Dataset.FASHION_MNIST: {Framework.XGBOOST: 0.85, Framework.TENSORFLOW: 0.88, Framework.PYTORCH: 0.88},
+    Dataset.KMNIST: {Framework.XGBOOST: 0.85, Framework.TENSORFLOW: 0.92, Framework.PYTORCH: 0.92},
 }
 
 
@@ -102,7 +129,17 @@ class AwsSettings(_Strict):
     endpoint_min_instances: int = Field(default=1, ge=1, le=offerings.MAX_INSTANCE_COUNT)
     endpoint_max_instances: int = Field(default=2, ge=1, le=offerings.MAX_INSTANCE_COUNT)
     kms_key_arn: str | None = Field(default=None, description="Customer KMS key; SSE-S3 when absent.")
-    public_api: bool = Field(default=False, description="An HTTP API + Lambda in front of the endpoint.")
+    public_api: PublicApi = Field(
+        default=PublicApi.OFF, description="An HTTP API + Lambda in front of the endpoint: off, iam or open."
+    )
+
+    @field_validator("public_api", mode="before")
+    @classmethod
+    def _public_api_from_boolean(cls, value: Any) -> Any:
+        # Earlier stacks set `publicApi: true|false`; true now means the IAM-authorized API.
+        if isinstance(value, bool):
+            return PublicApi.IAM if value else PublicApi.OFF
+        return value
 
     @field_validator("training_instance_type")
     @classmethod
@@ -123,6 +160,198 @@ class AwsSettings(_Strict):
         )
 
 
+class PromotionSettings(_Strict):
+    """The champion/challenger gate (infra/gate.py): when a retrained model may replace the served one."""
+
+    min_accuracy: dict[Framework, float] = Field(
+        default_factory=dict, description="minAccuracy per model: the floor; 0 for a model not listed."
+    )
+    tolerance: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="promotionTolerance: how much worse than the champion may win.",
+    )
+    force: bool = Field(default=False, description="forcePromotion: promote the next challenger whatever.")
+
+    @field_validator("min_accuracy")
+    @classmethod
+    def _floors_are_accuracies(cls, floors: dict[Framework, float]) -> dict[Framework, float]:
+        for model, floor in floors.items():
+            if not 0.0 <= floor <= 1.0:
+                raise ValueError(f"the floor of {model.value} must be between 0 and 1, got {floor}")
+        return floors
+
+    def rule(self, model: Framework) -> PromotionRule:
+        return PromotionRule(
+            min_accuracy=self.min_accuracy.get(model, 0.0), tolerance=self.tolerance, force=self.force
+        )
+
+
+# Google's prebuilt TF prediction images and the day each one stops being available (Vertex AI docs,
+# "Prebuilt containers for prediction", read 2026-12-01). The stack serves with the project's own image
+# by default: none of these runs TF 2.21 / Keras 3 code, and the newest prebuilt TF *training* image
+# (tf-cpu.2-17.py310) reached its end of availability on 2026-07-11, so training always uses it.
+PROJECT_IMAGE = "project"
+PREBUILT_SERVING_IMAGES: dict[str, date] = {"tf2-cpu.2-15": date(2027, 1, 14)}
+
+
+def check_prebuilt_image(name: str, today: date) -> None:
+    """Raise when `name` is neither the project's image nor a prebuilt image still available on `today`."""
+    if name == PROJECT_IMAGE:
+        return
+    allowed = ", ".join([PROJECT_IMAGE, *PREBUILT_SERVING_IMAGES])
+    if name not in PREBUILT_SERVING_IMAGES:
+        raise ValueError(f"unknown serving image {name!r}; allowed: {allowed}")
+    end = PREBUILT_SERVING_IMAGES[name]
+    if today > end:
+        raise ValueError(
+            f"the prebuilt image {name} reached its end of availability on {end.isoformat()}; "
+            f"use {PROJECT_IMAGE!r} (the project's own image, built by the stack)"
+        )
+
+
+class GcpSettings(_Strict):
+    """The Vertex AI stack. Machine types and replica counts are cost decisions: the defaults are small."""
+
+    project: str = Field(description="gcp:project, the project every resource is created in.")
+    region: str = Field(default="us-central1", description="gcp:region, the Vertex AI location.")
+    training_machine_type: str = "n1-standard-4"
+    training_replica_count: int = Field(default=1, ge=1, le=16)
+    training_timeout_seconds: int = Field(default=3600, ge=60, le=604_800)
+    serving_machine_type: str = "n1-standard-2"
+    serving_min_replicas: int = Field(default=1, ge=1, le=10)
+    serving_max_replicas: int = Field(default=2, ge=1, le=10)
+    kms_key_name: str | None = Field(default=None, description="CMEK key; Google-managed keys when absent.")
+    serving_image: str = Field(
+        default=PROJECT_IMAGE, description="project, or a prebuilt TF prediction image."
+    )
+
+    @field_validator("project")
+    @classmethod
+    def _project_id(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", value):
+            raise ValueError(f"a project ID is 6-30 lowercase letters, digits or hyphens, got {value!r}")
+        return value
+
+    @field_validator("kms_key_name")
+    @classmethod
+    def _key_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(
+            r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+", value
+        ):
+            raise ValueError(f"expected projects/P/locations/L/keyRings/R/cryptoKeys/K, got {value!r}")
+        return value
+
+    @field_validator("serving_image")
+    @classmethod
+    def _image_available(cls, value: str) -> str:
+        check_prebuilt_image(value, date.today())
+        return value
+
+    @model_validator(mode="after")
+    def _replicas_ordered(self) -> GcpSettings:
+        if self.serving_min_replicas > self.serving_max_replicas:
+            raise ValueError(
+                f"servingMinReplicas ({self.serving_min_replicas}) must not exceed "
+                f"servingMaxReplicas ({self.serving_max_replicas})"
+            )
+        return self
+
+
+class IbmRegion(StrEnum):
+    """Regions where watsonx.ai Runtime (service `pm-20`) is offered."""
+
+    US_SOUTH = "us-south"
+    EU_DE = "eu-de"
+    EU_GB = "eu-gb"
+    JP_TOK = "jp-tok"
+    AU_SYD = "au-syd"
+    CA_TOR = "ca-tor"
+
+
+class CosPlan(StrEnum):
+    STANDARD = "standard"
+    LITE = "lite"
+
+
+class RuntimePlan(StrEnum):
+    """watsonx.ai Runtime plans: v2-standard bills per capacity-unit-hour, lite is the free tier."""
+
+    V2_STANDARD = "v2-standard"
+    LITE = "lite"
+
+
+class HardwareSpec(StrEnum):
+    """watsonx.ai hardware specifications for online deployments of ONNX models (small to large)."""
+
+    XXS = "XXS"
+    XS = "XS"
+    S = "S"
+    M = "M"
+    L = "L"
+    XL = "XL"
+
+
+# crn:v1:bluemix:public:kms:us-south:a/<account>:<instance guid>:key:<key id> (Key Protect or HPCS).
+KMS_KEY_CRN = re.compile(
+    r"^crn:v1:bluemix:public:(?P<service>kms|hs-crypto):(?P<region>[a-z0-9-]+):a/(?P<account>[0-9a-f]{32}):"
+    r"(?P<instance>[0-9a-f-]{36}):key:(?P<key>[0-9a-f-]{36})$"
+)
+IBM_API_KEY_ENVS = ("IC_API_KEY", "IBMCLOUD_API_KEY")
+# Endpoint overrides (private endpoints, or the loopback fakes of the tests); production leaves them unset.
+IBM_ENDPOINT_KEYS = (
+    "iam_url",
+    "resource_controller_url",
+    "global_catalog_url",
+    "iam_policy_url",
+    "cos_url",
+    "wml_url",
+    "platform_url",
+    "ca_file",
+    "poll_seconds",
+)
+
+
+class IbmSettings(_Strict):
+    """The watsonx.ai stack. Plans and the hardware spec are cost decisions: the defaults are small."""
+
+    region: IbmRegion = Field(
+        default=IbmRegion.US_SOUTH, description="ibm:region, watsonx.ai Runtime region."
+    )
+    resource_group: str = Field(default="Default", min_length=1, description="Resource group name or id.")
+    cos_plan: CosPlan = CosPlan.STANDARD
+    runtime_plan: RuntimePlan = RuntimePlan.V2_STANDARD
+    hardware_spec: HardwareSpec = HardwareSpec.XS
+    deployment_replicas: int = Field(default=1, ge=1, le=4, description="Nodes of the online deployment.")
+    kms_key_crn: str | None = Field(
+        default=None, description="Key Protect root key; COS-managed keys when absent."
+    )
+    dry_run: bool = Field(default=False, description="Train on a tiny subset (tests and quick looks).")
+    endpoints: dict[str, str] = Field(default_factory=dict, description="IBM API URL overrides.")
+    work_root: Path = Field(description="Folder on this machine where the model is trained (localRoot).")
+
+    @field_validator("kms_key_crn")
+    @classmethod
+    def _key_protect_crn(cls, value: str | None) -> str | None:
+        if value is not None and not KMS_KEY_CRN.match(value):
+            raise ValueError(
+                "must be a Key Protect or Hyper Protect Crypto Services root key CRN "
+                f"(crn:v1:bluemix:public:kms:<region>:a/<account>:<instance>:key:<key>), got {value!r}"
+            )
+        return value
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _known_endpoints(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(IBM_ENDPOINT_KEYS))
+            if unknown:
+                raise ValueError(f"unknown keys {unknown}; allowed: {', '.join(IBM_ENDPOINT_KEYS)}")
+            return {k: str(v) for k, v in value.items()}
+        return value
+
+
 class Settings(_Strict):
     """Everything a stack program needs, validated."""
 
@@ -134,8 +363,11 @@ class Settings(_Strict):
     hyperparameters: dict[Framework, dict[str, str]] = Field(
         default_factory=dict, description="Per model, hyperparameter overrides as strings."
     )
+    promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     local: LocalSettings | None = None
     aws: AwsSettings | None = None
+    gcp: GcpSettings | None = None
+    ibm: IbmSettings | None = None
 
     @field_validator("hyperparameters", mode="before")
     @classmethod
@@ -198,7 +430,8 @@ def _describe(error: ValidationError) -> str:
             loc = [_SECTION_KEYS[loc[0]].get(loc[1], loc[1]), *loc[2:]]
         elif loc:
             loc = [_TOP_KEYS.get(loc[0], loc[0]), *loc[1:]]
-        where = f"{PROJECT}:{'.'.join(loc)}" if loc else "settings"
+        key = ".".join(loc)
+        where = (key if ":" in key else f"{PROJECT}:{key}") if loc else "settings"
         message = item["msg"].removeprefix("Value error, ")
         value = item.get("input")
         # Name the value unless the message already does (a custom validator's message quotes it).
@@ -219,12 +452,75 @@ _AWS_KEYS = {
     "kmsKeyArn": "kms_key_arn",
     "publicApi": "public_api",
 }
+_GCP_KEYS = {
+    "trainingMachineType": "training_machine_type",
+    "trainingReplicaCount": "training_replica_count",
+    "trainingTimeoutSeconds": "training_timeout_seconds",
+    "servingMachineType": "serving_machine_type",
+    "servingMinReplicas": "serving_min_replicas",
+    "servingMaxReplicas": "serving_max_replicas",
+    "kmsKeyName": "kms_key_name",
+    "servingImage": "serving_image",
+}
 _LOCAL_KEYS = {"localRoot": "root", "ports": "ports", "dryRun": "dry_run", "ui": "ui"}
+_PROMOTION_KEYS = {
+    "minAccuracy": "min_accuracy",
+    "promotionTolerance": "tolerance",
+    "forcePromotion": "force",
+}
+_IBM_KEYS = {
+    "resourceGroup": "resource_group",
+    "cosPlan": "cos_plan",
+    "runtimePlan": "runtime_plan",
+    "hardwareSpec": "hardware_spec",
+    "deploymentReplicas": "deployment_replicas",
+    "kmsKeyCrn": "kms_key_crn",
+    "dryRun": "dry_run",
+    "ibmEndpoints": "endpoints",
+}
 _TOP_KEYS = {"data_dir": "dataDir"}
 _SECTION_KEYS = {
     "aws": {field: key for key, field in _AWS_KEYS.items()},
+    "ibm": {"region": "ibm:region", **{field: key for key, field in _IBM_KEYS.items()}},
     "local": {field: key for key, field in _LOCAL_KEYS.items()},
+    "promotion": {field: key for key, field in _PROMOTION_KEYS.items()},
+    "gcp": {"project": "gcp:project", "region": "gcp:region", **{f: k for k, f in _GCP_KEYS.items()}},
 }
+
+
+def _promotion(config: ConfigSource, values: dict[str, Any]) -> dict[str, Any]:
+    """The gate's settings; minAccuracy is one number for every model or a JSON map model -> number.
+
+    Models without an explicit floor get the dataset's default (DEFAULT_MIN_ACCURACY), or none at all in
+    a dry run (a tiny subset is not trained for accuracy).
+    """
+    promotion = _pick(config, {k: f for k, f in _PROMOTION_KEYS.items() if k != "minAccuracy"})
+    raw = _get_json(config, "minAccuracy")
+    models = [m for m in values["models"] if m in set(Framework)]
+    try:
+        dataset = Dataset(values.get("dataset", Dataset.MNIST))
+    except ValueError:
+        return promotion  # the dataset's own error names the allowed values
+    dry_run = _pick(config, {"dryRun": "dry_run"}).get("dry_run") is True
+    floors: dict[str, Any] = {
+        m: (0.0 if dry_run else DEFAULT_MIN_ACCURACY[dataset][Framework(m)]) for m in models
+    }
+    if isinstance(raw, dict):
+        unknown = sorted(set(raw) - set(models))
+        if unknown:
+            raise ValueError(
+                f"config {PROJECT}:minAccuracy names {unknown}, which this stack does not train; "
+                f"allowed: {', '.join(str(m) for m in models)}"
+            )
+        floors.update(raw)
+    elif isinstance(raw, int | float) and not isinstance(raw, bool):
+        floors = dict.fromkeys(models, raw)
+    elif raw is not None:
+        raise ValueError(
+            f"config {PROJECT}:minAccuracy must be a number between 0 and 1 or a JSON map such as "
+            f'{{"xgboost": 0.95}}, got {raw!r}'
+        )
+    return {**promotion, "min_accuracy": floors}
 
 
 def load_settings(
@@ -232,6 +528,8 @@ def load_settings(
     config: ConfigSource,
     aws_config: ConfigSource | None = None,
     project_root: Path | None = None,
+    gcp_config: ConfigSource | None = None,
+    ibm_config: ConfigSource | None = None,
 ) -> Settings:
     """Read and validate the settings of `stack`; raise ValueError with every problem at once."""
     cloud_raw = config.get("cloud") or stack
@@ -261,10 +559,12 @@ def load_settings(
     if (hyperparameters := _get_json(config, "hyperparameters")) is not None:
         values["hyperparameters"] = hyperparameters
 
+    values["promotion"] = _promotion(config, values)
+
+    root = Path(config.get("localRoot") or f".{PROJECT}/{stack}").expanduser()
+    if not root.is_absolute():
+        root = (project_root or Path.cwd()) / root
     if cloud is Cloud.LOCAL:
-        root = Path(config.get("localRoot") or f".{PROJECT}/{stack}").expanduser()
-        if not root.is_absolute():
-            root = (project_root or Path.cwd()) / root
         local = _pick(config, {k: f for k, f in _LOCAL_KEYS.items() if k != "localRoot"})
         values["local"] = {"root": root, **local}
     elif cloud is Cloud.AWS:
@@ -275,6 +575,22 @@ def load_settings(
                 "(e.g. `pulumi config set aws:region us-east-1`)"
             )
         values["aws"] = {"region": region, **_pick(config, _AWS_KEYS)}
+    elif cloud is Cloud.GCP:
+        project = gcp_config.get("project") if gcp_config is not None else None
+        if not project:
+            raise ValueError(
+                "config gcp:project is required for the gcp stack "
+                "(e.g. `pulumi config set gcp:project my-project`; docs/gcp.md lists what it needs)"
+            )
+        region = (gcp_config.get("region") if gcp_config is not None else None) or "us-central1"
+        values["gcp"] = {"project": project, "region": region, **_pick(config, _GCP_KEYS)}
+    elif cloud is Cloud.IBM:
+        region = ibm_config.get("region") if ibm_config is not None else None
+        values["ibm"] = {
+            **({"region": region} if region else {}),
+            "work_root": root,
+            **_pick(config, _IBM_KEYS),
+        }
 
     try:
         settings = Settings.model_validate(values)
@@ -286,3 +602,15 @@ def load_settings(
             f"endpointMaxInstances ({settings.aws.endpoint_max_instances})"
         )
     return settings
+
+
+def ibm_api_key_from(value: str | None, environ: Mapping[str, str] = os.environ) -> str:
+    """The IBM Cloud API key: `ibm:apiKey` (a secret) or, as IBM's own tools read it, IC_API_KEY /
+    IBMCLOUD_API_KEY. The caller wraps it in a secret Output at once; it is never logged."""
+    key = value or next((environ[name] for name in IBM_API_KEY_ENVS if environ.get(name)), None)
+    if not key:
+        raise ValueError(
+            "the ibm stack needs an IBM Cloud API key: `pulumi config set --secret ibm:apiKey <key>` "
+            f"(or export {' or '.join(IBM_API_KEY_ENVS)}); docs/ibm.md lists the access it needs"
+        )
+    return key

@@ -139,7 +139,13 @@ def serve(
     flavor: Annotated[
         Flavor, typer.Option(help="Which platform's wire contract to speak.", case_sensitive=False)
     ],
-    model: Annotated[Path, typer.Option(help="The OUT folder of `mnistctl train`.")],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="The OUT folder of `mnistctl train`. With --flavor vertex it may be left out when "
+            "AIP_STORAGE_URI names the model (a gs:// or local folder), as Vertex AI sets it."
+        ),
+    ] = None,
     port: Annotated[
         int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)
     ] = DEFAULT_PORT,
@@ -148,15 +154,19 @@ def serve(
     """Serve a trained model on 127.0.0.1 until SIGTERM or Ctrl-C.
 
     Prints one line `serving <flavor> <name> on http://127.0.0.1:<port>` once it accepts requests.
+    With --flavor vertex inside a Vertex AI container, AIP_HTTP_PORT, AIP_STORAGE_URI and the AIP_*
+    routes decide instead (serving/vertex_container.py).
     """
     from serving.app import serve as run_server
     from serving.errors import PlatformError
+    from serving.vertex_container import serving_place
 
     def announce(url: str) -> None:
         print(f"serving {flavor.value} {name} on {url}", flush=True)
 
     try:
-        run_server(flavor, model, port=port, name=name, on_ready=announce)
+        place = serving_place(flavor, model, port)
+        run_server(flavor, place.model_dir, place.host, port=place.port, name=name, on_ready=announce)
     except PlatformError as error:
         raise fail(error.message, EXIT_BAD_INPUT) from error
 

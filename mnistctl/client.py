@@ -8,6 +8,7 @@ into requests under the platform's payload limit, and retries transient failures
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
@@ -33,12 +34,16 @@ from serving.constants import (
 # The watsonx.ai API version date sent when a stack output names none.
 DEFAULT_WATSONX_VERSION = "2024-05-01"
 # Where the IBM Cloud API key is read from (the ibm-watsonx-ai SDK reads WATSONX_APIKEY).
-IBM_API_KEY_ENVS = ("IBMCLOUD_API_KEY", "WATSONX_APIKEY")
+IBM_API_KEY_ENVS = ("IBMCLOUD_API_KEY", "IC_API_KEY", "WATSONX_APIKEY")
 IBM_IAM_TOKEN_URL = "https://iam.cloud.ibm.com/identity/token"
 # Placeholder project and location in Vertex paths for a local server, which ignores them.
 LOCAL_VERTEX_PROJECT = "local"
 LOCAL_VERTEX_LOCATION = "us-central1"
 REQUEST_TIMEOUT = (5.0, 60.0)  # seconds: connect, read
+API_GATEWAY_SIGNING_NAME = "execute-api"
+# HTTP statuses worth a retry whatever the error code says (API Gateway's own throttling answers 429
+# with only {"message": "Too Many Requests"}).
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 RETRY_ATTEMPTS = 4
 
 T = TypeVar("T")
@@ -55,6 +60,8 @@ class Endpoint(BaseModel):
     region: str | None = None
     project: str | None = None  # vertex
     version: str = DEFAULT_WATSONX_VERSION  # watsonx
+    auth: str | None = None  # sagemaker through the aws stack's HTTP API: "iam" (SigV4) or "none" (open)
+    iam_url: str | None = None  # watsonx: an IAM other than IBM Cloud's (private endpoint, test fake)
 
     @model_validator(mode="after")
     def _cloud_needs_a_region(self) -> Endpoint:
@@ -193,11 +200,35 @@ def csv_payload(images: np.ndarray) -> bytes:
 def sagemaker_scores(prediction: dict[str, Any]) -> Any:
     """The ten probabilities of one SageMaker JSON prediction. The built-in XGBoost container with
     SAGEMAKER_INFERENCE_OUTPUT=probabilities (as the aws stack deploys it) names them `probabilities`;
-    the generic SageMaker algorithm format (and our local server, DESIGN.md) names them `score`."""
+    the generic SageMaker algorithm format (and our local server's JSON reply) names them `score`."""
     for key in ("probabilities", "score"):
         if key in prediction:
             return prediction[key]
     raise ValueError(f"a SageMaker prediction has neither 'probabilities' nor 'score': {prediction!r}")
+
+
+def sagemaker_reply_scores(body: bytes, content_type: str) -> list[Any]:
+    """The rows of probabilities in any answer of the built-in XGBoost container (its serve_utils.py):
+    JSON `{"predictions": [{"probabilities"|"score": [...]}]}`, or CSV, either ten values per line (no
+    SAGEMAKER_INFERENCE_OUTPUT) or the selected keys per line, a list being one quoted cell `"[...]"`."""
+    if content_type.split(";", 1)[0].strip().lower() != CSV:
+        document = json.loads(body)
+        return [sagemaker_scores(row) for row in document["predictions"]]
+    rows = []
+    for line in body.decode().splitlines():
+        if not line.strip():
+            continue
+        cells = next(csv.reader([line]))
+        # `labels` is a list of ints too; the probabilities are the list of floats.
+        lists = [json.loads(cell) for cell in cells if cell.startswith("[")]
+        floats = [values for values in lists if not all(isinstance(v, int) for v in values)]
+        rows.append(floats[-1] if floats else [float(cell) for cell in cells])
+    return rows
+
+
+def sign_for_api_gateway(request: Any, **_: Any) -> None:
+    """botocore `before-sign` hook: sign this request for API Gateway (`execute-api`)."""
+    request.context.setdefault("signing", {})["signing_name"] = API_GATEWAY_SIGNING_NAME
 
 
 class SageMakerEndpointClient(_BatchingClient):
@@ -217,6 +248,11 @@ class SageMakerEndpointClient(_BatchingClient):
             read_timeout=REQUEST_TIMEOUT[1],
         )
         local = {"aws_access_key_id": "local", "aws_secret_access_key": "local"} if endpoint.is_local else {}
+        through_api = endpoint.url is not None and not endpoint.is_local
+        if through_api and endpoint.auth == "none":
+            from botocore import UNSIGNED
+
+            config = config.merge(Config(signature_version=UNSIGNED))
         self._runtime = boto3.client(
             "sagemaker-runtime",
             endpoint_url=endpoint.url,
@@ -224,13 +260,19 @@ class SageMakerEndpointClient(_BatchingClient):
             config=config,
             **local,
         )
+        if through_api:
+            # The aws stack's HTTP API authorizes with IAM: API Gateway checks a SigV4 signature made
+            # for the `execute-api` service, not for `sagemaker`, which the client would otherwise use.
+            self._runtime.meta.events.register(
+                "before-sign.sagemaker-runtime.InvokeEndpoint", sign_for_api_gateway
+            )
 
     def _predict_batch(self, images: np.ndarray) -> np.ndarray:
         response = self._runtime.invoke_endpoint(
             EndpointName=self.endpoint.name, ContentType=CSV, Accept=JSON, Body=csv_payload(images)
         )
-        document = json.loads(response["Body"].read())
-        return as_probabilities([sagemaker_scores(row) for row in document["predictions"]], len(images))
+        reply = sagemaker_reply_scores(response["Body"].read(), response.get("ContentType", JSON))
+        return as_probabilities(reply, len(images))
 
     def _is_transient(self, error: BaseException) -> bool:
         from botocore.exceptions import (
@@ -244,7 +286,8 @@ class SageMakerEndpointClient(_BatchingClient):
             return True
         if isinstance(error, ClientError):
             code = error.response.get("Error", {}).get("Code", "")
-            return code in {
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return status in TRANSIENT_STATUSES or code in {
                 "ServiceUnavailable",
                 "ModelNotReadyException",
                 "ThrottlingException",
@@ -330,8 +373,9 @@ class WatsonxEndpointClient(_BatchingClient):
             raise ValueError(
                 f"set {' or '.join(IBM_API_KEY_ENVS)} to an IBM Cloud API key to call watsonx.ai"
             )
+        token_url = f"{self.endpoint.iam_url.rstrip('/')}/identity/token" if self.endpoint.iam_url else None
         response = self._session.post(
-            IBM_IAM_TOKEN_URL,
+            token_url or IBM_IAM_TOKEN_URL,
             data={"grant_type": "urn:ibm:params:oauth:grant-type:apikey", "apikey": api_key},
             headers={"Accept": JSON},
             timeout=REQUEST_TIMEOUT,

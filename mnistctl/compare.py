@@ -2,7 +2,8 @@
 
 Accuracy and latency come from a smoke run against each live endpoint; artifact size and training
 time from the stack's `models` output (a local artifact's size is measured on disk; a cloud
-artifact's is shown as unknown).
+artifact's is shown as unknown). The champion gate's view comes from the same output: the accuracy
+of the model being served (the champion), the last challenger's, and what the gate decided.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ class ComparisonRow:
     train_seconds: float | None
     trained_accuracy: float | None
     error: str | None = None
+    challenger_accuracy: float | None = None
+    """The last training run's held-out accuracy (the challenger the gate judged)."""
+    decision: str | None = None
+    """What the champion gate decided: promoted, forced, held, or champion (nothing new)."""
+    reason: str | None = None
+    """The gate's reason, naming both accuracies and the rule."""
 
     @property
     def label(self) -> str:
@@ -54,6 +61,7 @@ def compare(
         for r in result.results:
             model = trained.get(r.model, {})
             metrics = model.get("metrics") or {}
+            challenger = model.get("challenger") or {}
             rows.append(
                 ComparisonRow(
                     stack=label,
@@ -66,6 +74,9 @@ def compare(
                     train_seconds=_number(metrics.get("train_seconds")),
                     trained_accuracy=_number(metrics.get("accuracy")),
                     error=r.error,
+                    challenger_accuracy=_number(challenger.get("accuracy")),
+                    decision=challenger.get("decision"),
+                    reason=challenger.get("reason"),
                 )
             )
     return rows
@@ -97,9 +108,14 @@ def comparison_table(rows: Sequence[ComparisonRow]) -> Table:
         table.add_column(column)
     for column in ("smoke accuracy", "p50 ms", "p99 ms", "artifact MB", "train s", "eval accuracy"):
         table.add_column(column, justify="right")
+    table.add_column("challenger", justify="right")
+    table.add_column("gate")
     for row in rows:
+        gate = (_cell(row.challenger_accuracy, ".2%"), row.decision or "-")
         if row.error is not None:
-            table.add_row(row.stack, row.model, row.flavor, f"[red]{row.error}[/]", "-", "-", "-", "-", "-")
+            table.add_row(
+                row.stack, row.model, row.flavor, f"[red]{row.error}[/]", "-", "-", "-", "-", "-", *gate
+            )
             continue
         table.add_row(
             row.stack,
@@ -111,8 +127,24 @@ def comparison_table(rows: Sequence[ComparisonRow]) -> Table:
             _cell(row.artifact_bytes / _MB if row.artifact_bytes is not None else None, ".2f"),
             _cell(row.train_seconds, ".1f"),
             _cell(row.trained_accuracy, ".2%"),
+            *gate,
         )
     return table
+
+
+GATE_RULE = (
+    "Champion gate: a retrained model (the challenger) is served only when its held-out accuracy is "
+    ">= minAccuracy and >= the served model's (the champion's) accuracy - promotionTolerance; otherwise "
+    "the endpoint keeps serving the champion untouched. forcePromotion: true serves it anyway. "
+    "'eval accuracy' is the champion's, 'challenger' the last training run's."
+)
+
+
+def gate_notes(rows: Sequence[ComparisonRow]) -> list[str]:
+    """The rule, then the gate's reason for each model whose last challenger was not simply promoted."""
+    notes = [GATE_RULE]
+    notes += [f"{row.label}: {row.reason}" for row in rows if row.reason and row.decision != "promoted"]
+    return notes
 
 
 def write_chart(rows: Sequence[ComparisonRow], path: Path) -> Path:

@@ -88,8 +88,13 @@ def compare_command(
     data_dir: Annotated[Path | None, typer.Option(help="Folder with the MNIST test files.")] = None,
     chart: Annotated[Path, typer.Option(help="Where to write the PNG chart.")] = DEFAULT_CHART,
 ) -> None:
-    """Put several stacks side by side: accuracy, p50/p99 latency, artifact size, training time."""
-    from mnistctl.compare import compare, comparison_table, write_chart
+    """Put several stacks side by side: accuracy, p50/p99 latency, artifact size, training time, and
+    the champion gate's last decision.
+
+    The gate: a retrained model is served only when its held-out accuracy is >= minAccuracy and >= the
+    served model's accuracy - promotionTolerance (forcePromotion: true overrides); see docs/gate.md.
+    """
+    from mnistctl.compare import compare, comparison_table, gate_notes, write_chart
     from mnistctl.stacks import StackOutputsError
     from training.datasets import DatasetError
 
@@ -102,6 +107,8 @@ def compare_command(
     except (StackOutputsError, DatasetError, ValueError) as error:
         raise _fail(str(error), EXIT_BAD_INPUT) from error
     console.print(comparison_table(rows))
+    for note in gate_notes(rows):
+        console.print(note, highlight=False)
     console.print(f"chart: {write_chart(rows, chart)}")
     if any(row.error for row in rows):
         raise _fail("some endpoints failed (see the table)", EXIT_FAILURE)

@@ -20,6 +20,7 @@ STATE_DIR = ".pulumi-state"
 BACKEND_ENV = "PULUMI_BACKEND_URL"
 PASSPHRASE_ENV = "PULUMI_CONFIG_PASSPHRASE"
 PASSPHRASE_FILE_ENV = "PULUMI_CONFIG_PASSPHRASE_FILE"
+LOCAL_STATE_ENV = "LOCAL_STATE"  # scripts/stack: keep a cloud stack's state in the repo, knowingly
 LOCAL_STACK = "local"
 OUTPUT_TIMEOUT_SECONDS = 60
 
@@ -47,10 +48,12 @@ def find_pulumi() -> str | None:
 
 
 def pulumi_env(stack: str, root: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment `make up` runs Pulumi with: the repo's file backend unless one is chosen, and an
-    empty passphrase for the local stack (cloud stacks must bring their own)."""
+    """The environment `make up` (scripts/stack) runs Pulumi with, so that both find the same stack: the
+    repo's file backend for the local stack (or a cloud stack with LOCAL_STATE=1) unless a backend is
+    chosen, the user's PULUMI_BACKEND_URL otherwise; an empty passphrase for the local stack only."""
     env = dict(os.environ if environ is None else environ)
-    env.setdefault(BACKEND_ENV, f"file://{root / STATE_DIR}")
+    if stack == LOCAL_STACK or env.get(LOCAL_STATE_ENV) == "1":
+        env.setdefault(BACKEND_ENV, f"file://{root / STATE_DIR}")
     if stack == LOCAL_STACK and PASSPHRASE_ENV not in env and PASSPHRASE_FILE_ENV not in env:
         env[PASSPHRASE_ENV] = ""
     return env

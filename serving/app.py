@@ -27,7 +27,6 @@ from serving.constants import (
     AIP_HEALTH_ROUTE_ENV,
     AIP_PREDICT_ROUTE_ENV,
     LOOPBACK_HOST,
-    LOOPBACK_HOSTS,
     PING_ROUTE,
     Flavor,
 )
@@ -43,6 +42,7 @@ from serving.errors import (
     UserError,
 )
 from serving.models import InferenceRequest, ServedModel, model_for
+from serving.vertex_container import may_bind
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +201,11 @@ class LocalServer(uvicorn.Server):
 
 
 def _config(app: Starlette, host: str, port: int) -> uvicorn.Config:
-    if host not in LOOPBACK_HOSTS:
-        raise ValueError(f"the local server binds to loopback only ({LOOPBACK_HOST}); got host {host!r}")
+    if not may_bind(host, os.environ):
+        raise ValueError(
+            f"the local server binds to loopback only ({LOOPBACK_HOST}); got host {host!r} "
+            "(all interfaces only inside a Vertex AI container: serving/vertex_container.py)"
+        )
     return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
 
 

@@ -56,6 +56,16 @@ ONNX_FILE = "model.onnx"
 # Threads each runtime may use for one request; 1 keeps single-image latency steady on a shared machine.
 THREADS_ENV = "MNIST_SERVING_THREADS"
 DEFAULT_THREADS = 1
+# SageMaker's built-in XGBoost container: selectable inference content (`probabilities`, ...); the aws
+# stack sets it on the model, and the local stack on its sagemaker-flavor server.
+SAGEMAKER_INFERENCE_OUTPUT_ENV = "SAGEMAKER_INFERENCE_OUTPUT"
+SAGEMAKER_DEPLOYED_INFERENCE_OUTPUT = "probabilities"
 # Vertex AI sets these in a custom prediction container; honoured so the same app can run there.
 AIP_HEALTH_ROUTE_ENV = "AIP_HEALTH_ROUTE"
 AIP_PREDICT_ROUTE_ENV = "AIP_PREDICT_ROUTE"
+AIP_HTTP_PORT_ENV = "AIP_HTTP_PORT"  # the port Vertex AI sends health checks and predictions to
+AIP_STORAGE_URI_ENV = "AIP_STORAGE_URI"  # gs:// folder holding Vertex AI's copy of the model's artifactUri
+# The project's image sets this to 0.0.0.0: inside a Vertex AI container the server must be reachable from
+# outside the container. Honoured only while AIP_HTTP_PORT is set (that is, under Vertex AI).
+SERVING_HOST_ENV = "MNIST_SERVING_HOST"
+ALL_INTERFACES_HOSTS = frozenset({"0.0.0.0", "::"})

@@ -32,6 +32,7 @@ from serving.constants import (
     PIXELS,
     SAGEMAKER_CONTAINER_ROUTE,
     SAGEMAKER_ENDPOINT_ROUTE,
+    SAGEMAKER_INFERENCE_OUTPUT_ENV,
     SAGEMAKER_MAX_PAYLOAD_BYTES,
     TF_SAVED_MODEL_DIR,
     TF_SIGNATURE,
@@ -154,6 +155,15 @@ class SageMakerXGBoostModel(ServedModel):
     accepts = (CSV,)
     produces = (CSV, JSON)
 
+    def __init__(self, name: str, model_dir: Path | str) -> None:
+        super().__init__(name, model_dir)
+        # Read once, as the container reads it at start-up: None is its plain mode.
+        try:
+            selected = os.environ.get(SAGEMAKER_INFERENCE_OUTPUT_ENV)
+            self.selected_keys = payloads.sagemaker_selected_keys(selected)
+        except ValueError as error:
+            raise PlatformError(str(error)) from None
+
     def load(self) -> None:
         import xgboost
 
@@ -210,11 +220,16 @@ class SageMakerXGBoostModel(ServedModel):
         return self._checked(out, images)
 
     def postprocess(self, probabilities: np.ndarray, request: InferenceRequest) -> InferenceReply:
+        # Byte for byte what the built-in container answers (serving/payloads.py names its encoders).
         media_type = payloads.negotiate(request.accept, self.produces, default=CSV)
+        if self.selected_keys is None:
+            if media_type == CSV:
+                return InferenceReply(payloads.csv_lines(probabilities), CSV)
+            return InferenceReply(payloads.sagemaker_scores_json(probabilities), JSON)
+        predictions = payloads.sagemaker_selected_predictions(probabilities, self.selected_keys)
         if media_type == CSV:
-            return InferenceReply(payloads.csv_lines(probabilities), CSV)
-        document = {"predictions": [{"score": row} for row in probabilities.tolist()]}
-        return InferenceReply(json.dumps(document).encode(), JSON)
+            return InferenceReply(payloads.sagemaker_selected_csv(predictions, self.selected_keys), CSV)
+        return InferenceReply(payloads.sagemaker_selected_json(predictions), JSON)
 
     @classmethod
     def error_reply(cls, status: int, error: ServingError) -> ErrorReply:

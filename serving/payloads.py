@@ -108,5 +108,71 @@ def check_pixels(images: np.ndarray) -> np.ndarray:
 
 
 def csv_lines(probabilities: np.ndarray) -> bytes:
-    """One line of comma-separated probabilities per image."""
+    """One line of comma-separated probabilities per image, newline-terminated.
+
+    What the built-in XGBoost container answers without SAGEMAKER_INFERENCE_OUTPUT: sagemaker-containers'
+    `array_to_csv` (`np.savetxt(fmt="%s")` of the float32 predictions widened to float64), whose `%s` of a
+    float64 is Python's shortest repr, as here.
+    """
     return "".join(",".join(map(repr, row)) + "\n" for row in probabilities.tolist()).encode()
+
+
+def sagemaker_scores_json(probabilities: np.ndarray) -> bytes:
+    """`{"predictions": [{"score": [10 probabilities]}, ...]}`: the container's JSON answer without
+    SAGEMAKER_INFERENCE_OUTPUT (`serve_utils.encode_predictions_as_json`, `json.dumps` defaults)."""
+    return json.dumps({"predictions": [{"score": row} for row in probabilities.tolist()]}).encode()
+
+
+# SAGEMAKER_INFERENCE_OUTPUT keys of a multi:softprob model, in the order the container fills each
+# prediction (serve_utils.get_selected_predictions); raw_score(s) need margins, which we do not serve.
+SAGEMAKER_SELECTABLE_KEYS = ("predicted_label", "labels", "probability", "probabilities")
+
+
+def sagemaker_selected_keys(value: str | None) -> tuple[str, ...] | None:
+    """The keys of SAGEMAKER_INFERENCE_OUTPUT as the container reads them (`"a, B"` -> `("a", "b")`),
+    None when the variable is absent (the container's plain mode)."""
+    if value is None:
+        return None
+    keys = tuple(value.replace(" ", "").lower().split(","))
+    unsupported = [k for k in keys if k not in SAGEMAKER_SELECTABLE_KEYS]
+    if unsupported:
+        raise ValueError(
+            f"SAGEMAKER_INFERENCE_OUTPUT keys {unsupported} are not served here; "
+            f"use any of {', '.join(SAGEMAKER_SELECTABLE_KEYS)}"
+        )
+    return keys
+
+
+def sagemaker_selected_predictions(probabilities: np.ndarray, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """One dict per image with the selected keys, as the container builds them for multi:softprob."""
+    wanted = set(keys)
+    predictions = []
+    for row in probabilities:
+        prediction: dict[str, Any] = {}
+        if "predicted_label" in wanted:
+            prediction["predicted_label"] = int(np.argmax(row))
+        if "labels" in wanted:
+            prediction["labels"] = list(range(len(row)))
+        if "probability" in wanted:
+            prediction["probability"] = float(row.max())
+        if "probabilities" in wanted:
+            prediction["probabilities"] = row.tolist()
+        predictions.append(prediction)
+    return predictions
+
+
+def sagemaker_selected_json(predictions: list[dict[str, Any]]) -> bytes:
+    """`{"predictions": [...]}` (serve_utils.encode_selected_predictions for application/json)."""
+    return json.dumps({"predictions": predictions}).encode()
+
+
+def sagemaker_selected_csv(predictions: list[dict[str, Any]], keys: Sequence[str]) -> bytes:
+    """One line per image, the cells in the order of `keys`; a list is one quoted cell holding its
+    Python repr (`"[0.01, 0.9, ...]"`); lines joined by newlines with none at the end
+    (serve_utils._encode_selected_predictions_csv, outside batch transform)."""
+    lines = []
+    for prediction in predictions:
+        values = [prediction[key] for key in keys]
+        cells = [f'"{value}"' if isinstance(value, list) else str(value) for value in values]
+        lines.append(",".join(cells))
+    return "\n".join(lines).encode()

@@ -59,4 +59,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """Keep the user's cache out of the suite: datasets and staged files go to a fresh folder per run."""
     import tempfile
 
+    from platformdirs import user_cache_dir
+
+    # The venvs of older runtimes (bench/runtime_venv.py) take minutes to build: they stay in the real cache.
+    os.environ.setdefault(
+        "MNIST_PLATFORM_RUNTIME_VENVS", str(Path(user_cache_dir("mnist-platform")) / "runtime-venvs")
+    )
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="mnist-platform-test-cache-")

@@ -14,9 +14,12 @@ Softmax, ArgMax, Reshape), so TF 2.15 prediction containers serve it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import posixpath
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from training.datasets import Split, load_dataset
+from training.distributed import TF_CONFIG_ENV, ClusterRole, cluster_role, shard, tf_config
 from training.formats import read_npz_split
 from training.hyperparameters import (
     HYPERPARAMETERS_FILE,
@@ -130,10 +134,13 @@ def train(
     if hp.augment:
         augmenter = _augmenter(hp.seed)
         data = data.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=1)
-    data = data.prefetch(2)
+    data = without_auto_sharding(data.prefetch(2))
     callbacks = [_ReportProgress(progress, hp.epochs, steps_per_epoch)] if progress else []
     # shuffle=False: the pipeline shuffles; verbose=0 is documented though the annotation says str
-    model.fit(data, epochs=hp.epochs, verbose=0, callbacks=callbacks, shuffle=False)  # pyright: ignore[reportArgumentType]
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        fit_on_all_workers(model, data, hp.epochs, callbacks)
+    else:
+        model.fit(data, epochs=hp.epochs, verbose=0, callbacks=callbacks, shuffle=False)  # pyright: ignore[reportArgumentType]
     return model
 
 
@@ -184,24 +191,111 @@ def train_and_evaluate(
     """
     if threads:
         _set_threads(threads)
+    role = cluster_role(os.environ)
+    strategy = all_workers_strategy(role)  # before TensorFlow runs anything
     split = data if isinstance(data, Split) else read_npz_split(data)
     if dry_run:
         split = split.head(*DRY_RUN_IMAGES)
     model_dir = str(model_dir)
     started = time.perf_counter()
-    model = train(split.x_train, split.y_train, hp, progress)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = train(*shard(split.x_train, split.y_train, role), hp, progress)
     train_seconds = time.perf_counter() - started
-    export(model, model_dir)
-    _write_text(
-        posixpath.join(_parent(model_dir), HYPERPARAMETERS_FILE), json.dumps(asdict(hp), indent=2) + "\n"
-    )
+    export_dir = export_on_every_worker(model, model_dir, role)
+    if role.is_chief:
+        _write_text(
+            posixpath.join(_parent(model_dir), HYPERPARAMETERS_FILE), json.dumps(asdict(hp), indent=2) + "\n"
+        )
+    score = evaluate if not role.distributed else evaluate_on_this_worker
     return {
-        "accuracy": evaluate(model, split.x_test, split.y_test),
+        "accuracy": score(model, split.x_test, split.y_test),
         "n_train": split.n_train,
         "n_test": split.n_test,
         "train_seconds": round(train_seconds, 3),
-        "artifact": model_dir,
+        "artifact": export_dir,
     }
+
+
+# -- multi-worker plumbing (Vertex AI: TF_CONFIG names a chief in pool 0 and workers in pool 1) --------
+
+
+def all_workers_strategy(role: ClusterRole) -> tf.distribute.Strategy | None:
+    """MultiWorkerMirroredStrategy with more than one replica (in its scope the model, its optimizer and
+    `fit` run in lockstep on every replica); None on a single one. It must exist before any TF op runs."""
+    if not role.distributed:
+        return None
+    if TF_CONFIG_ENV not in os.environ:  # only CLUSTER_SPEC was set: TensorFlow reads TF_CONFIG
+        os.environ[TF_CONFIG_ENV] = json.dumps(tf_config(os.environ))
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def fit_on_all_workers(
+    model: keras.Model, data: tf.data.Dataset, epochs: int, callbacks: Sequence[keras.callbacks.Callback]
+) -> None:
+    """`fit` for MultiWorkerMirroredStrategy: the compiled loss and optimizer, one synchronous step on
+    every worker at a time (gradients all-reduced by the optimizer). Keras 3's own `fit` cannot run under
+    this strategy: it reduces a first batch and the step's scalar logs along an axis they do not have
+    (keras-team/keras#20585). `data` yields this worker's batches of the global batch size; each step
+    takes a per-worker share of it, so the global batch, the learning-rate schedule and the number of
+    steps per epoch are those of a single worker."""
+    strategy = tf.distribute.get_strategy()
+    per_worker = max(1, _batch_size(data) // strategy.num_replicas_in_sync)
+    batches = strategy.distribute_datasets_from_function(lambda _: data.rebatch(per_worker))
+    optimizer = model.optimizer
+
+    def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            probabilities = model(images, training=True)
+            per_example = tf.keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+            loss = tf.nn.compute_average_loss(per_example)  # / the global batch: all-reduced SUM = mean
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        return loss
+
+    @tf.function
+    def step(batch: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        return strategy.reduce("SUM", strategy.run(replica_step, args=batch), axis=None)
+
+    for epoch in range(epochs):
+        for callback in callbacks:
+            callback.on_epoch_begin(epoch)
+        for index, batch in enumerate(batches):
+            loss = step(batch)
+            for callback in callbacks:
+                callback.on_train_batch_end(index, {"loss": float(loss)})
+
+
+def _batch_size(data: tf.data.Dataset) -> int:
+    """The size `batch` was given (the first batch's; only the last one may be smaller)."""
+    images, _ = next(iter(data))
+    return int(images.shape[0])
+
+
+def without_auto_sharding(data: tf.data.Dataset) -> tf.data.Dataset:
+    """Each worker already reads its own shard (training.distributed.shard); tf.distribute must not shard
+    again (its DATA fallback for in-memory data would read everything and drop most of it)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return data.with_options(options)
+
+
+def export_on_every_worker(model: keras.Model, model_dir: str, role: ClusterRole) -> str:
+    """Export to `model_dir` on the chief. Saving a multi-worker model is a collective operation, so the
+    other workers save too, each into a temporary folder that is removed afterwards."""
+    if role.is_chief:
+        return export(model, model_dir)
+    scratch = tempfile.mkdtemp(prefix=f"mnist-{role.task_type}-{role.task_index}-")
+    try:
+        return export(model, posixpath.join(scratch, "model"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def evaluate_on_this_worker(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy computed by this process alone (`model.predict` would split the images across workers)."""
+    batches = np.array_split(to_inputs(images), max(1, len(images) // 1000))
+    probabilities = np.concatenate([np.asarray(model(b, training=False)) for b in batches])
+    return float(np.mean(probabilities.argmax(axis=1) == labels))
 
 
 def _parent(path: str) -> str:
@@ -254,9 +348,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "dataset": args.dataset or args.data,
         "hyperparameters": asdict(hp),
     }
-    _write_text(
-        posixpath.join(_parent(str(args.model_dir)), METRICS_FILE), json.dumps(metrics, indent=2) + "\n"
-    )
+    if cluster_role(os.environ).is_chief:
+        _write_text(
+            posixpath.join(_parent(str(args.model_dir)), METRICS_FILE), json.dumps(metrics, indent=2) + "\n"
+        )
     print(json.dumps(metrics, indent=2))
     return metrics
 

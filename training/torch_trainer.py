@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from torch import nn
 from training.artifacts import write_tar_gz
 from training.datasets import Split
 from training.hyperparameters import ProgressCallback, parse_assignments, save_hyperparameters
+
+if TYPE_CHECKING:
+    import onnx
 
 ONNX_FILE = "model.onnx"
 MODEL_ARCHIVE = "model.tar.gz"  # what the watsonx.ai repository stores: the archive holds model.onnx
@@ -147,6 +150,28 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> fl
     return float(np.mean(predicted == labels.numpy()))
 
 
+def conform_to_runtime(proto: onnx.ModelProto) -> bool:
+    """Make ``proto`` loadable by watsonx.ai's ONNX runtime (``onnxruntime_opset_19``: ONNX Runtime 1.16):
+    operators of the default domain at opset <= ONNX_OPSET and no other operator set (1.16 lacks newer
+    ones; a ``RuntimeError`` names them), IR version lowered to ONNX_IR_VERSION if the exporter wrote a
+    newer one (the full check that follows proves the graph uses nothing the older IR lacks).
+    Returns whether ``proto`` was changed."""
+    unsupported = [
+        f"{imp.domain or 'ai.onnx'} opset {imp.version}"
+        for imp in proto.opset_import
+        if imp.domain not in ("", "ai.onnx") or imp.version > ONNX_OPSET
+    ]
+    if unsupported:
+        raise RuntimeError(
+            f"the exported graph needs {', '.join(unsupported)}; watsonx.ai's {WATSONX_SOFTWARE_SPEC} "
+            f"(ONNX Runtime 1.16) runs the default domain up to opset {ONNX_OPSET} only"
+        )
+    if proto.ir_version <= ONNX_IR_VERSION:
+        return False
+    proto.ir_version = ONNX_IR_VERSION
+    return True
+
+
 def export_onnx(model: Net, out_dir: Path) -> Path:
     """Write ``model.onnx`` (softmax included, dynamic batch) and check it with onnx and onnxruntime."""
     import onnx
@@ -170,8 +195,7 @@ def export_onnx(model: Net, out_dir: Path) -> Path:
             dynamo=False,
         )
     proto = onnx.load(str(path))
-    if proto.ir_version > ONNX_IR_VERSION:
-        proto.ir_version = ONNX_IR_VERSION
+    if conform_to_runtime(proto):
         onnx.save(proto, str(path))
     onnx.checker.check_model(proto, full_check=True)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

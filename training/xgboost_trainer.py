@@ -56,12 +56,19 @@ class Hyperparameters:
     tree_method: str = "hist"
     objective: str = "multi:softprob"  # probabilities, not only a class, for every client
     num_class: int = 10
-    eval_metric: str = "mlogloss"
+    # Comma-separated, as the built-in algorithm takes it. merror on the validation channel is what the
+    # champion gate reads on SageMaker (accuracy = 1 - validation:merror, the same as metrics.json here).
+    eval_metric: str = "merror,mlogloss"
     seed: int = 0
 
     def as_sagemaker(self) -> dict[str, str]:
         """The ``hyper_parameters`` map of an ``aws.sagemaker.TrainingJob`` (all values strings)."""
         return as_strings(self)
+
+    @property
+    def eval_metrics(self) -> list[str]:
+        """`eval_metric` as the list XGBoost takes (the container splits the string the same way)."""
+        return [name.strip() for name in self.eval_metric.split(",") if name.strip()]
 
     @classmethod
     def from_strings(cls, values: Mapping[str, str]) -> Hyperparameters:
@@ -72,6 +79,7 @@ class Hyperparameters:
         """The params of ``xgb.train``: every hyperparameter but ``num_round``, as the container does."""
         params: dict[str, Any] = dataclasses.asdict(self)
         params.pop("num_round")
+        params["eval_metric"] = self.eval_metrics
         if nthread is not None:
             params["nthread"] = nthread
         return params

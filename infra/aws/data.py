@@ -13,9 +13,11 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.hashing import content_hash
 from training import formats
 from training.datasets import SOURCES, DatasetName, default_data_dir, load_dataset
 
@@ -23,6 +25,9 @@ from training.datasets import SOURCES, DatasetName, default_data_dir, load_datas
 _STAGING_VERSION = "1"
 _MANIFEST = "manifest.json"
 CSV_CONTENT_TYPE = "text/csv"
+# Every dataset version is uploaded under `datasets/<content hash>/`, and the job's channels point there.
+DATASETS_PREFIX = "datasets"
+DATASET_DIGEST_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,16 @@ class StagedFile:
     """Bytes."""
     rows: int
     """Lines, one labelled image each."""
+
+
+def dataset_prefix(files: Sequence[StagedFile]) -> str:
+    """`datasets/<hash>`: the S3 prefix of exactly these files, the hash covering every file's key (so
+    the shard layout) and content. A training job reads only its own dataset version: objects that
+    another version left behind (Pulumi deletes them only at the end of the update, after the new job
+    has trained) are under another prefix. The same files give the same prefix, so nothing is uploaded
+    again and the job keeps its name."""
+    material = sorted((f.key, f.sha256) for f in files)
+    return f"{DATASETS_PREFIX}/{content_hash(material, DATASET_DIGEST_LENGTH)}"
 
 
 def staging_root(dataset: DatasetName | str) -> Path:

@@ -22,12 +22,11 @@ ENDPOINT_METRICS_NAMESPACE = "/aws/sagemaker/Endpoints"
 ACTIONS_WITHOUT_RESOURCE_LEVEL_PERMISSIONS = frozenset(
     {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
 )
-LOG_WRITE_ACTIONS = [
-    "logs:CreateLogGroup",
-    "logs:CreateLogStream",
-    "logs:DescribeLogStreams",
-    "logs:PutLogEvents",
-]
+# IAM names a log group `...:log-group:NAME:*` for every action but the tagging ones (CloudWatch Logs
+# user guide, "CloudWatch Logs resources and operations"); streams are `...:log-group:NAME:log-stream:S`.
+LOG_GROUP_ACTIONS = ["logs:CreateLogGroup", "logs:DescribeLogStreams"]
+LOG_STREAM_ACTIONS = ["logs:CreateLogStream", "logs:PutLogEvents"]
+LOG_WRITE_ACTIONS = [*LOG_GROUP_ACTIONS, *LOG_STREAM_ACTIONS]
 
 Statement = dict[str, Any]
 PolicyDocument = dict[str, Any]
@@ -130,11 +129,17 @@ def training_role_policy(
     log_group = account.arn("logs", f"log-group:{TRAINING_LOG_GROUP}")
     statements: list[Statement] = [
         {
+            # Each prefix itself too: S3OutputPath has no trailing slash, and a listing of exactly
+            # `output` (SageMaker's check of the output location) must not be denied.
             "Sid": "ListOnlyStackPrefixes",
             "Effect": "Allow",
             "Action": "s3:ListBucket",
             "Resource": bucket_arn,
-            "Condition": {"StringLike": {"s3:prefix": [f"{p}/*" for p in (*data_prefixes, output_prefix)]}},
+            "Condition": {
+                "StringLike": {
+                    "s3:prefix": [form for p in (*data_prefixes, output_prefix) for form in (p, f"{p}/*")]
+                }
+            },
         },
         {
             "Sid": "ReadTrainingChannels",
@@ -150,10 +155,16 @@ def training_role_policy(
         },
         *_ecr_pull(image_repository_arn),
         {
+            "Sid": "UseTrainingJobsLogGroup",
+            "Effect": "Allow",
+            "Action": LOG_GROUP_ACTIONS,
+            "Resource": f"{log_group}:*",
+        },
+        {
             "Sid": "WriteOwnJobLogs",
             "Effect": "Allow",
-            "Action": LOG_WRITE_ACTIONS,
-            "Resource": [log_group, f"{log_group}:log-stream:{job_name_prefix}-*"],
+            "Action": LOG_STREAM_ACTIONS,
+            "Resource": f"{log_group}:log-stream:{job_name_prefix}-*",
         },
         _metrics(TRAINING_METRICS_NAMESPACE),
     ]
@@ -170,16 +181,25 @@ def hosting_role_policy(
     endpoint_name_prefix: str,
     image_repository_arn: str,
     kms_key_arn: str | None = None,
+    champion_prefix: str | None = None,
 ) -> PolicyDocument:
-    """What the hosted model needs: read the model artifacts of this stack's jobs, pull, log."""
+    """What the hosted model needs: read the model artifacts of this stack's jobs, pull, log.
+
+    With `champion_prefix` (the champion gate's copies, what the endpoint serves) only those are readable.
+    """
     bucket_arn = s3_bucket_arn(account.partition, bucket)
     log_groups = account.arn("logs", f"log-group:{ENDPOINT_LOG_GROUP_PREFIX}/{endpoint_name_prefix}-*")
+    artifacts = (
+        f"{bucket_arn}/{champion_prefix}/*/model.tar.gz"
+        if champion_prefix
+        else f"{bucket_arn}/{output_prefix}/{job_name_prefix}-*/output/model.tar.gz"
+    )
     statements: list[Statement] = [
         {
             "Sid": "ReadOwnModelArtifacts",
             "Effect": "Allow",
             "Action": "s3:GetObject",
-            "Resource": f"{bucket_arn}/{output_prefix}/{job_name_prefix}-*/output/model.tar.gz",
+            "Resource": artifacts,
         },
         *_ecr_pull(image_repository_arn),
         {

@@ -1,6 +1,7 @@
 """The SageMaker stack: what the SageMaker MNIST notebook does by hand, as declared resources.
 
-bucket + data upload -> execution roles -> built-in XGBoost training job -> model -> endpoint
+bucket + data upload -> execution roles -> built-in XGBoost training job -> champion gate (the job's
+model is served only if it passes the promotion rule, docs/gate.md) -> model -> endpoint
 configuration -> endpoint (+ autoscaling, alarms, and optionally a public HTTP API). Every resource
 is a native pulumi-aws resource; `pulumi destroy` removes all of them (see docs/aws.md for the few
 records AWS itself keeps).
@@ -26,13 +27,17 @@ from typing import Any, cast
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws.data import CSV_CONTENT_TYPE, StagedFile, stage_sagemaker_csv
+from infra.aws.data import CSV_CONTENT_TYPE, StagedFile, dataset_prefix, stage_sagemaker_csv
+from infra.aws.gate import CHAMPIONS_PREFIX, SageMakerGate, SageMakerGateArgs, require_merror
 from infra.aws.iam import Account, bucket_tls_only_policy, service_trust_policy, training_role_policy
 from infra.aws.names import model_artifact_uri, parse_image_uri, s3_uri, sagemaker_name, sagemaker_prefix
 from infra.aws.public_api import PublicPredictApi, PublicPredictApiArgs
 from infra.aws.serving import ENDPOINT_DIGEST_LENGTH, SageMakerEndpoint, SageMakerEndpointArgs
+from infra.aws.training_attempt import ATTEMPT_SUFFIX_ROOM, TrainingJobAttempt
+from infra.gate import PromotionRule
+from infra.gate_provider import models_entry
 from infra.hashing import content_hash
-from infra.settings import PROJECT, Dataset, Framework, Settings
+from infra.settings import PROJECT, Dataset, Framework, PublicApi, Settings
 
 MODEL_KEY = Framework.XGBOOST.value
 TRAIN_CHANNEL = "train"
@@ -76,10 +81,12 @@ class SageMakerPlatformArgs:
     """Autoscaling upper bound."""
     kms_key_arn: str | None = None
     """Customer KMS key for the bucket, the training volume and output, and the endpoint volume."""
-    public_api: bool = False
-    """Put a throttled HTTP API (API Gateway + Lambda) in front of the endpoint."""
+    public_api: PublicApi = PublicApi.OFF
+    """A throttled HTTP API (API Gateway + Lambda) in front of the endpoint: IAM-authorized or open."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Extra default tags; `project` and `stack` are always set."""
+    promotion: PromotionRule = field(default_factory=lambda: PromotionRule(min_accuracy=0.0))
+    """The champion/challenger rule: when a new training job's model replaces the served one."""
 
     def __post_init__(self) -> None:
         channels = {f.channel for f in self.staged_files}
@@ -95,7 +102,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
     """MNIST on SageMaker: data in S3, a built-in XGBoost training job, and a live, autoscaled endpoint."""
 
     endpoints: pulumi.Output[dict]
-    """`{"xgboost": {"flavor": "sagemaker", "name", "region"[, "url"]}}` (DESIGN.md's contract)."""
+    """`{"xgboost": {"flavor": "sagemaker", "name", "region"[, "url"]}}` (docs/architecture.md)."""
     models: pulumi.Output[dict]
     """`{"xgboost": {"artifact": <s3 model.tar.gz>, "metrics": {...}}}`."""
     bucket: pulumi.Output[str]
@@ -117,7 +124,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
         if aws_settings is None:
             raise ValueError("the aws stack needs its settings (aws:region and the aws keys of Pulumi.yaml)")
         overrides = settings.hyperparameters.get(Framework.XGBOOST, {})
-        hyperparameters = Hyperparameters.from_strings(overrides)
+        hyperparameters = require_merror(Hyperparameters.from_strings(overrides))
         try:
             image = image_uris.retrieve("xgboost", aws_settings.region, aws_settings.xgboost_version)
         except ValueError as error:
@@ -143,6 +150,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
             endpoint_max_instances=aws_settings.endpoint_max_instances,
             kms_key_arn=aws_settings.kms_key_arn,
             public_api=aws_settings.public_api,
+            promotion=settings.promotion.rule(Framework.XGBOOST),
         )
         return cls(name, args)
 
@@ -166,8 +174,10 @@ class SageMakerPlatform(pulumi.ComponentResource):
         )
         self._account_id = identity.account_id
         base = f"{name}-{args.stack}-{MODEL_KEY}"
-        self._job_prefix = sagemaker_prefix(base, JOB_DIGEST_LENGTH)
+        # Room for the hash and an attempt suffix (`-r1`, infra/aws/training_attempt.py) within 63 characters.
+        self._job_prefix = sagemaker_prefix(base, JOB_DIGEST_LENGTH + ATTEMPT_SUFFIX_ROOM)
         self._endpoint_prefix = sagemaker_prefix(base, ENDPOINT_DIGEST_LENGTH)
+        self._data_prefix = dataset_prefix(args.staged_files)
 
         bucket, bucket_settings = self._storage()
         uploads = self._upload_dataset(bucket, depends_on=bucket_settings)
@@ -175,6 +185,20 @@ class SageMakerPlatform(pulumi.ComponentResource):
         job = self._training_job(bucket, training_role, depends_on=[training_policy, *uploads])
         artifact = pulumi.Output.all(bucket.bucket, job.training_job_name).apply(
             lambda values: model_artifact_uri(values[0], OUTPUT_PREFIX, values[1])
+        )
+        # The endpoint serves the gate's champion, not the job's output (docs/gate.md).
+        gate = SageMakerGate(
+            f"{name}-{MODEL_KEY}-gate",
+            SageMakerGateArgs(
+                model=MODEL_KEY,
+                training_job_name=job.training_job_name,
+                challenger_artifact=artifact,
+                region=args.region,
+                bucket=bucket.bucket,
+                rule=args.promotion,
+                kms_key_arn=args.kms_key_arn,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[job]),
         )
         serving = SageMakerEndpoint(
             f"{name}-{MODEL_KEY}",
@@ -186,42 +210,27 @@ class SageMakerPlatform(pulumi.ComponentResource):
                 job_name_prefix=self._job_prefix,
                 endpoint_name_prefix=self._endpoint_prefix,
                 image=args.training_image,
-                artifact=artifact,
-                training_job=job,
+                artifact=gate.champion_artifact,
+                training_job=gate,
                 instance_type=args.endpoint_instance_type,
                 min_instances=args.endpoint_min_instances,
                 max_instances=args.endpoint_max_instances,
                 kms_key_arn=args.kms_key_arn,
+                champion_prefix=CHAMPIONS_PREFIX,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        api = self._public_api(serving) if args.public_api else None
+        api = self._public_api(serving) if args.public_api is not PublicApi.OFF else None
 
         self.bucket = bucket.bucket
         self.dataset = pulumi.Output.from_input(args.dataset.value)
         self.training_job_name = job.training_job_name
         self.endpoint_name = serving.endpoint_name
         self.endpoints = pulumi.Output.all(serving.endpoint_name, api.url if api else None).apply(
-            lambda values: {MODEL_KEY: _endpoint_entry(values[0], args.region, values[1])}
+            lambda values: {MODEL_KEY: _endpoint_entry(values[0], args.region, values[1], args.public_api)}
         )
-        n_train = sum(f.rows for f in args.staged_files if f.channel == TRAIN_CHANNEL)
-        n_test = sum(f.rows for f in args.staged_files if f.channel == VALIDATION_CHANNEL)
-        self.models = pulumi.Output.all(artifact, job.training_job_name).apply(
-            lambda values: {
-                MODEL_KEY: {
-                    "artifact": values[0],
-                    "metrics": {
-                        # Accuracy is not an output of the TrainingJob resource: the built-in algorithm
-                        # reports its eval_metric on the validation channel to the job record and
-                        # CloudWatch; `mnistctl smoke` measures accuracy on the endpoint (docs/aws.md).
-                        "training_job": values[1],
-                        "dataset": args.dataset.value,
-                        "n_train": n_train,
-                        "n_test": n_test,
-                    },
-                }
-            }
-        )
+        # What the endpoint serves (the champion) and what the last training run made of the gate.
+        self.models = models_entry(gate.champion, gate.challenger).apply(lambda entry: {MODEL_KEY: entry})
         self.register_outputs(
             {
                 "endpoints": self.endpoints,
@@ -302,7 +311,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
                     # One logical name per key: a key that stays is never replaced, only updated.
                     f"{self._name}-s3-{staged.key.rsplit('/', 1)[-1].removesuffix('.csv')}",
                     bucket=bucket.id,
-                    key=staged.key,
+                    key=f"{self._data_prefix}/{staged.key}",
                     source=pulumi.FileAsset(str(staged.path)),
                     # etag is an MD5 only without SSE-KMS and multipart uploads; source_hash works always.
                     source_hash=staged.sha256,
@@ -336,7 +345,10 @@ class SageMakerPlatform(pulumi.ComponentResource):
                     training_role_policy(
                         account=values[0],
                         bucket=values[1],
-                        data_prefixes=(TRAIN_CHANNEL, VALIDATION_CHANNEL),
+                        data_prefixes=(
+                            f"{self._data_prefix}/{TRAIN_CHANNEL}",
+                            f"{self._data_prefix}/{VALIDATION_CHANNEL}",
+                        ),
                         output_prefix=OUTPUT_PREFIX,
                         job_name_prefix=self._job_prefix,
                         image_repository_arn=self._image_repository_arn(values[0]),
@@ -376,16 +388,21 @@ class SageMakerPlatform(pulumi.ComponentResource):
         }
         # Role and bucket are in the hash too: a job whose role or bucket changed is a new job, and a new
         # job needs a new name (every TrainingJob argument forces replacement; names are unique).
-        job_name = pulumi.Output.all(role.arn, bucket.bucket).apply(
+        base_name = pulumi.Output.all(role.arn, bucket.bucket).apply(
             lambda values: sagemaker_name(
                 self._job_prefix,
                 content_hash({**spec, "role": values[0], "bucket": values[1]}, JOB_DIGEST_LENGTH),
             )
         )
+        # The name actually used: the base, or `<base>-r<n>` when a job under it failed (the provider keeps
+        # no state for a failed job, so the same name would collide on the next `up`).
+        attempt = TrainingJobAttempt(
+            f"{self._name}-training-attempt", base_name, args.region, pulumi.ResourceOptions(parent=self)
+        )
         create_timeout = f"{args.max_runtime_seconds // 60 + TRAINING_PROVISIONING_SLACK_MINUTES}m"
         return aws.sagemaker.TrainingJob(
             f"{self._name}-training",
-            training_job_name=job_name,
+            training_job_name=attempt.job_name,
             role_arn=role.arn,
             algorithm_specification={"training_image": args.training_image, "training_input_mode": "File"},
             hyper_parameters=dict(args.hyperparameters),
@@ -396,7 +413,9 @@ class SageMakerPlatform(pulumi.ComponentResource):
                     "data_source": {
                         "s3_data_source": {
                             "s3_data_type": "S3Prefix",
-                            "s3_uri": bucket.bucket.apply(lambda b, c=channel: s3_uri(b, c, "")),
+                            "s3_uri": bucket.bucket.apply(
+                                lambda b, c=channel: s3_uri(b, self._data_prefix, c, "")
+                            ),
                             "s3_data_distribution_type": distribution,
                         }
                     },
@@ -431,14 +450,17 @@ class SageMakerPlatform(pulumi.ComponentResource):
                 endpoint_name=serving.endpoint_name,
                 endpoint_arn=serving.endpoint_arn,
                 account_id=self._account_id,
+                anonymous=self._args.public_api is PublicApi.OPEN,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
 
 
-def _endpoint_entry(name: str, region: str, url: str | None) -> dict[str, str]:
+def _endpoint_entry(name: str, region: str, url: str | None, public_api: PublicApi) -> dict[str, str]:
     entry = {"flavor": "sagemaker", "name": name, "region": region}
     if url:
-        # The API speaks the SageMaker runtime path, so sagemaker-runtime clients can use it as endpoint_url.
+        # The API speaks the SageMaker runtime path, so sagemaker-runtime clients can use it as endpoint_url;
+        # `auth` tells them whether to sign (SigV4 for execute-api) or not.
         entry["url"] = url
+        entry["auth"] = "iam" if public_api is PublicApi.IAM else "none"
     return entry

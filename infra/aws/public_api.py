@@ -1,8 +1,10 @@
 """An optional public HTTP API in front of the SageMaker endpoint: API Gateway (HTTP API) + one Lambda.
 
 As in the SageMaker deployment tutorials, a small function forwards requests to the endpoint with
-`sagemaker-runtime` InvokeEndpoint. The API has no authorizer, so it is throttled at the stage
-(`default_route_settings`), the function checks every request before it costs an invocation, and the
+`sagemaker-runtime` InvokeEndpoint. By default every route uses IAM authorization (`AWS_IAM`): callers
+sign with SigV4 for `execute-api` and need `execute-api:Invoke` on the API, which is what mnistctl's
+SageMaker client does. `anonymous` (config `publicApi: open`) drops the authorization for a demo. Either
+way the stage is throttled, the function checks every request before it costs an invocation, and the
 function's role may invoke this one endpoint and write its own log group, nothing else.
 """
 
@@ -17,6 +19,7 @@ import pulumi_aws as aws
 
 from infra.aws.iam import invoke_endpoint_policy, service_trust_policy
 from infra.aws.predict_lambda import handler as lambda_handler
+from infra.aws.predict_lambda.handler import API_GATEWAY_TIMEOUT_SECONDS
 
 HANDLER_FILE = Path(lambda_handler.__file__)
 LAMBDA_RUNTIME = "python3.12"
@@ -24,6 +27,14 @@ LOG_RETENTION_DAYS = 14
 PREDICT_ROUTE = "POST /predict"
 # The SageMaker runtime path, so boto3's sagemaker-runtime client works with endpoint_url=<API URL>.
 INVOCATIONS_ROUTE = "POST /endpoints/{name}/invocations"
+ROUTES = (("predict", PREDICT_ROUTE), ("invocations", INVOCATIONS_ROUTE))
+# The function may run a little longer than API Gateway waits (it is cut off there anyway).
+LAMBDA_TIMEOUT_SECONDS = API_GATEWAY_TIMEOUT_SECONDS + 1
+
+
+def per_route_throttling(total_rate: float, total_burst: int) -> tuple[float, int]:
+    """The stage's per-route rate and burst such that all routes together stay within the totals."""
+    return total_rate / len(ROUTES), max(1, total_burst // len(ROUTES))
 
 
 @dataclass
@@ -38,10 +49,12 @@ class PublicPredictApiArgs:
     """ARN of that endpoint: the only resource the function may invoke."""
     account_id: pulumi.Input[str]
     """The account, for the trust policy's aws:SourceAccount condition."""
+    anonymous: bool = False
+    """Routes without authorization (`publicApi: open`); by default they require IAM (SigV4) auth."""
     throttling_rate_limit: float = 10.0
-    """Steady-state requests per second the stage lets through (API Gateway token bucket rate)."""
+    """Steady-state requests per second the API lets through, all routes together."""
     throttling_burst_limit: int = 20
-    """Requests the stage accepts in a burst above the rate."""
+    """Requests the API accepts in a burst above the rate, all routes together."""
 
 
 class PublicPredictApi(pulumi.ComponentResource):
@@ -82,7 +95,7 @@ class PublicPredictApi(pulumi.ComponentResource):
             handler=f"{HANDLER_FILE.stem}.handler",
             code=pulumi.AssetArchive({HANDLER_FILE.name: pulumi.FileAsset(str(HANDLER_FILE))}),
             role=role.arn,
-            timeout=30,
+            timeout=LAMBDA_TIMEOUT_SECONDS,
             memory_size=256,
             environment={"variables": {lambda_handler.ENDPOINT_NAME_ENV: args.endpoint_name}},
             logging_config={"log_format": "JSON", "log_group": log_group.name},
@@ -101,7 +114,7 @@ class PublicPredictApi(pulumi.ComponentResource):
             integration_uri=function.invoke_arn,
             integration_method="POST",
             payload_format_version="2.0",
-            timeout_milliseconds=29_000,
+            timeout_milliseconds=API_GATEWAY_TIMEOUT_SECONDS * 1000,
             opts=child,
         )
         routes = [
@@ -109,20 +122,21 @@ class PublicPredictApi(pulumi.ComponentResource):
                 f"{name}-{suffix}",
                 api_id=api.id,
                 route_key=route_key,
+                authorization_type="NONE" if args.anonymous else "AWS_IAM",
                 target=integration.id.apply(lambda integration_id: f"integrations/{integration_id}"),
                 opts=child,
             )
-            for suffix, route_key in (("predict", PREDICT_ROUTE), ("invocations", INVOCATIONS_ROUTE))
+            for suffix, route_key in ROUTES
         ]
+        # Default route settings are route-level limits: each route gets its own bucket of that size,
+        # so the API's total is split between the routes.
+        rate, burst = per_route_throttling(args.throttling_rate_limit, args.throttling_burst_limit)
         stage = aws.apigatewayv2.Stage(
             f"{name}-stage",
             api_id=api.id,
             name="$default",
             auto_deploy=True,
-            default_route_settings={
-                "throttling_rate_limit": args.throttling_rate_limit,
-                "throttling_burst_limit": args.throttling_burst_limit,
-            },
+            default_route_settings={"throttling_rate_limit": rate, "throttling_burst_limit": burst},
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=routes)),
         )
         aws.lambda_.Permission(

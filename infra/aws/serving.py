@@ -9,9 +9,12 @@ are deleted only at the end of the update. That is the design that avoids terraf
 #21811 (a fixed-name configuration replaced delete-first) and #40048 (the old configuration deleted
 before the endpoint used the new one).
 
-The endpoint's own name is fixed per instance type: SageMaker refuses an UpdateEndpoint that changes
-the instance type of a variant registered with Application Auto Scaling, so a new instance type gets
-a new endpoint (created first, the old one removed last) instead of a failed update.
+The endpoint's own name is `<prefix>-<random suffix>`, the suffix kept while the instance type stays
+(infra/aws/unique_suffix.py): SageMaker refuses an UpdateEndpoint that changes the instance type of a
+variant registered with Application Auto Scaling, so a new instance type gets a new endpoint (created
+first, the old one removed last) instead of a failed update; and because the suffix is random, neither
+a redeploy after `destroy` nor a switch back to an earlier instance type reuses a name whose log group
+SageMaker may have recreated.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws.iam import Account, hosting_role_policy, service_trust_policy
+from infra.aws.iam import ENDPOINT_LOG_GROUP_PREFIX, Account, hosting_role_policy, service_trust_policy
 from infra.aws.names import parse_image_uri, sagemaker_name
-from infra.hashing import content_hash
+from infra.aws.unique_suffix import SUFFIX_BYTES, UniqueSuffix
+from serving.constants import SAGEMAKER_DEPLOYED_INFERENCE_OUTPUT, SAGEMAKER_INFERENCE_OUTPUT_ENV
 
 VARIANT_NAME = "AllTraffic"
-ENDPOINT_DIGEST_LENGTH = 8
+ENDPOINT_DIGEST_LENGTH = 2 * SUFFIX_BYTES  # hex characters of the endpoint name's random suffix
 ENDPOINT_LOG_RETENTION_DAYS = 30
 # Target tracking on SageMakerVariantInvocationsPerInstance (invocations per instance per minute):
 # ~10 requests/s per ml.m5.large, half of what a single small XGBoost model serves comfortably.
@@ -38,10 +42,6 @@ SCALE_OUT_COOLDOWN_SECONDS = 60
 # Alarms: any 5xx in five minutes; p90 model latency above half a second (ModelLatency is in µs).
 MODEL_LATENCY_P90_THRESHOLD_MICROSECONDS = 500_000.0
 ALARM_PERIOD_SECONDS = 300
-
-
-# The container variable that switches on selectable inference content (see the Model below).
-INFERENCE_OUTPUT_ENV = "SAGEMAKER_INFERENCE_OUTPUT"
 
 
 @dataclass
@@ -59,13 +59,13 @@ class SageMakerEndpointArgs:
     job_name_prefix: str
     """Every training job of the stack is `<job_name_prefix>-<hash>`: what the role may read from."""
     endpoint_name_prefix: str
-    """The endpoint is `<endpoint_name_prefix>-<hash of the instance type>`."""
+    """The endpoint is `<endpoint_name_prefix>-<random suffix, new per deployment and instance type>`."""
     image: str
     """The serving image (the built-in XGBoost image serves what it trained)."""
     artifact: pulumi.Input[str]
     """`s3://…/model.tar.gz` of the training job."""
     training_job: pulumi.Resource
-    """The job that writes `artifact`: the model is created only once it has finished."""
+    """What provides `artifact` (the champion gate): the model is created only once it has decided."""
     instance_type: str = "ml.m5.large"
     """Instance type of the production variant."""
     min_instances: int = 1
@@ -74,6 +74,8 @@ class SageMakerEndpointArgs:
     """Autoscaling upper bound."""
     kms_key_arn: str | None = None
     """Customer KMS key for the artifact and the endpoint's storage volume."""
+    champion_prefix: str | None = None
+    """Where the champion gate keeps what is served: the only artifacts the hosting role may read."""
 
 
 class SageMakerEndpoint(pulumi.ComponentResource):
@@ -98,10 +100,10 @@ class SageMakerEndpoint(pulumi.ComponentResource):
                 image=args.image,
                 model_data_url=args.artifact,
                 mode="SingleModel",
-                # Without it the built-in XGBoost server answers CSV whatever `Accept` says; with it,
-                # `Accept: application/json` returns {"predictions": [{"probabilities": [10]}]} and
-                # text/csv one record per line (sagemaker-xgboost-container "selectable inference").
-                environment={INFERENCE_OUTPUT_ENV: "probabilities"},
+                # Selectable inference content of the built-in container: `Accept: application/json`
+                # returns {"predictions": [{"probabilities": [10]}]}, text/csv one quoted list per line
+                # (serving/payloads.py has both modes byte for byte; the local stack sets the same).
+                environment={SAGEMAKER_INFERENCE_OUTPUT_ENV: SAGEMAKER_DEPLOYED_INFERENCE_OUTPUT},
             ),
             # The built-in algorithm's server needs no network: SageMaker downloads the model itself.
             enable_network_isolation=True,
@@ -124,13 +126,17 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             # switches to it, and the old one is deleted last (tf-provider-aws #21811, #40048).
             opts=self._opts(delete_before_replace=False),
         )
-        endpoint_digest = content_hash({"instance_type": args.instance_type}, ENDPOINT_DIGEST_LENGTH)
-        endpoint_name = sagemaker_name(args.endpoint_name_prefix, endpoint_digest)
+        suffix = UniqueSuffix(
+            f"{name}-endpoint-suffix",
+            keepers={"instance_type": args.instance_type},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        endpoint_name = suffix.suffix.apply(lambda s: sagemaker_name(args.endpoint_name_prefix, s))
         # Created before the endpoint so that the stack owns it (retention, tags, deleted on destroy).
         # CloudWatch Logs' own encryption: a customer key here would need a key policy for the logs service.
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-endpoint-logs",
-            name=f"/aws/sagemaker/Endpoints/{endpoint_name}",
+            name=endpoint_name.apply(lambda n: f"{ENDPOINT_LOG_GROUP_PREFIX}/{n}"),
             retention_in_days=ENDPOINT_LOG_RETENTION_DAYS,
             opts=self._opts(),
         )
@@ -182,6 +188,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
                         endpoint_name_prefix=args.endpoint_name_prefix,
                         image_repository_arn=_repository_arn(args.image, values[0]),
                         kms_key_arn=args.kms_key_arn,
+                        champion_prefix=args.champion_prefix,
                     )
                 )
             ),

@@ -8,6 +8,7 @@ stack's back shows up in `diff` (and `refresh`), so the next `pulumi up` starts 
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import time
@@ -33,12 +34,25 @@ from infra.local.support import (
     wait_port_closed,
 )
 from mnistctl.cli import serve_command
-from serving.constants import PING_ROUTE
+from serving.constants import (
+    PING_ROUTE,
+    SAGEMAKER_DEPLOYED_INFERENCE_OUTPUT,
+    SAGEMAKER_INFERENCE_OUTPUT_ENV,
+    Flavor,
+)
 
 STARTUP_TIMEOUT_SECONDS = 180.0  # loading TensorFlow on a busy two-core machine takes a while
 STOP_TIMEOUT_SECONDS = 10.0
 PORT_CLOSE_TIMEOUT_SECONDS = 10.0
-_REPLACE_KEYS = ("flavor", "name", "model_dir", "artifact_hash", "requested_port", "root")
+_REPLACE_KEYS = ("flavor", "name", "model_dir", "artifact_hash", "requested_port", "root", "environment")
+
+
+def serving_environment(flavor: str) -> dict[str, str]:
+    """What the cloud sets in the flavor's serving container, so that the local server answers alike:
+    the aws stack's SageMaker model runs with SAGEMAKER_INFERENCE_OUTPUT=probabilities."""
+    if flavor == Flavor.SAGEMAKER.value:
+        return {SAGEMAKER_INFERENCE_OUTPUT_ENV: SAGEMAKER_DEPLOYED_INFERENCE_OUTPUT}
+    return {}
 
 
 @dataclass
@@ -161,6 +175,7 @@ def _start(props: dict[str, Any], endpoint_id: str, port: int) -> dict[str, Any]
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=root,
+                env={**os.environ, **(props.get("environment") or {})},
                 start_new_session=True,  # its own process group: survives `pulumi up`, stopped as a group
                 close_fds=True,
             )
@@ -235,6 +250,7 @@ class LocalEndpoint(pulumi.dynamic.Resource, module="local", name="Endpoint"):
             "artifact_hash": args.artifact_hash,
             "root": args.root,
             "requested_port": args.requested_port,
+            "environment": pulumi.Output.from_input(args.flavor).apply(serving_environment),
             "pid": None,
             "port": None,
             "url": None,

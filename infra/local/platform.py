@@ -1,6 +1,7 @@
 """The local platform: the whole MNIST platform on this machine, no cloud account needed.
 
-Per model: the dataset (one, shared) -> a training job (`mnistctl train` in a subprocess) -> an
+Per model: the dataset (one, shared) -> a training job (`mnistctl train` in a subprocess) -> a
+champion gate (the job's model is served only if it passes the promotion rule, docs/gate.md) -> an
 endpoint (a detached `mnistctl serve` process speaking the wire contract of the platform that model
 is served on in the cloud: xgboost as SageMaker, tensorflow as Vertex AI, pytorch as watsonx.ai).
 Everything lives under one folder, `localRoot`, which `pulumi destroy` removes.
@@ -15,9 +16,12 @@ from typing import Any
 
 import pulumi
 
+from infra.gate import PromotionRule
+from infra.gate_provider import models_entry
 from infra.hashing import tree_sha256
 from infra.local.dataset import LocalDataset, LocalDatasetArgs
 from infra.local.endpoint import LocalEndpoint, LocalEndpointArgs
+from infra.local.gate import LocalGate, LocalGateArgs
 from infra.local.training_job import LocalTrainingJob, LocalTrainingJobArgs
 from infra.local.ui import LocalUi, LocalUiArgs
 from infra.settings import Framework, Settings
@@ -70,6 +74,8 @@ class LocalPlatformArgs:
     """Per model, a fixed loopback port; a free port when absent."""
     dry_run: pulumi.Input[bool] = False
     """Train on a tiny subset (quick looks and tests), not for accuracy."""
+    promotion: Mapping[Framework, PromotionRule] = field(default_factory=dict)
+    """Per model, the champion/challenger rule; a model without one serves every new training run."""
     ui: bool = True
     """Serve the draw-a-digit page of the endpoints (`mnistctl ui`), exported as `ui`."""
 
@@ -97,6 +103,7 @@ class LocalPlatform(pulumi.ComponentResource):
             child,
         )
         self.training_jobs: dict[Framework, LocalTrainingJob] = {}
+        self.gates: dict[Framework, LocalGate] = {}
         self.local_endpoints: dict[Framework, LocalEndpoint] = {}
         endpoint_names: dict[Framework, str] = {}
         for model in args.models:
@@ -115,6 +122,18 @@ class LocalPlatform(pulumi.ComponentResource):
                 child,
             )
             self.training_jobs[model] = job
+            # The endpoint serves the gate's champion, not the job's output (docs/gate.md).
+            gate = self.gates[model] = LocalGate(
+                f"{name}-{model.value}-gate",
+                LocalGateArgs(
+                    model=model.value,
+                    challenger_id=job.id,
+                    challenger_artifact=job.artifact,
+                    root=args.root,
+                    rule=args.promotion.get(model, PromotionRule(min_accuracy=0.0)),
+                ),
+                child,
+            )
             endpoint_names[model] = f"{name}-{model.value}"
             self.local_endpoints[model] = LocalEndpoint(
                 f"{name}-{model.value}-endpoint",
@@ -122,8 +141,8 @@ class LocalPlatform(pulumi.ComponentResource):
                     model=model.value,
                     flavor=FLAVOR_BY_MODEL[model].value,
                     name=endpoint_names[model],
-                    model_dir=job.out_dir,
-                    artifact_hash=job.artifact_hash,
+                    model_dir=gate.champion_dir,
+                    artifact_hash=gate.champion_hash,
                     root=args.root,
                     requested_port=args.ports.get(model, 0),
                 ),
@@ -138,8 +157,8 @@ class LocalPlatform(pulumi.ComponentResource):
         )
         self.models = pulumi.Output.all(
             **{
-                model.value: pulumi.Output.all(artifact=job.artifact, metrics=job.metrics)
-                for model, job in self.training_jobs.items()
+                model.value: models_entry(gate.champion, gate.challenger)
+                for model, gate in self.gates.items()
             }
         )
         self.bucket = self.data.path
@@ -177,13 +196,14 @@ class LocalPlatform(pulumi.ComponentResource):
             hyperparameters=settings.hyperparameters,
             ports=settings.local.ports,
             dry_run=settings.local.dry_run,
+            promotion={model: settings.promotion.rule(model) for model in settings.models},
             ui=settings.local.ui,
         )
         return cls(name, args)
 
 
 def _endpoint_entry(model: Framework, name: str, url: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:
-    """One entry of the `endpoints` output, in the shape every stack exports (DESIGN.md)."""
+    """One entry of the `endpoints` output, in the shape every stack exports (docs/architecture.md)."""
     flavor = FLAVOR_BY_MODEL[model]
     extra: dict[str, str] = {}
     if flavor is Flavor.VERTEX:

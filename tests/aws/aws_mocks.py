@@ -17,6 +17,8 @@ from typing import Any
 from harness import Resource, StackRun, run_stack
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
 
+from infra.hashing import content_hash
+
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 PARTITION = "aws"
@@ -46,6 +48,9 @@ INTEGRATION = "aws:apigatewayv2/integration:Integration"
 ROUTE = "aws:apigatewayv2/route:Route"
 STAGE = "aws:apigatewayv2/stage:Stage"
 COMPONENT = "mnist-platform:aws:SageMakerPlatform"
+TRAINING_ATTEMPT = "pulumi-python:dynamic/aws:TrainingJobAttempt"
+UNIQUE_SUFFIX = "pulumi-python:dynamic/aws:UniqueSuffix"
+GATE = "pulumi-python:dynamic/aws:ChampionGate"
 
 
 def _suffixed(args: MockResourceArgs) -> str:
@@ -65,6 +70,16 @@ def _outputs(args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         name = inputs.get("name") or _suffixed(args)
         state.update(name=name, arn=f"arn:aws:iam::{ACCOUNT}:role/{name}", id=name)
         return name, state
+    if typ == TRAINING_ATTEMPT:
+        # A first attempt: no job of that name exists (the provider's own tests cover the others).
+        state.update(job_name=inputs["base_name"], attempt=0)
+        return inputs["base_name"], state
+    if typ == UNIQUE_SUFFIX:
+        # The engine keeps the random suffix in the state while the keepers stay: a function of them here,
+        # so that two runs of one configuration look like two `up`s of one deployment.
+        suffix = content_hash(inputs["keepers"], 2 * int(inputs["length_bytes"]))
+        state["suffix"] = suffix
+        return suffix, state
     if typ == TRAINING_JOB:
         name = inputs["trainingJobName"]
         state["arn"] = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name}"
@@ -74,6 +89,21 @@ def _outputs(args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         kind = {MODEL: "model", ENDPOINT_CONFIG: "endpoint-config", ENDPOINT: "endpoint"}[typ]
         state.update(name=name, arn=f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:{kind}/{name}")
         return name, state
+    if typ == GATE:
+        # The gate's first round: the challenger passes and is copied to the champions prefix.
+        job = inputs["challenger_id"]
+        champion = {
+            "source": job,
+            "artifact": f"s3://{inputs['bucket']}/champions/{inputs['model']}/{job}/model.tar.gz",
+            "accuracy": 0.97,
+            "metrics": {"training_job": job, "validation:merror": 0.03},
+        }
+        state.update(
+            champion=champion,
+            champion_artifact=champion["artifact"],
+            challenger={**champion, "artifact": inputs["challenger_artifact"], "decision": "promoted"},
+        )
+        return f"{args.name}-id", state
     if typ == LOG_GROUP:
         name = inputs.get("name") or _suffixed(args)
         state.update(name=name, arn=f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}")

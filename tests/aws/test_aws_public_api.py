@@ -94,7 +94,7 @@ def test_accepts_base64_bodies(stubbed: Stubber) -> None:
 def test_unknown_endpoint_name_is_a_404_and_nothing_is_invoked(stubbed: Stubber) -> None:
     response = handler.handler(_event(_row(), path="/endpoints/someone-else/invocations"), None)
     assert response["statusCode"] == 404
-    assert "someone-else" in json.loads(response["body"])["error"]
+    assert "someone-else" in json.loads(response["body"])["message"]
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ def test_malformed_requests_get_a_json_message_and_never_reach_the_endpoint(
 ) -> None:
     response = handler.handler(_event(body, content_type=content_type), None)
     assert response["statusCode"] == status
-    assert says in json.loads(response["body"])["error"]
+    assert says in json.loads(response["body"])["message"]
 
 
 def test_unsupported_accept_is_a_415(stubbed: Stubber) -> None:
@@ -148,4 +148,4 @@ def test_endpoint_errors_map_to_a_status_that_says_whose_fault_it_is(
         )
     response = handler.handler(_event(_row()), None)
     assert response["statusCode"] == status
-    assert json.loads(response["body"])["error"]
+    assert json.loads(response["body"])["message"]

@@ -6,9 +6,11 @@ the t10k files (the staged CSV cache is written beside them, never into the data
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +27,9 @@ from aws_mocks import (
     ENDPOINT,
     ENDPOINT_CONFIG,
     FUNCTION,
+    GATE,
     HTTP_API,
+    INTEGRATION,
     LOG_GROUP,
     MODEL,
     OBJECT,
@@ -40,7 +44,9 @@ from aws_mocks import (
     SCALING_POLICY,
     SCALING_TARGET,
     STAGE,
+    TRAINING_ATTEMPT,
     TRAINING_JOB,
+    UNIQUE_SUFFIX,
     AwsRun,
     provider_of,
     run_aws,
@@ -77,6 +83,11 @@ def api_stack(data_dir: Path) -> AwsRun:
 
 
 @pytest.fixture(scope="module")
+def open_api_stack(data_dir: Path) -> AwsRun:
+    return run_aws(data_dir, {"publicApi": "open"})
+
+
+@pytest.fixture(scope="module")
 def distributed_stack(data_dir: Path) -> AwsRun:
     return run_aws(data_dir, {"trainingInstanceCount": 2})
 
@@ -91,6 +102,18 @@ def _statements(document: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
+
+
+def _prefix(run: AwsRun) -> str:
+    """The one `datasets/<hash>` prefix every uploaded object of the run is under."""
+    (prefix,) = {o.inputs["key"].rsplit("/", 2)[0] for o in run.of_type(OBJECT)}
+    return prefix
+
+
+def _allows(statement: dict[str, Any], action: str, resource: str) -> bool:
+    """IAM's matching of one Allow statement (wildcards `*` and `?`, no conditions)."""
+    actions, resources = _as_list(statement["Action"]), _as_list(statement["Resource"])
+    return action in actions and any(fnmatch.fnmatchcase(resource, pattern) for pattern in resources)
 
 
 def _statement(document: dict[str, Any], sid: str) -> dict[str, Any]:
@@ -125,7 +148,9 @@ def test_bucket_refuses_requests_without_tls(stack: AwsRun) -> None:
 
 
 def test_dataset_is_uploaded_as_csv_under_train_and_validation(stack: AwsRun) -> None:
-    objects = {o.inputs["key"]: o for o in stack.of_type(OBJECT)}
+    prefix = _prefix(stack)
+    assert re.fullmatch(r"datasets/[0-9a-f]{16}", prefix)
+    objects = {o.inputs["key"].removeprefix(f"{prefix}/"): o for o in stack.of_type(OBJECT)}
     assert sorted(objects) == ["train/train.csv", "validation/validation.csv"]
     for key, obj in objects.items():
         assert obj.inputs["bucket"] == _bucket_name(stack)
@@ -154,6 +179,26 @@ def test_a_second_run_declares_identical_data_and_job(stack: AwsRun, data_dir: P
     }
     assert again.one(TRAINING_JOB).inputs == stack.one(TRAINING_JOB).inputs
     assert again.outputs == stack.outputs
+    assert _prefix(again) == _prefix(stack), "same dataset and settings: same prefix, nothing uploaded again"
+
+
+def test_a_new_instance_count_stages_under_a_new_prefix_that_the_job_reads_alone(
+    stack: AwsRun, distributed_stack: AwsRun
+) -> None:
+    # Pulumi deletes the objects that left the program only after the new job has trained: a job that
+    # read `train/` would see the old unsharded file and the new shards, every row twice.
+    old, new = _prefix(stack), _prefix(distributed_stack)
+    assert old != new
+    assert all(o.inputs["key"].startswith(f"{new}/") for o in distributed_stack.of_type(OBJECT))
+    bucket = _bucket_name(distributed_stack)
+    uris = {
+        c["channelName"]: c["dataSource"]["s3DataSource"]["s3Uri"]
+        for c in distributed_stack.one(TRAINING_JOB).inputs["inputDataConfigs"]
+    }
+    assert uris == {"train": f"s3://{bucket}/{new}/train/", "validation": f"s3://{bucket}/{new}/validation/"}
+    # The role reads this version only.
+    read = _statement(distributed_stack.policy("training-access"), "ReadTrainingChannels")
+    assert all(r.startswith(f"arn:aws:s3:::{bucket}/{new}/") for r in read["Resource"])
 
 
 # -- access ---------------------------------------------------------------------------------------
@@ -195,27 +240,50 @@ def test_every_policy_statement_is_scoped(stack_fixture: str, request: pytest.Fi
 def test_training_role_reads_the_channels_and_writes_only_its_jobs_artifacts(stack: AwsRun) -> None:
     bucket = f"arn:aws:s3:::{_bucket_name(stack)}"
     policy = stack.policy("training-access")
+    prefix = _prefix(stack)
     assert _statement(policy, "ReadTrainingChannels")["Resource"] == [
-        f"{bucket}/train/*",
-        f"{bucket}/validation/*",
+        f"{bucket}/{prefix}/train/*",
+        f"{bucket}/{prefix}/validation/*",
     ]
     write = _statement(policy, "WriteOwnJobArtifacts")
     assert write["Action"] == "s3:PutObject"
     assert write["Resource"] == f"{bucket}/output/mnist-aws-xgboost-*"
     listing = _statement(policy, "ListOnlyStackPrefixes")
     assert listing["Resource"] == bucket
-    assert listing["Condition"]["StringLike"]["s3:prefix"] == ["train/*", "validation/*", "output/*"]
     assert _statement(policy, "PullAlgorithmImage")["Resource"] == XGBOOST_REPOSITORY_ARN
-    logs = _statement(policy, "WriteOwnJobLogs")["Resource"]
-    assert logs == [
-        f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/TrainingJobs",
-        f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/TrainingJobs:log-stream:mnist-aws-xgboost-*",
-    ]
+    group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/TrainingJobs"
+    assert _statement(policy, "WriteOwnJobLogs")["Resource"] == f"{group}:log-stream:mnist-aws-xgboost-*"
     job_name = stack.one(TRAINING_JOB).inputs["trainingJobName"]
     assert job_name.startswith("mnist-aws-xgboost-"), "the policy's name patterns must match the real job"
 
 
-def test_hosting_role_reads_only_model_artifacts(stack: AwsRun) -> None:
+def test_training_role_may_list_the_output_location_as_sagemaker_names_it(stack: AwsRun) -> None:
+    # S3OutputPath is `s3://bucket/output` (no slash): a listing of exactly `output` must be allowed,
+    # and nothing outside the stack's prefixes.
+    listing = _statement(stack.policy("training-access"), "ListOnlyStackPrefixes")
+    patterns = listing["Condition"]["StringLike"]["s3:prefix"]
+    prefix = _prefix(stack)
+    allowed = ["output", "output/", "output/mnist-aws-xgboost-1/", f"{prefix}/train/", f"{prefix}/validation"]
+    for listed in allowed:
+        assert any(fnmatch.fnmatchcase(listed, p) for p in patterns), listed
+    for listed in ("", "datasets/", "train/", "other/"):
+        assert not any(fnmatch.fnmatchcase(listed, p) for p in patterns), listed
+
+
+def test_training_role_may_describe_log_streams_on_the_log_group_arn_iam_checks(stack: AwsRun) -> None:
+    # IAM authorizes DescribeLogStreams (and CreateLogGroup) against `...:log-group:NAME:*`.
+    group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/TrainingJobs"
+    statements = _statements(stack.policy("training-access"))
+    for action in ("logs:DescribeLogStreams", "logs:CreateLogGroup"):
+        assert any(_allows(s, action, f"{group}:*") for s in statements), action
+    stream = f"{group}:log-stream:mnist-aws-xgboost-0123456789ab/algo-1-1700000000"
+    for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
+        assert any(_allows(s, action, stream) for s in statements), action
+    other_stream = f"{group}:log-stream:someone-else/algo-1"
+    assert not any(_allows(s, "logs:PutLogEvents", other_stream) for s in statements)
+
+
+def test_hosting_role_reads_only_the_champion_copies_it_serves(stack: AwsRun) -> None:
     bucket = f"arn:aws:s3:::{_bucket_name(stack)}"
     policy = stack.policy("hosting-access")
     s3_statements = [
@@ -226,9 +294,11 @@ def test_hosting_role_reads_only_model_artifacts(stack: AwsRun) -> None:
             "Sid": "ReadOwnModelArtifacts",
             "Effect": "Allow",
             "Action": "s3:GetObject",
-            "Resource": f"{bucket}/output/mnist-aws-xgboost-*/output/model.tar.gz",
+            "Resource": f"{bucket}/champions/*/model.tar.gz",
         }
     ]
+    served = stack.one(MODEL).inputs["primaryContainer"]["modelDataUrl"]
+    assert served.startswith(f"s3://{_bucket_name(stack)}/champions/") and served.endswith("/model.tar.gz")
     endpoint_name = stack.one(ENDPOINT).inputs["name"]
     log_groups = _statement(policy, "WriteOwnEndpointLogs")["Resource"][0]
     assert log_groups.endswith("log-group:/aws/sagemaker/Endpoints/mnist-aws-xgboost-*")
@@ -261,7 +331,7 @@ def test_training_job_reads_csv_channels_from_the_bucket(stack: AwsRun) -> None:
         assert channel["contentType"] == "text/csv"
         assert channel["dataSource"]["s3DataSource"] == {
             "s3DataType": "S3Prefix",
-            "s3Uri": f"s3://{bucket}/{name}/",
+            "s3Uri": f"s3://{bucket}/{_prefix(stack)}/{name}/",
             "s3DataDistributionType": "FullyReplicated",
         }
     assert stack.one(TRAINING_JOB).inputs["outputDataConfig"] == {"s3OutputPath": f"s3://{bucket}/output"}
@@ -278,6 +348,8 @@ def test_hyperparameters_are_strings_for_probabilities_over_ten_classes(stack: A
     assert all(isinstance(v, str) for v in hyperparameters.values())
     assert hyperparameters["objective"] == "multi:softprob"
     assert hyperparameters["num_class"] == "10"
+    # The champion gate's score: the built-in algorithm reports validation:merror only when asked.
+    assert "merror" in hyperparameters["eval_metric"].split(",")
     assert "num_round" in hyperparameters
 
 
@@ -291,6 +363,15 @@ def test_training_resources_and_stopping_condition_come_from_the_stack_config(st
     assert job.inputs["stoppingCondition"] == {"maxRuntimeInSeconds": 3600}
     # The provider waits for the job to finish; its create timeout must outlast the job.
     assert job.inputs["timeouts"]["create"] == "90m"
+
+
+def test_training_job_takes_its_name_from_the_attempt_resource(stack: AwsRun) -> None:
+    # A failed job keeps no Pulumi state: the attempt resource moves the next `up` to a free name.
+    job, attempt = stack.one(TRAINING_JOB), stack.one(TRAINING_ATTEMPT)
+    assert job.inputs["trainingJobName"] == attempt.outputs["job_name"]
+    assert stack.depends_on(job, attempt)
+    assert attempt.inputs["region"] == REGION
+    assert re.fullmatch(r"mnist-aws-xgboost-[0-9a-f]{12}", attempt.inputs["base_name"])
 
 
 def test_training_job_name_is_a_valid_sagemaker_name(stack: AwsRun) -> None:
@@ -313,29 +394,59 @@ def test_changed_hyperparameters_train_a_new_job_and_roll_the_model_forward(
     assert changed.one(ENDPOINT).inputs["name"] == stack.one(ENDPOINT).inputs["name"]
 
 
-def test_changed_data_trains_a_new_job(stack: AwsRun, distributed_stack: AwsRun) -> None:
-    assert (
-        distributed_stack.one(TRAINING_JOB).inputs["trainingJobName"]
-        != stack.one(TRAINING_JOB).inputs["trainingJobName"]
-    )
+def test_changed_data_alone_trains_a_new_job(
+    stack: AwsRun, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the data changes (one training label), nothing else the job is made of: a new job."""
+    from infra.aws import data as aws_data
+
+    real_load = aws_data.load_dataset
+
+    def one_label_changed(*args: Any, **kwargs: Any) -> Any:
+        split = real_load(*args, **kwargs)
+        split.y_train[0] = (split.y_train[0] + 1) % 10
+        return split
+
+    # A fresh staging cache for each run, so the stack converts the data it is given.
+    monkeypatch.setattr(aws_data, "staging_root", lambda name: tmp_path / "same")
+    same = run_aws(data_dir)
+    monkeypatch.setattr(aws_data, "staging_root", lambda name: tmp_path / "changed")
+    monkeypatch.setattr(aws_data, "load_dataset", one_label_changed)
+    changed = run_aws(data_dir)
+
+    original = stack.one(TRAINING_JOB).inputs
+    assert same.one(TRAINING_JOB).inputs["trainingJobName"] == original["trainingJobName"]
+    assert changed.one(TRAINING_JOB).inputs["trainingJobName"] != original["trainingJobName"]
+    assert changed.one(TRAINING_JOB).inputs["hyperParameters"] == original["hyperParameters"]
+    assert changed.one(TRAINING_JOB).inputs["resourceConfig"] == original["resourceConfig"]
 
 
 # -- serving --------------------------------------------------------------------------------------
 
 
-def test_model_serves_the_training_jobs_artifact(stack: AwsRun) -> None:
-    job, model = stack.one(TRAINING_JOB), stack.one(MODEL)
-    artifact = f"s3://{_bucket_name(stack)}/output/{job.inputs['trainingJobName']}/output/model.tar.gz"
+def test_model_serves_the_gates_champion_and_the_gate_judges_the_training_job(stack: AwsRun) -> None:
+    job, model, gate = stack.one(TRAINING_JOB), stack.one(MODEL), stack.one(GATE)
+    job_name = job.inputs["trainingJobName"]
+    # The gate reads the job's metrics and judges its artifact; the model serves the gate's copy of it.
+    assert gate.props["challenger_id"] == job_name
+    assert (
+        gate.props["challenger_artifact"]
+        == f"s3://{_bucket_name(stack)}/output/{job_name}/output/model.tar.gz"
+    )
+    assert gate.props["region"] == REGION and gate.props["bucket"] == _bucket_name(stack)
+    assert gate.props["min_accuracy"] == 0.95  # mnist-t10k's default floor for xgboost
+    assert stack.depends_on(gate, job)
+    assert model.property_dependencies["primaryContainer"] == {gate.urn}
     assert model.inputs["primaryContainer"] == {
         "image": XGBOOST_1_7_IMAGE_US_EAST_1,
-        "modelDataUrl": artifact,
+        "modelDataUrl": f"s3://{_bucket_name(stack)}/champions/xgboost/{job_name}/model.tar.gz",
         "mode": "SingleModel",
         # Probabilities as JSON, one record per CSV line: what mnistctl's SageMaker client parses.
         "environment": {"SAGEMAKER_INFERENCE_OUTPUT": "probabilities"},
     }
     assert model.inputs["executionRoleArn"] == stack.one(ROLE, "hosting").outputs["arn"]
-    # The model is created only once the job resource exists, i.e. after training completed.
-    assert stack.depends_on(model, job)
+    # The model is created only once the gate has decided, i.e. after training completed.
+    assert stack.depends_on(model, gate)
     assert stack.depends_on(model, stack.one(ROLE_POLICY, "hosting"))
 
 
@@ -363,8 +474,20 @@ def test_model_and_configuration_are_generated_names_so_replacements_never_colli
 def test_a_new_instance_type_gets_a_new_endpoint(stack: AwsRun, data_dir: Path) -> None:
     # SageMaker refuses UpdateEndpoint that changes the instance type of an autoscaled variant.
     moved = run_aws(data_dir, {"endpointInstanceType": "ml.c5.large"})
+    assert moved.one(UNIQUE_SUFFIX).inputs["keepers"] != stack.one(UNIQUE_SUFFIX).inputs["keepers"]
     assert moved.one(ENDPOINT).inputs["name"] != stack.one(ENDPOINT).inputs["name"]
     assert moved.one(ENDPOINT).inputs["name"].startswith("mnist-aws-xgboost-")
+
+
+def test_endpoint_and_log_group_names_come_from_a_suffix_kept_per_instance_type(stack: AwsRun) -> None:
+    # The suffix is random per deployment (infra/aws/unique_suffix.py): a redeploy after destroy, or a
+    # switch back to an earlier instance type, never reuses a log group name SageMaker may have recreated.
+    suffix = stack.one(UNIQUE_SUFFIX)
+    assert suffix.inputs["keepers"] == {"instance_type": "ml.m5.large"}
+    endpoint, log_group = stack.one(ENDPOINT), stack.one(LOG_GROUP)
+    assert endpoint.inputs["name"] == f"mnist-aws-xgboost-{suffix.outputs['suffix']}"
+    assert log_group.inputs["name"] == f"/aws/sagemaker/Endpoints/{endpoint.inputs['name']}"
+    assert stack.depends_on(log_group, suffix)
 
 
 def test_endpoint_log_group_is_owned_by_the_stack(stack: AwsRun) -> None:
@@ -427,10 +550,10 @@ def test_every_resource_uses_the_region_and_tagging_provider(
     component = stack.one(COMPONENT)
     provider_ref = f"{provider.urn}::{provider.id}"
     for resource in stack.resources:
-        if resource is provider or resource is component:
-            continue
+        if resource is provider or resource is component or resource.is_dynamic:
+            continue  # (the champion gate is a dynamic resource: it calls boto3 with the stack's region)
         assert resource.parent is not None, resource.name
-        if resource.custom:
+        if resource.custom and not resource.is_dynamic:  # dynamic providers run in the engine
             assert provider_of(stack, resource) == provider_ref, resource.name
     assert provider.parent == component.urn
 
@@ -444,10 +567,15 @@ def test_outputs_follow_the_stack_contract(stack: AwsRun) -> None:
     assert model["artifact"] == stack.one(MODEL).inputs["primaryContainer"]["modelDataUrl"]
     assert model["metrics"] == {
         "training_job": job.inputs["trainingJobName"],
-        "dataset": "mnist-t10k",
-        "n_train": 8000,
-        "n_test": 2000,
+        "validation:merror": 0.03,
+        "accuracy": 0.97,
     }
+    assert model["champion"] == {
+        "artifact": model["artifact"],
+        "accuracy": 0.97,
+        "source": job.inputs["trainingJobName"],
+    }
+    assert model["challenger"]["decision"] == "promoted"
     assert stack.outputs["bucket"] == _bucket_name(stack)
     assert stack.outputs["dataset"] == "mnist-t10k"
     registered = stack.run.component_outputs[stack.one(COMPONENT).urn]
@@ -458,7 +586,8 @@ def test_outputs_follow_the_stack_contract(stack: AwsRun) -> None:
 
 
 def test_two_training_instances_shard_the_train_channel(distributed_stack: AwsRun) -> None:
-    keys = sorted(o.inputs["key"] for o in distributed_stack.of_type(OBJECT))
+    prefix = _prefix(distributed_stack)
+    keys = sorted(o.inputs["key"].removeprefix(f"{prefix}/") for o in distributed_stack.of_type(OBJECT))
     assert keys == ["train/train-000-of-002.csv", "train/train-001-of-002.csv", "validation/validation.csv"]
     job = distributed_stack.one(TRAINING_JOB)
     assert job.inputs["resourceConfig"]["instanceCount"] == 2
@@ -500,8 +629,9 @@ def test_public_api_is_throttled_and_its_function_may_only_invoke_this_endpoint(
         "POST /endpoints/{name}/invocations",
         "POST /predict",
     ]
+    # Route-level limits: each of the two routes gets half, so the API as a whole keeps 10/s, bursts of 20.
     settings = api_stack.one(STAGE).inputs["defaultRouteSettings"]
-    assert settings["throttlingRateLimit"] > 0 and settings["throttlingBurstLimit"] > 0
+    assert settings == {"throttlingRateLimit": 5, "throttlingBurstLimit": 10}
 
     function = api_stack.one(FUNCTION)
     assert function.inputs["environment"] == {"variables": {"ENDPOINT_NAME": endpoint.inputs["name"]}}
@@ -521,6 +651,21 @@ def test_public_api_is_throttled_and_its_function_may_only_invoke_this_endpoint(
     assert permission.inputs["sourceArn"].startswith(api.outputs["executionArn"])
     entry = api_stack.outputs["endpoints"]["xgboost"]
     assert entry["url"].startswith("https://") and not entry["url"].endswith("/")
+    assert function.inputs["timeout"] >= api_stack.one(INTEGRATION).inputs["timeoutMilliseconds"] / 1000
+
+
+def test_public_api_routes_require_iam_authorization_by_default(api_stack: AwsRun) -> None:
+    # `publicApi: true` (the earlier boolean) means the IAM-authorized API, as does `iam`.
+    routes = api_stack.of_type(ROUTE)
+    assert [r.inputs["authorizationType"] for r in routes] == ["AWS_IAM", "AWS_IAM"]
+    assert api_stack.outputs["endpoints"]["xgboost"]["auth"] == "iam"
+
+
+def test_an_open_public_api_is_anonymous_and_still_throttled(open_api_stack: AwsRun) -> None:
+    routes = open_api_stack.of_type(ROUTE)
+    assert [r.inputs["authorizationType"] for r in routes] == ["NONE", "NONE"]
+    assert open_api_stack.one(STAGE).inputs["defaultRouteSettings"]["throttlingRateLimit"] * len(routes) == 10
+    assert open_api_stack.outputs["endpoints"]["xgboost"]["auth"] == "none"
 
 
 def test_lambda_ships_the_handler_file(api_stack: AwsRun) -> None:

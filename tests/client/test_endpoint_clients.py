@@ -71,10 +71,16 @@ def test_resolve_endpoint_writes_the_stack_output_shape() -> None:
 
 
 @pytest.mark.parametrize(
-    "images", [np.zeros((0, 784)), np.zeros((2, 783)), np.full((1, 784), 2.0), np.full((1, 784), np.nan)]
+    ("images", "message"),
+    [
+        (np.zeros((0, 784)), r"non-empty float array \[N, 784\] or \[N, 28, 28\]; got \(0, 784\)"),
+        (np.zeros((2, 783)), r"non-empty float array \[N, 784\] or \[N, 28, 28\]; got \(2, 783\)"),
+        (np.full((1, 784), 2.0), r"pixel values must be finite and in \[0, 1\]"),
+        (np.full((1, 784), np.nan), r"pixel values must be finite and in \[0, 1\]"),
+    ],
 )
-def test_images_outside_the_contract_are_refused_before_sending(images: np.ndarray) -> None:
-    with pytest.raises(ValueError):
+def test_images_outside_the_contract_are_refused_before_sending(images: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         check_images(images)
 
 
@@ -195,7 +201,8 @@ def test_watsonx_client_posts_v4_scoring_payload_with_version(httpserver: HTTPSe
     request = httpserver.log[0][0]
     assert "Authorization" not in request.headers  # a local http server gets no credentials
     (entry,) = json.loads(request.get_data())["input_data"]
-    assert np.asarray(entry["values"]).shape == (3, 784)
+    # The pixels themselves, in order, as the shortest decimals that round-trip to the float32 values.
+    np.testing.assert_array_equal(np.asarray(entry["values"], dtype=np.float32), IMAGES)
 
 
 def test_watsonx_client_retries_503_and_reports_the_error_message_of_a_400(httpserver: HTTPServer) -> None:

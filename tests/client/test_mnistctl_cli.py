@@ -3,6 +3,7 @@ and the same table of digits whatever the platform."""
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 from pathlib import Path
@@ -15,6 +16,7 @@ from pytest_httpserver import HTTPServer
 from typer.testing import CliRunner
 
 from mnistctl.cli import app
+from mnistctl.images import read_image
 
 runner = CliRunner()
 
@@ -176,8 +178,11 @@ def test_predict_reads_png_files(httpserver: HTTPServer, tmp_path: Path) -> None
 
     assert result.exit_code == 0, result.output
     assert "one.png" in result.stdout
-    sent = np.asarray(__import__("json").loads(httpserver.log[0][0].get_data())["input_data"][0]["values"])
-    assert sent.shape == (1, 784) and sent.max() <= 1.0
+    sent = np.asarray(
+        json.loads(httpserver.log[0][0].get_data())["input_data"][0]["values"], dtype=np.float32
+    )
+    # Exactly what mnistctl.images makes of the picture: the same 784 intensities, in order.
+    np.testing.assert_array_equal(sent, read_image(tmp_path / "one.png").reshape(1, 784))
 
 
 def test_predict_against_an_unreachable_endpoint_fails_with_a_message(t10k_dir: Path) -> None:

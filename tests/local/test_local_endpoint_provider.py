@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import requests
 
 from infra.local import endpoint as local_endpoint
 from infra.local.endpoint import LocalEndpointProvider, server_running
-from infra.local.support import LocalProviderError, port_open, process_cmdline, wait_gone
+from infra.local.support import LocalProviderError, port_open, process_cmdline, process_start, wait_gone
 from infra.local.support import free_port as any_free_port
 
 pytestmark = pytest.mark.slow
@@ -97,11 +99,24 @@ def test_a_stopped_server_that_ignores_sigterm_is_killed(
 
 def test_delete_of_a_server_already_gone_succeeds_and_spares_a_stranger_with_its_pid(endpoint_props: Props):
     provider = LocalEndpointProvider()
-    stranger = os.getpid()  # a live process that is not our server
-    state = {**endpoint_props(), "pid": stranger, "port": any_free_port(), "started": "0", "url": "http://x"}
-    provider.delete("gone", state)
-    provider.delete("never", {**endpoint_props(), "pid": 2**22 + 17, "port": 1})
-    assert process_cmdline(stranger) is not None
+    # A live process that is not our server, leading its own process group (as our servers do), whose
+    # pid and start time the state records as if the server had been replaced by it.
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        state = {
+            **endpoint_props(),
+            "pid": stranger.pid,
+            "port": any_free_port(),
+            "started": process_start(stranger.pid),
+            "url": "http://x",
+        }
+        provider.delete("gone", state)
+        provider.delete("never", {**endpoint_props(), "pid": 2**22 + 17, "port": 1})
+        time.sleep(0.2)  # a signal, had one been sent, has landed by now
+        assert stranger.poll() is None, "delete killed a process that was not its server"
+    finally:
+        stranger.kill()
+        stranger.wait()
 
 
 @pytest.mark.parametrize(

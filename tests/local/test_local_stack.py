@@ -16,6 +16,7 @@ from pulumi.runtime.mocks import MockResourceArgs
 
 from infra.local.dataset import LocalDatasetProvider
 from infra.local.endpoint import LocalEndpointProvider
+from infra.local.gate import LocalGateProvider
 from infra.local.platform import training_code_hash
 from infra.local.training_job import LocalTrainingJobProvider
 from infra.local.ui import LocalUiProvider
@@ -25,6 +26,7 @@ PLATFORM = "mnist-platform:local:LocalPlatform"
 DATASET = "pulumi-python:dynamic/local:Dataset"
 TRAINING_JOB = "pulumi-python:dynamic/local:TrainingJob"
 ENDPOINT = "pulumi-python:dynamic/local:Endpoint"
+GATE = "pulumi-python:dynamic/local:ChampionGate"
 UI = "pulumi-python:dynamic/local:Ui"
 MODELS = ("xgboost", "tensorflow", "pytorch")
 
@@ -40,7 +42,23 @@ def plausible_outputs(args: MockResourceArgs) -> dict[str, Any]:
             "out_dir": out,
             "artifact": f"{out}/artifact",
             "artifact_hash": f"hash-{inputs['framework']}",
-            "metrics": {"accuracy": 0.97, "train_seconds": 3.0},
+            # A different figure per model, so that outputs wired to the wrong job would show.
+            "metrics": {"accuracy": 0.97 + 0.01 * MODELS.index(inputs["framework"]), "train_seconds": 3.0},
+        }
+    if args.typ == GATE:
+        artifact = f"{inputs['root']}/champions/{inputs['model']}/{inputs['challenger_id']}/artifact"
+        # Per model, so that outputs wired to another model's gate would show.
+        index = MODELS.index(inputs["model"])
+        champion = {
+            "source": inputs["challenger_id"],
+            "artifact": artifact,
+            "accuracy": 0.97 + 0.01 * index,
+            "metrics": {"train_seconds": 3.0 + index},
+        }
+        return {
+            "champion": champion,
+            "champion_artifact": artifact,
+            "challenger": {**champion, "decision": "promoted", "reason": "first"},
         }
     if args.typ == ENDPOINT:
         port = int(inputs.get("requested_port") or 0) or 40000 + MODELS.index(inputs["model"])
@@ -51,8 +69,13 @@ def plausible_outputs(args: MockResourceArgs) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> StackRun:
-    root = tmp_path_factory.mktemp("local-root")
+def local_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("local-root")
+
+
+@pytest.fixture(scope="module")
+def run(local_root: Path) -> StackRun:
+    root = local_root
     return run_stack(
         "local",
         {
@@ -64,21 +87,23 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> StackRun:
     )
 
 
-def test_local_stack_declares_one_dataset_and_a_job_and_an_endpoint_per_model(run: StackRun):
+def test_local_stack_declares_one_dataset_and_a_job_a_gate_and_an_endpoint_per_model(run: StackRun):
     assert len(run.of_type(PLATFORM)) == 1
     assert len(run.of_type(DATASET)) == 1
     assert sorted(r.props["framework"] for r in run.of_type(TRAINING_JOB)) == sorted(MODELS)
+    assert sorted(r.props["model"] for r in run.of_type(GATE)) == sorted(MODELS)
     assert sorted(r.props["model"] for r in run.of_type(ENDPOINT)) == sorted(MODELS)
 
 
 def test_every_resource_is_a_child_of_the_platform_named_after_it(run: StackRun):
     platform = run.one(PLATFORM)
     children = run.children_of(platform)
-    assert len(children) == 8 == len(run.resources) - 1
+    assert len(children) == 11 == len(run.resources) - 1
     assert all(child.name.startswith(f"{platform.name}-") for child in children)
     assert run.one(DATASET).name == f"{platform.name}-data"
     assert run.one(TRAINING_JOB, "xgboost").name == f"{platform.name}-xgboost-training"
     assert run.one(ENDPOINT, "xgboost").name == f"{platform.name}-xgboost-endpoint"
+    assert run.one(GATE, "xgboost").name == f"{platform.name}-xgboost-gate"
     assert run.one(UI).name == f"{platform.name}-ui"
 
 
@@ -98,16 +123,43 @@ def test_ui_false_declares_no_page_and_exports_no_ui(tmp_path: Path):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_endpoint_depends_on_its_training_job_which_depends_on_the_dataset(run: StackRun, model: str):
+def test_endpoint_serves_the_gates_champion_and_the_gate_judges_the_training_job(run: StackRun, model: str):
     dataset, job, endpoint = run.one(DATASET), run.one(TRAINING_JOB, model), run.one(ENDPOINT, model)
-    assert run.depends_on(endpoint, job)
-    assert run.depends_on(job, dataset)
-    # Through the inputs that carry the meaning: the artifact the endpoint serves, the data the job reads.
-    assert endpoint.property_dependencies["model_dir"] == {job.urn}
-    assert endpoint.property_dependencies["artifact_hash"] == {job.urn}
+    gate = run.one(GATE, model)
+    assert run.depends_on(gate, job) and run.depends_on(job, dataset)
+    # Through the inputs that carry the meaning: the champion the endpoint serves (never the job's own
+    # output, which a retraining replaces), the challenger the gate judges, the data the job reads.
+    assert endpoint.property_dependencies["model_dir"] == {gate.urn}
+    assert endpoint.property_dependencies["artifact_hash"] == {gate.urn}
+    assert not run.depends_on(endpoint, job)
+    assert endpoint.props["model_dir"] == str(Path(gate.outputs["champion_artifact"]).parent)
+    assert gate.props["challenger_id"] == job.id
+    assert gate.props["challenger_artifact"] == job.outputs["artifact"]
     assert job.property_dependencies["data_hash"] == {dataset.urn}
     assert job.props["data_dir"] == dataset.outputs["path"]
-    assert endpoint.props["model_dir"] == job.outputs["out_dir"]
+
+
+def test_gates_apply_the_dataset_default_floor_and_the_configured_rule(run: StackRun, tmp_path: Path):
+    floors = {r.props["model"]: r.props["min_accuracy"] for r in run.of_type(GATE)}
+    assert floors == {"xgboost": 0.95, "tensorflow": 0.98, "pytorch": 0.98}  # mnist's defaults
+    assert all(
+        r.props["promotion_tolerance"] == 0 and r.props["force_promotion"] is False for r in run.of_type(GATE)
+    )
+    tuned = run_stack(
+        "local",
+        {
+            "localRoot": str(tmp_path),
+            "models": ["xgboost", "pytorch"],
+            "dataset": "fashion-mnist",
+            "minAccuracy": {"xgboost": 0.8},
+            "promotionTolerance": 0.01,
+            "forcePromotion": True,
+        },
+        outputs=plausible_outputs,
+    )
+    gates = {r.props["model"]: r.props for r in tuned.of_type(GATE)}
+    assert gates["xgboost"]["min_accuracy"] == 0.8 and gates["pytorch"]["min_accuracy"] == 0.88
+    assert all(g["promotion_tolerance"] == 0.01 and g["force_promotion"] is True for g in gates.values())
 
 
 def test_training_jobs_carry_what_must_retrain_them(run: StackRun):
@@ -127,14 +179,20 @@ def test_endpoints_speak_the_contract_of_their_models_platform(run: StackRun):
     assert ports == {"xgboost": 0, "tensorflow": 0, "pytorch": 8093}
 
 
-def test_everything_the_stack_makes_lives_under_local_root(run: StackRun):
-    roots = {r.props["root"] for r in run.resources if r.is_dynamic}
-    assert len(roots) == 1
-    (root,) = roots
-    assert Path(root).is_absolute()
-    assert all(
-        str(r.outputs.get("path") or r.outputs.get("out_dir") or root).startswith(root) for r in run.resources
-    )
+def test_everything_the_stack_makes_lives_under_local_root(run: StackRun, local_root: Path):
+    # What the program hands each provider: the configured localRoot, the one place a provider writes.
+    dynamic = [r for r in run.resources if r.is_dynamic]
+    assert len(dynamic) == 10  # the dataset, and per model a training job, a gate and an endpoint
+    assert {r.name: r.props["root"] for r in dynamic} == {r.name: str(local_root) for r in dynamic}
+    # ... and no provider is handed another place to write: the only other paths are what it reads
+    # (the job reads the dataset's folder, the gate copies the job's artifact, the endpoint serves the
+    # gate's champion copy).
+    assert {key for r in dynamic for key, value in r.props.items() if str(value).startswith("/")} == {
+        "root",
+        "data_dir",
+        "challenger_artifact",
+        "model_dir",
+    }
 
 
 def test_outputs_follow_the_contract_every_client_reads(run: StackRun):
@@ -151,8 +209,16 @@ def test_outputs_follow_the_contract_every_client_reads(run: StackRun):
     assert endpoints["pytorch"]["version"][:2] == "20" and len(endpoints["pytorch"]["version"]) == 10
     models = run.outputs["models"]
     assert set(models) == set(MODELS)
-    assert set(models["xgboost"]) == {"artifact", "metrics"}
+    assert set(models["xgboost"]) == {"artifact", "metrics", "champion", "challenger"}
     assert models["xgboost"]["metrics"]["accuracy"] == pytest.approx(0.97)
+    champion = run.one(GATE, "xgboost").outputs["champion_artifact"]
+    assert models["xgboost"]["artifact"] == models["xgboost"]["champion"]["artifact"] == champion
+    assert models["xgboost"]["challenger"]["decision"] == "promoted"
+    for model in MODELS:  # each model's entry is its own gate's champion, not another model's
+        gate = run.one(GATE, model)
+        champion = gate.outputs["champion"]
+        assert models[model]["artifact"] == gate.outputs["champion_artifact"]
+        assert models[model]["metrics"] == {**champion["metrics"], "accuracy": champion["accuracy"]}
     assert run.outputs["bucket"] == run.one(DATASET).outputs["path"]
     assert run.outputs["dataset"] == "mnist"
 
@@ -168,6 +234,7 @@ def test_component_registers_the_same_outputs_it_exposes(run: StackRun):
         (DATASET, LocalDatasetProvider),
         (TRAINING_JOB, LocalTrainingJobProvider),
         (ENDPOINT, LocalEndpointProvider),
+        (GATE, LocalGateProvider),
         (UI, LocalUiProvider),
     ],
 )
@@ -261,7 +328,7 @@ def test_a_stack_run_after_a_failed_run_starts_clean(tmp_path: Path):
         return f"{args.name}-id", {**args.inputs, **plausible_outputs(args)}
 
     config = {"localRoot": str(tmp_path / "root")}
-    with pytest.raises(Exception, match="crashed"):
+    with pytest.raises(RuntimeError, match="training xgboost crashed"):
         run_stack("local", config, new_resource=failing_training)
 
     after = run_stack("local", config, outputs=plausible_outputs)

@@ -23,7 +23,7 @@ from harness import ProviderEngine, StackRun, run_stack
 from PIL import Image, ImageDraw
 
 from infra.local import platform as local
-from infra.local.support import port_open, process_cmdline, wait_gone
+from infra.local.support import LocalProviderError, port_open, process_cmdline, wait_gone
 from infra.settings import Framework
 from mnistctl.client import client_for
 from mnistctl.smoke import held_out_digits, smoke
@@ -85,7 +85,8 @@ def test_local_stack_trains_serves_answers_and_destroy_leaves_nothing(
     assert set(outputs["endpoints"]) == set(MODELS)
     for model, entry in outputs["models"].items():
         assert Path(entry["artifact"]).exists() and Path(entry["artifact"]).is_relative_to(root), model
-        assert 0.0 <= entry["metrics"]["accuracy"] <= 1.0
+        # Dry-run training (512 images, 2 epochs) reaches ~0.7 on its 256 held-out digits; chance is 0.1.
+        assert entry["metrics"]["accuracy"] >= 0.5, (model, entry["metrics"])
     assert Path(outputs["bucket"]).is_relative_to(root)
 
     # The wire path of every flavor, through the official clients, with the stack's outputs as they are.
@@ -94,8 +95,9 @@ def test_local_stack_trains_serves_answers_and_destroy_leaves_nothing(
         probabilities = client_for(entry).predict(images)
         assert probabilities.shape == (3, 10), model
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
-    result = smoke(outputs, count=10, data_dir=t10k_dir, label="local")
-    assert result.ok, [r.error for r in result.results]
+    result = smoke(outputs, count=50, data_dir=t10k_dir, label="local")
+    accuracy = {r.model: r.accuracy for r in result.results}
+    assert all(a is not None and a >= 0.5 for a in accuracy.values()), (accuracy, result.results)
 
     # The ui page (config ui, on by default) scores a picture on every endpoint of the stack.
     picture = Image.new("L", (280, 280), 0)
@@ -127,7 +129,9 @@ def test_local_stack_trains_serves_answers_and_destroy_leaves_nothing(
         ("replace", "mnist-ui"),
         ("replace", "mnist-xgboost-endpoint"),
     ]
-    assert smoke(again.outputs, count=3, data_dir=t10k_dir).ok
+    # The replacement serves the same artifact: the same answers as before the kill.
+    replaced = smoke(again.outputs, count=50, data_dir=t10k_dir).for_model("xgboost")
+    assert replaced.accuracy == accuracy["xgboost"]
 
     running = servers(engine)
     started = time.monotonic()
@@ -147,6 +151,7 @@ def test_small_real_training_answers_correctly_and_new_hyperparameters_retrain_a
         "dataDir": str(t10k_dir),
         "models": ["xgboost"],
         "hyperparameters": {"xgboost": {"num_round": 10, "max_depth": 4}},
+        "minAccuracy": 0.8,  # 10 small rounds are not MNIST's 0.95; the gate is tested on its own
     }
     started = time.monotonic()
     first = up(engine, config)
@@ -154,7 +159,7 @@ def test_small_real_training_answers_correctly_and_new_hyperparameters_retrain_a
     result = smoke(first.outputs, count=10, data_dir=t10k_dir)
     assert result.for_model("xgboost").correct >= 8, result.results
     assert first.outputs["models"]["xgboost"]["metrics"]["accuracy"] >= 0.85
-    old_artifact = Path(first.outputs["models"]["xgboost"]["artifact"])
+    old_job = Path(engine.live["mnist-xgboost-training"].state["out_dir"])
 
     # New hyperparameters: a new training job, then a new endpoint serving its artifact; data unchanged.
     config["hyperparameters"] = {"xgboost": {"num_round": 12, "max_depth": 4}}
@@ -167,7 +172,8 @@ def test_small_real_training_answers_correctly_and_new_hyperparameters_retrain_a
     ) in changed
     assert ("delete", "mnist-xgboost-training") in changed  # the old job, after its replacement exists
     assert all(name != "mnist-data" for _, name in changed)
-    assert not old_artifact.exists()
+    assert not old_job.exists()
+    assert second.outputs["models"]["xgboost"]["challenger"]["decision"] == "promoted"
     assert second.outputs["endpoints"]["xgboost"]["url"] != first.outputs["endpoints"]["xgboost"]["url"]
     assert smoke(second.outputs, count=10, data_dir=t10k_dir).for_model("xgboost").correct >= 8
 
@@ -188,7 +194,7 @@ def test_a_failing_trainer_fails_the_update_and_leaves_only_its_log(
         "dryRun": True,
         "hyperparameters": {"xgboost": {"num_rounds_typo": 3}},
     }
-    with pytest.raises(Exception, match="num_rounds_typo") as error:
+    with pytest.raises(LocalProviderError, match="num_rounds_typo") as error:
         up(engine, config)
     assert "training xgboost failed" in str(error.value)
     assert [name for name in engine.live] == ["mnist-data"]  # no job, no endpoint

@@ -230,6 +230,10 @@ def _run_child(stack: str, out_path: Path, root: Path, overrides: dict[str, Any]
                     physical_id = outputs["bucket"] = inputs.get("bucket") or f"{args.name}-0a1b2c3"
                     outputs["arn"] = f"arn:aws:s3:::{physical_id}"
                     outputs.setdefault("bucketRegionalDomainName", f"{physical_id}.s3.{region}.amazonaws.com")
+            elif token == "pulumi-python:dynamic/aws:UniqueSuffix":
+                outputs["suffix"] = "0a1b2c3d"  # the endpoint's name suffix (random in the engine)
+            elif token == "pulumi-python:dynamic/aws:TrainingJobAttempt":
+                outputs["job_name"] = inputs["base_name"]  # a first attempt takes the base name
             elif token.startswith("gcp:"):
                 outputs.setdefault("name", args.name)
                 outputs.setdefault("project", gcp_project)

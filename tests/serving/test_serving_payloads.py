@@ -10,10 +10,12 @@ from serving.errors import NotAcceptable, UnsupportedMediaType, UserError
 
 
 def test_csv_lines_become_one_row_of_784_floats_per_image() -> None:
-    body = b"\n".join([",".join(["0.5"] * 784).encode()] * 3) + b"\n"
+    # Distinct values everywhere, so that a transposed, reordered or truncated parse shows.
+    expected = (np.arange(3 * 784, dtype=np.float32) / (3 * 784)).reshape(3, 784)
+    body = b"\n".join(",".join(repr(float(v)) for v in row).encode() for row in expected) + b"\n"
     rows = payloads.parse_csv(body)
-    assert rows.shape == (3, 784)
     assert rows.dtype == np.float32
+    np.testing.assert_array_equal(rows, expected)
 
 
 @pytest.mark.parametrize("body", [b"", b"\n\n", b"1,2\n3", b"0.1,zero"])
@@ -66,6 +68,16 @@ def test_images_of_an_accepted_shape_are_flattened_to_784(images: list, shapes: 
     array = payloads.to_images(images, shapes, "as described")
     assert array.shape == (len(images), 784)
     assert array.dtype == np.float32
+    np.testing.assert_array_equal(array, np.asarray(images, dtype=np.float32).reshape(len(images), 784))
+
+
+@pytest.mark.parametrize("shape", [payloads.SQUARE, payloads.CHANNEL_FIRST])
+def test_a_28x28_image_is_flattened_row_major(shape) -> None:
+    image = (np.arange(784, dtype=np.float32) / 784).reshape(28, 28)  # pixel (r, c) = (28r + c) / 784
+    nested = image.tolist() if shape == payloads.SQUARE else [image.tolist()]
+    (flat,) = payloads.to_images([nested], [shape], "as described")
+    np.testing.assert_array_equal(flat, np.arange(784, dtype=np.float32) / 784)
+    assert flat[28] == image[1, 0]  # the first pixel of the second row follows the first row
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -90,7 +91,10 @@ def test_model_reloads_from_the_tarball_and_predicts_ten_probabilities(
 def test_saved_model_has_the_scalar_base_score_that_xgboost_1_7_needs(trained: tuple[Path, dict]) -> None:
     booster = load_model(trained[0] / "model.tar.gz")
     base_score = json.loads(booster.save_config())["learner"]["learner_model_param"]["base_score"]
-    float(base_score)  # a per-class vector ("[...]", XGBoost >= 3.1) would not parse and 1.7 mispredicts it
+    # One number, not a per-class vector ("[...]", as XGBoost >= 3.1 writes, which 1.7 mispredicts).
+    assert isinstance(base_score, str) and not base_score.lstrip().startswith("[")
+    assert re.fullmatch(r"-?\d+(\.\d*)?([eE][-+]?\d+)?", base_score.strip()), base_score
+    assert 0.0 <= float(base_score) <= 1.0  # a probability for multi:softprob
 
 
 def test_same_data_and_hyperparameters_give_the_same_artifact_bytes(

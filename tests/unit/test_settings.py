@@ -82,12 +82,15 @@ def test_aws_stack_requires_a_region():
         load_settings("aws", FakeConfig(), aws_config=FakeConfig())
 
 
-def test_unimplemented_clouds_say_so_before_building_anything():
-    from infra.platforms import build_platform
+def test_every_cloud_maps_to_a_platform_component_with_from_settings():
+    import importlib
 
-    settings = load_settings("gcp", FakeConfig())
-    with pytest.raises(ValueError, match="the gcp stack is not implemented yet"):
-        build_platform("mnist", settings)
+    from infra.platforms import _COMPONENTS
+
+    assert set(_COMPONENTS) == set(Cloud)
+    for target in _COMPONENTS.values():
+        module, name = target.split(":")
+        assert callable(getattr(importlib.import_module(module), name).from_settings), target
 
 
 @pytest.mark.parametrize(
@@ -146,3 +149,48 @@ def test_a_bad_instance_type_stops_the_aws_program_before_any_resource_is_declar
     with pytest.raises(ValueError, match=r"trainingInstanceType: 'ml\.m5\.xlarg'"):
         run_stack("aws", {"trainingInstanceType": "ml.m5.xlarg"}, new_resource=new_resource)
     assert declared == []
+
+
+GCP = FakeConfig({"project": "my-mnist-project"})
+
+
+def test_gcp_stack_requires_a_project_and_defaults_to_small_machines_in_us_central1():
+    with pytest.raises(ValueError, match="gcp:project is required"):
+        load_settings("gcp", FakeConfig(), gcp_config=FakeConfig())
+    settings = load_settings("gcp", FakeConfig(), gcp_config=GCP)
+    assert settings.gcp is not None
+    assert (settings.gcp.project, settings.gcp.region) == ("my-mnist-project", "us-central1")
+    assert settings.gcp.training_machine_type == "n1-standard-4"
+    assert settings.gcp.serving_image == "project"
+    assert settings.models == (Framework.TENSORFLOW,)
+
+
+@pytest.mark.parametrize(
+    ("config", "gcp_config", "message"),
+    [
+        ({"trainingReplicaCount": "0"}, GCP, "mnist-platform:trainingReplicaCount"),
+        (
+            {"servingMinReplicas": "3", "servingMaxReplicas": "2"},
+            GCP,
+            "servingMinReplicas (3) must not exceed",
+        ),
+        ({"kmsKeyName": "my-key"}, GCP, "mnist-platform:kmsKeyName"),
+        ({"servingImage": "tf2-cpu.9-99"}, GCP, "allowed: project, tf2-cpu.2-15"),
+        ({}, FakeConfig({"project": "Not_A_Project"}), "gcp:project"),
+    ],
+)
+def test_invalid_gcp_settings_name_the_key(config, gcp_config, message):
+    with pytest.raises(ValueError) as error:
+        load_settings("gcp", FakeConfig(config), gcp_config=gcp_config)
+    assert message in str(error.value)
+
+
+def test_a_prebuilt_image_past_its_end_of_availability_stops_the_preflight():
+    from datetime import date
+
+    from infra.settings import check_prebuilt_image
+
+    check_prebuilt_image("tf2-cpu.2-15", date(2027, 1, 14))  # its last day
+    with pytest.raises(ValueError, match=r"tf2-cpu\.2-15 reached its end of availability on 2027-01-14"):
+        check_prebuilt_image("tf2-cpu.2-15", date(2027, 1, 15))
+    check_prebuilt_image("project", date(2099, 1, 1))

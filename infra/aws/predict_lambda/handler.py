@@ -4,13 +4,15 @@ Runs in AWS Lambda (Python 3.12 runtime, which ships boto3) as a single file, so
 standard library and boto3. Two routes reach it through an API Gateway HTTP API (payload format 2.0):
 
 - `POST /endpoints/{name}/invocations`: the SageMaker runtime wire contract, so the same boto3
-  `sagemaker-runtime` client works with `endpoint_url=<API URL>` (the API has no authorizer, so the
-  client's signature is not checked; the API is throttled instead);
+  `sagemaker-runtime` client works with `endpoint_url=<API URL>` (by default the routes use IAM
+  authorization: the client signs with SigV4 for `execute-api`; `publicApi: open` drops that);
 - `POST /predict`: the same, for plain HTTP clients.
 
 Bodies are `text/csv`, one image per line, 784 pixel values in [0, 1], no header; `Accept` is
-`text/csv` (default) or `application/json`. Malformed input gets a 400/415 with a JSON message and is
-never sent to the endpoint.
+`text/csv` (default) or `application/json`. Malformed input gets a 400/415 and is never sent to the
+endpoint. Every error is answered in the shape botocore's rest-json parser reads (the one SageMaker
+runtime uses): the code in the `x-amzn-ErrorType` header and as `__type`, the text as `message`, so a
+boto3 caller sees `ThrottlingException` and its message, and its retry logic can act on them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,22 @@ MAX_IMAGES_PER_REQUEST = 500
 CSV = "text/csv"
 JSON = "application/json"
 ACCEPTED_RESPONSE_TYPES = (CSV, JSON)
+ERROR_TYPE_HEADER = "x-amzn-ErrorType"
+# SageMaker runtime's own error codes, so boto3 callers handle them as they would SageMaker's.
+VALIDATION_ERROR = "ValidationError"
+MODEL_ERROR = "ModelError"
+THROTTLING = "ThrottlingException"  # in botocore's throttling codes: retried with backoff
+SERVICE_UNAVAILABLE = "ServiceUnavailable"
+INTERNAL_DEPENDENCY = "InternalDependencyException"
+
+# Time limits: API Gateway gives the integration API_GATEWAY_TIMEOUT_SECONDS, so every InvokeEndpoint
+# attempt, its retry and the backoff between them must end before (botocore's default would wait 60 s
+# for one read and try up to 3 times, long after API Gateway has answered 503 to the caller).
+API_GATEWAY_TIMEOUT_SECONDS = 29
+CONNECT_TIMEOUT_SECONDS = 2
+READ_TIMEOUT_SECONDS = 11
+MAX_ATTEMPTS = 2
+MAX_BACKOFF_SECONDS = 1  # botocore standard mode: the first retry waits up to 1 s (random * 2**0)
 
 _runtime_client: Any = None
 
@@ -40,13 +58,24 @@ class RequestError(Exception):
         self.status = status
 
 
+def runtime_config() -> Any:
+    """Timeouts and retries that fit inside API Gateway's integration timeout (see the constants)."""
+    from botocore.config import Config
+
+    return Config(
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+    )
+
+
 def _client() -> Any:
     # Created on first use and kept for the life of the Lambda execution environment.
     global _runtime_client
     if _runtime_client is None:
         import boto3
 
-        _runtime_client = boto3.client("sagemaker-runtime")
+        _runtime_client = boto3.client("sagemaker-runtime", config=runtime_config())
     return _runtime_client
 
 
@@ -99,24 +128,30 @@ def parse_accept(event: dict[str, Any]) -> str:
     return accept
 
 
-def _json_response(status: int, payload: dict[str, Any]) -> dict[str, Any]:
-    return {"statusCode": status, "headers": {"content-type": JSON}, "body": json.dumps(payload)}
+def error_response(status: int, code: str, message: str) -> dict[str, Any]:
+    """An error as AWS JSON services answer it: botocore reads the code from `x-amzn-ErrorType` (or
+    `__type`) and the text from `message`."""
+    return {
+        "statusCode": status,
+        "headers": {"content-type": JSON, ERROR_TYPE_HEADER: code},
+        "body": json.dumps({"__type": code, "message": message}),
+    }
 
 
-def _status_for(error: Any) -> tuple[int, str]:
-    """Map a botocore ClientError from InvokeEndpoint to the status this API answers with."""
+def _error_for(error: Any) -> tuple[int, str, str]:
+    """Map a botocore ClientError from InvokeEndpoint to this API's status, error code and message."""
     code = error.response.get("Error", {}).get("Code", "")
     message = error.response.get("Error", {}).get("Message", str(error))
-    if code == "ModelError":
+    if code == MODEL_ERROR:
         original = int(error.response.get("OriginalStatusCode") or 0)
         # The container rejected the input (4xx): the caller's problem; anything else is the model's.
         status = original if 400 <= original < 500 else 502
-        return status, f"the model could not score the request: {message}"
-    if code in {"ThrottlingException", "TooManyRequestsException"}:
-        return 429, "the endpoint is throttling requests; retry with backoff"
-    if code in {"ServiceUnavailable", "ModelNotReadyException"}:
-        return 503, f"the endpoint is not available: {message}"
-    return 502, f"the endpoint call failed ({code}): {message}"
+        return status, MODEL_ERROR, f"the model could not score the request: {message}"
+    if code in {"ThrottlingException", "TooManyRequestsException", "Throttling"}:
+        return 429, THROTTLING, "the endpoint is throttling requests; retry with backoff"
+    if code in {SERVICE_UNAVAILABLE, "ModelNotReadyException"}:
+        return 503, code, f"the endpoint is not available: {message}"
+    return 502, INTERNAL_DEPENDENCY, f"the endpoint call failed ({code}): {message}"
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -124,22 +159,23 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     requested = (event.get("pathParameters") or {}).get("name")
     if requested is not None and requested != endpoint_name:
         message = f"no endpoint named {requested!r} here; this API serves {endpoint_name!r}"
-        return _json_response(404, {"error": message})
+        return error_response(404, VALIDATION_ERROR, message)
     try:
         body = parse_body(event)
         accept = parse_accept(event)
     except RequestError as error:
-        return _json_response(error.status, {"error": str(error)})
+        return error_response(error.status, VALIDATION_ERROR, str(error))
 
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import ClientError, ConnectionError, ConnectTimeoutError, ReadTimeoutError
 
     try:
         response = _client().invoke_endpoint(
             EndpointName=endpoint_name, ContentType=CSV, Accept=accept, Body=body
         )
     except ClientError as error:
-        status, message = _status_for(error)
-        return _json_response(status, {"error": message})
+        return error_response(*_error_for(error))
+    except (ConnectTimeoutError, ReadTimeoutError, ConnectionError) as error:
+        return error_response(503, SERVICE_UNAVAILABLE, f"the endpoint did not answer in time: {error}")
     return {
         "statusCode": 200,
         "headers": {"content-type": response.get("ContentType", accept)},

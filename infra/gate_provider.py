@@ -1,0 +1,231 @@
+"""The shape every stack's champion gate shares: a dynamic provider whose state is the champion.
+
+A gate sits between a training job and what serves its model. Each `pulumi up` that brings a new
+challenger (a new training run) updates the gate in place; the gate reads the challenger's held-out
+accuracy, applies the rule (infra/gate.py) against the champion recorded in its own state, and, when
+it promotes, copies the challenger's artifact to a location the gate owns. What serves the model reads
+only the gate's champion outputs, so when the challenger loses they do not change and Pulumi changes
+nothing downstream (no model, configuration, deployment or process is replaced).
+
+A stack adopts the gate by subclassing `ChampionGateProvider` with four cloud-specific steps:
+
+- `evaluate(props)`: the challenger as a `Candidate` (its accuracy, None with a reason when unreadable);
+- `keep(props, candidate)`: copy its artifact to the gate's champion location, return that location;
+- `discard(props, artifact)`: remove a champion copy (already gone is success);
+- `kept(props, artifact)`: whether a champion copy is still there;
+
+plus `location_keys` (the inputs that say where copies live: changing them replaces the gate). The
+resource's inputs are `gate_inputs(...)` plus those keys; its outputs are `champion`, `challenger`,
+`champion_artifact` and `retired` (see docs/gate.md).
+
+The previous champion's copy is kept for one more promotion (`retired`): while an update rolls the
+serving side forward, what is still serving the old champion may need its artifact (a SageMaker
+endpoint scaling out, a rollback), so it is removed only when the next champion is crowned, and by
+`pulumi destroy`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+
+from infra.dynamic import changed_keys, log, state_of, warn
+from infra.gate import Decision, PromotionRule, Verdict, decide
+
+# The inputs whose change means a new round of the rule (a new challenger, or a new rule).
+DECISION_KEYS = (
+    "challenger_id",
+    "challenger_artifact",
+    "min_accuracy",
+    "promotion_tolerance",
+    "force_promotion",
+)
+OUTPUT_KEYS = ("champion", "challenger", "champion_artifact", "retired")
+
+
+class GateError(Exception):
+    """The gate refuses to let the update go on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained model as the gate sees it: where it is, how good it is, when it was trained."""
+
+    source: str
+    """The training run that made it (a local job id, a SageMaker training job name, ...)."""
+    artifact: str
+    """Where its artifact is (the challenger's own location, or the champion copy's)."""
+    accuracy: float | None
+    """Held-out accuracy in [0, 1]; None when it could not be read."""
+    trained: str | None = None
+    """When training finished (ISO 8601, UTC), when known."""
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    """What the training run reported beside the accuracy."""
+    unreadable_because: str = "no accuracy was reported"
+    """Why `accuracy` is None (ignored otherwise)."""
+
+    def record(self, **extra: Any) -> dict[str, Any]:
+        """As stored in the gate's state and exported in the `models` output."""
+        record = asdict(self)
+        record.pop("unreadable_because")
+        record["metrics"] = dict(self.metrics)
+        return {**record, **extra}
+
+
+def gate_inputs(
+    model: pulumi.Input[str],
+    challenger_id: pulumi.Input[str],
+    challenger_artifact: pulumi.Input[str],
+    rule: PromotionRule,
+) -> dict[str, Any]:
+    """The inputs every gate resource declares (plus its stack's `location_keys`), outputs as None."""
+    return {
+        "model": model,
+        "challenger_id": challenger_id,
+        "challenger_artifact": challenger_artifact,
+        "min_accuracy": rule.min_accuracy,
+        "promotion_tolerance": rule.tolerance,
+        "force_promotion": rule.force,
+        **dict.fromkeys(OUTPUT_KEYS),
+    }
+
+
+def rule_of(props: Mapping[str, Any]) -> PromotionRule:
+    return PromotionRule(
+        min_accuracy=float(props["min_accuracy"]),
+        tolerance=float(props.get("promotion_tolerance") or 0.0),
+        force=bool(props.get("force_promotion")),
+    )
+
+
+class ChampionGateProvider(ResourceProvider):
+    """Create and update run one round of the rule; the state is the champion; delete removes the copies."""
+
+    serialize_as_secret_always = False
+    location_keys: ClassVar[tuple[str, ...]] = ()
+
+    # -- what each stack provides -------------------------------------------------------------
+
+    def evaluate(self, props: Mapping[str, Any]) -> Candidate:
+        raise NotImplementedError
+
+    def keep(self, props: Mapping[str, Any], candidate: Candidate) -> str:
+        raise NotImplementedError
+
+    def discard(self, props: Mapping[str, Any], artifact: str) -> None:
+        raise NotImplementedError
+
+    def kept(self, props: Mapping[str, Any], artifact: str) -> bool:
+        raise NotImplementedError
+
+    # -- the engine's calls ---------------------------------------------------------------------
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        outs = self._round(props, champion=None, retired=None)
+        return CreateResult(
+            id_=f"{props['model']}-gate-{secrets.token_hex(4)}", outs={**state_of(props), **outs}
+        )
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        champion = olds.get("champion") or None
+        if champion and not self.kept(news, str(champion["artifact"])):
+            warn(
+                f"gate {news['model']}: the champion's copy {champion['artifact']} is gone (removed behind "
+                "the stack's back); deciding as if there were no champion"
+            )
+            champion = None
+        outs = self._round(news, champion=champion, retired=olds.get("retired") or None)
+        return UpdateResult(outs={**state_of(news), **outs})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        # Where the copies live replaces the gate (a new place starts without a champion); everything
+        # else is a new round, decided in place so that the champion in the state carries over.
+        replaces = changed_keys(olds, news, ("model", *self.location_keys))
+        changes = bool(replaces) or bool(changed_keys(olds, news, DECISION_KEYS))
+        champion = olds.get("champion") or None
+        if not changes and champion and not self.kept(olds, str(champion["artifact"])):
+            changes = True  # the champion's copy was removed behind the stack's back: decide again
+        return DiffResult(changes=changes, replaces=replaces, delete_before_replace=False)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        return ReadResult(id_, state_of(props))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        for kind in ("champion", "retired"):
+            record = props.get(kind) or None
+            if record and record.get("artifact"):
+                log(f"gate {props.get('model')}: removing the {kind}'s copy {record['artifact']}")
+                self.discard(props, str(record["artifact"]))
+
+    # -- one round of the rule ------------------------------------------------------------------
+
+    def _round(
+        self, props: Mapping[str, Any], champion: Mapping[str, Any] | None, retired: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        model = str(props["model"])
+        challenger = self.evaluate(props)
+        if champion and champion.get("source") == challenger.source:
+            verdict = Verdict(
+                Decision.CHAMPION, "the challenger is the serving champion already (the same training run)"
+            )
+        else:
+            accuracy = champion.get("accuracy") if champion else None
+            verdict = decide(
+                challenger.accuracy,
+                float(accuracy) if accuracy is not None else None,
+                rule_of(props),
+                challenger.unreadable_because,
+            )
+        message = f"gate {model}: challenger {challenger.source}: {verdict.reason}"
+        if verdict.decision is Decision.HELD and not champion:
+            raise GateError(
+                f"{message}\nNo endpoint is created for {model} until a model passes the gate: improve the "
+                f"model (mnist-platform:hyperparameters), lower mnist-platform:minAccuracy (now "
+                f"{float(props['min_accuracy']):.4f}) or set forcePromotion, then run `pulumi up` again."
+            )
+        if verdict.promotes:
+            copy = self.keep(props, challenger)
+            if retired and retired.get("artifact") not in (None, copy):
+                self.discard(props, str(retired["artifact"]))
+            retired = champion
+            champion = {**challenger.record(artifact=copy), "source_artifact": challenger.artifact}
+        (warn if verdict.decision in (Decision.HELD, Decision.FORCED) else log)(message)
+        assert champion is not None
+        return {
+            "champion": dict(champion),
+            "champion_artifact": str(champion["artifact"]),
+            "challenger": challenger.record(decision=verdict.decision.value, reason=verdict.reason),
+            "retired": dict(retired) if retired else None,
+        }
+
+
+_SUMMARY_KEYS = ("artifact", "accuracy", "trained", "source")
+
+
+def models_entry(
+    champion: pulumi.Input[dict], challenger: pulumi.Input[dict]
+) -> pulumi.Output[dict[str, Any]]:
+    """One model's entry of the `models` stack output: what is served (`artifact`, `metrics`, the contract
+    of DESIGN.md) and the gate's view, `champion` and `challenger` (with the decision and its reason)."""
+
+    def entry(values: list[Any]) -> dict[str, Any]:
+        served, latest = dict(values[0] or {}), dict(values[1] or {})
+        # Unknown values (an accuracy that could not be read, no training time) are left out, as Pulumi
+        # leaves nulls out of a registered output.
+        return {
+            "artifact": served.get("artifact"),
+            "metrics": _known({**dict(served.get("metrics") or {}), "accuracy": served.get("accuracy")}),
+            "champion": _known({key: served.get(key) for key in _SUMMARY_KEYS}),
+            "challenger": _known({key: latest.get(key) for key in (*_SUMMARY_KEYS, "decision", "reason")}),
+        }
+
+    return pulumi.Output.all(champion, challenger).apply(entry)
+
+
+def _known(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}

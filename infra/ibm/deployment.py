@@ -1,0 +1,190 @@
+"""An online deployment of the stored model (ibm-watsonx-ai `client.deployments`).
+
+Create waits from `initializing` to `ready` and fails with the deployment's own message on
+`failed`. A new model is a replacement created before the old deployment is deleted (the engine
+deletes replaced resources last), so the endpoint output moves to a deployment that is already
+ready. Scoring: POST /ml/v4/deployments/{id}/predictions?version=... (mnistctl/client.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+
+from infra.dynamic import changed_keys, log, state_of
+from infra.ibm.connection import (
+    CONNECTION_KEYS,
+    Connection,
+    IbmProviderError,
+    failure,
+    is_not_found,
+    message_of,
+    retrying,
+    secret_key_opts,
+    update_connection,
+    watsonx_url,
+)
+
+READY_TIMEOUT_SECONDS = 20 * 60
+DELETE_TIMEOUT_SECONDS = 10 * 60
+_REPLACE_KEYS = ("name", "space_id", "model_id", "instance_type", "min_replicas", "max_replicas", "tags")
+
+
+@dataclass
+class OnlineDeploymentArgs:
+    """Inputs of an OnlineDeployment."""
+
+    name: pulumi.Input[str]
+    space_id: pulumi.Input[str]
+    model_id: pulumi.Input[str]
+    """The stored model to serve: a new one replaces the deployment (new first, old deleted last)."""
+    instance_type: pulumi.Input[str]
+    """Hardware specification name (XXS, XS, S, M, L, XL)."""
+    replicas: pulumi.Input[int]
+    """Nodes serving the deployment (`hardware_spec.num_nodes`)."""
+    region: pulumi.Input[str]
+    api_key: pulumi.Input[str]
+    """IBM Cloud API key (a secret)."""
+    tags: list[str] = field(default_factory=list)
+    endpoints: pulumi.Input[dict[str, str]] = field(default_factory=dict)
+    """URL overrides (empty in production)."""
+
+
+def deployment_status(details: dict[str, Any]) -> tuple[str, str]:
+    """(state, the deployment's own failure message) of a deployment's details."""
+    status = (details.get("entity") or {}).get("status") or {}
+    messages = [str(e.get("message", e)) for e in (status.get("failure") or {}).get("errors", [])]
+    note = status.get("message")  # {"level": ..., "text": ...} beside the errors, when there is one
+    if isinstance(note, dict) and note.get("text") and str(note["text"]) not in messages:
+        messages.append(str(note["text"]))
+    return str(status.get("state", "")), "; ".join(messages)
+
+
+class OnlineDeploymentProvider(ResourceProvider):
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        conn = Connection.of(props)
+        client = conn.watsonx_client(space_id=str(props["space_id"]))
+        names = client.deployments.ConfigurationMetaNames
+        meta = {
+            names.NAME: props["name"],
+            names.ONLINE: {},
+            names.HARDWARE_SPEC: {"name": props["instance_type"], "num_nodes": int(props["max_replicas"])},
+            names.TAGS: list(props.get("tags") or []),
+        }
+        log(f"deploying model {props['model_id']} as {props['name']} ({props['instance_type']})")
+        try:
+            created = retrying(
+                lambda: client.deployments.create(props["model_id"], meta_props=meta, background_mode=True)
+            )
+        except Exception as error:
+            raise failure(
+                f"creating online deployment {props['name']}",
+                error,
+                "The API key needs Editor in the space; a Lite plan allows fewer capacity-unit-hours.",
+            ) from error
+        deployment_id = str(created["metadata"]["id"])
+        last: dict[str, str] = {"state": "initializing"}
+
+        def ready() -> dict[str, Any] | None:
+            details = retrying(lambda: client.deployments.get_details(deployment_id))
+            state, message = deployment_status(details)
+            last["state"] = state
+            if state == "ready":
+                return details
+            if state == "failed":
+                raise IbmProviderError(
+                    f"online deployment {props['name']} ({deployment_id}) failed: {message or 'no message'}. "
+                    "Fix the cause and run `pulumi up` again (the failed deployment is replaced)."
+                )
+            return None
+
+        try:
+            conn.wait(
+                f"online deployment {props['name']} to be ready",
+                ready,
+                READY_TIMEOUT_SECONDS,
+                progress=lambda: last["state"],
+            )
+        except BaseException:
+            _delete_quietly(client, deployment_id)  # nothing half-made stays behind
+            raise
+        url = (conn.wml_url or watsonx_url(str(props["region"]))).rstrip("/")
+        outs = {**state_of(props), "deployment_id": deployment_id, "url": url}
+        return CreateResult(id_=deployment_id, outs=outs)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        replaces = changed_keys(olds, news, _REPLACE_KEYS)
+        updates = changed_keys(olds, news, CONNECTION_KEYS)
+        return DiffResult(changes=bool(replaces or updates), replaces=replaces, delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=update_connection(olds, news))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        client = Connection.of(props).watsonx_client(space_id=str(props["space_id"]))
+        try:
+            details = retrying(lambda: client.deployments.get_details(id_))
+        except Exception as error:
+            if is_not_found(error):
+                return ReadResult(None, {})
+            raise failure(f"reading online deployment {id_}", error) from error
+        return ReadResult(id_, {**props, "state": deployment_status(details)[0]})
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        conn = Connection.of(props)
+        client = conn.watsonx_client(space_id=str(props["space_id"]))
+        log(f"deleting online deployment {props.get('name')}")
+        try:
+            retrying(lambda: client.deployments.delete(id_))
+        except Exception as error:
+            if is_not_found(error):
+                return
+            raise failure(f"deleting online deployment {id_}", error) from error
+
+        def gone() -> bool | None:
+            try:
+                client.deployments.get_details(id_)
+            except Exception as error:
+                if is_not_found(error):
+                    return True
+                raise failure(f"reading online deployment {id_}", error) from error
+            return None
+
+        conn.wait(f"online deployment {id_} to be deleted", gone, DELETE_TIMEOUT_SECONDS)
+
+
+def _delete_quietly(client: Any, deployment_id: str) -> None:
+    try:
+        client.deployments.delete(deployment_id)
+    except Exception as error:  # noqa: BLE001 (the create error is the one to report)
+        log(f"could not delete the failed deployment {deployment_id}: {message_of(error)}")
+
+
+class OnlineDeployment(pulumi.dynamic.Resource, module="ibm", name="Deployment"):
+    """The model, served online."""
+
+    deployment_id: pulumi.Output[str]
+    url: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: OnlineDeploymentArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        props = {
+            "name": args.name,
+            "space_id": args.space_id,
+            "model_id": args.model_id,
+            "instance_type": args.instance_type,
+            # The policy pack reads min/max replicas; watsonx.ai serves a fixed number of nodes.
+            "min_replicas": args.replicas,
+            "max_replicas": args.replicas,
+            "region": args.region,
+            "tags": list(args.tags),
+            "api_key": args.api_key,
+            "endpoints": args.endpoints,
+            "deployment_id": None,
+            "url": None,
+        }
+        super().__init__(OnlineDeploymentProvider(), name, props, secret_key_opts(opts))

@@ -1,0 +1,125 @@
+"""The local stack's champion gate: between a LocalTrainingJob and the LocalEndpoint serving its model.
+
+The challenger is the job's output folder; its accuracy is the `accuracy` of the folder's metrics.json
+(measured by the trainer on the dataset's held-out test set). A promoted challenger's whole folder
+(artifact, metrics.json, hyperparameters.json) is copied to `<localRoot>/champions/<model>/<job id>/`,
+which is what the endpoint serves: the champion outlives its training job's replacement.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from infra.gate import PromotionRule, readable_accuracy
+from infra.gate_provider import Candidate, ChampionGateProvider, gate_inputs
+from infra.hashing import tree_sha256
+from infra.local.support import LocalProviderError, remove_tree
+from training.hyperparameters import METRICS_FILE
+
+CHAMPIONS_FOLDER = "champions"
+
+
+@dataclass
+class LocalGateArgs:
+    """Inputs of a LocalGate."""
+
+    model: pulumi.Input[str]
+    """The framework whose models are gated (xgboost, tensorflow, pytorch)."""
+    challenger_id: pulumi.Input[str]
+    """The training job's id: a new id is a new challenger."""
+    challenger_artifact: pulumi.Input[str]
+    """The artifact the job wrote (inside its output folder, next to metrics.json)."""
+    root: pulumi.Input[str]
+    """The stack's localRoot; champions are copied to <root>/champions/<model>/."""
+    rule: PromotionRule
+    """minAccuracy, promotionTolerance and forcePromotion for this model."""
+
+
+class LocalGateProvider(ChampionGateProvider):
+    """Champion copies are folders under <localRoot>/champions/<model>/."""
+
+    location_keys = ("root",)
+
+    def evaluate(self, props: Mapping[str, Any]) -> Candidate:
+        artifact = Path(str(props["challenger_artifact"]))
+        metrics_path = artifact.parent / METRICS_FILE
+        source = str(props["challenger_id"])
+        try:
+            metrics = json.loads(metrics_path.read_text())
+        except (OSError, ValueError) as error:
+            return Candidate(source, str(artifact), None, unreadable_because=f"{metrics_path}: {error}")
+        if not isinstance(metrics, dict):
+            return Candidate(
+                source, str(artifact), None, unreadable_because=f"{metrics_path} is not a JSON object"
+            )
+        trained = datetime.fromtimestamp(metrics_path.stat().st_mtime, UTC).isoformat(timespec="seconds")
+        accuracy = readable_accuracy(metrics.get("accuracy"))
+        why = f"{metrics_path} has no accuracy in [0, 1] (accuracy: {metrics.get('accuracy')!r})"
+        return Candidate(source, str(artifact), accuracy, trained, metrics, unreadable_because=why)
+
+    def keep(self, props: Mapping[str, Any], candidate: Candidate) -> str:
+        artifact = Path(candidate.artifact)
+        folder = champion_folder(props, candidate.source)
+        remove_tree(folder)  # a copy left half-written by an interrupted update
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copytree(artifact.parent, folder)
+        except OSError as error:
+            remove_tree(folder)
+            raise LocalProviderError(
+                f"could not copy the {props['model']} challenger {artifact.parent} to {folder}: {error}. "
+                "Free disk space or fix the folder's permissions, then run `pulumi up` again."
+            ) from error
+        return str(folder / artifact.name)
+
+    def discard(self, props: Mapping[str, Any], artifact: str) -> None:
+        remove_tree(Path(artifact).parent)
+
+    def kept(self, props: Mapping[str, Any], artifact: str) -> bool:
+        return Path(artifact).exists() and (Path(artifact).parent / METRICS_FILE).is_file()
+
+
+def champion_folder(props: Mapping[str, Any], source: str) -> Path:
+    return Path(str(props["root"])) / CHAMPIONS_FOLDER / str(props["model"]) / source
+
+
+class LocalGate(pulumi.dynamic.Resource, module="local", name="ChampionGate"):
+    """Holds the champion of one model; the endpoint serves `champion_dir`."""
+
+    champion: pulumi.Output[dict]
+    challenger: pulumi.Output[dict]
+    champion_artifact: pulumi.Output[str]
+    retired: pulumi.Output[dict]
+
+    def __init__(self, name: str, args: LocalGateArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        props = {
+            **gate_inputs(args.model, args.challenger_id, args.challenger_artifact, args.rule),
+            "root": args.root,
+        }
+        super().__init__(LocalGateProvider(), name, props, opts)
+
+    @property
+    def champion_dir(self) -> pulumi.Output[str]:
+        """The champion's folder, as `mnistctl serve --model` takes it."""
+        return self.champion_artifact.apply(lambda artifact: str(Path(artifact).parent) if artifact else "")
+
+    @property
+    def champion_hash(self) -> pulumi.Output[str]:
+        """A hash of the champion's folder: a new champion, a new endpoint."""
+        return self.champion_artifact.apply(_folder_hash)
+
+
+def _folder_hash(artifact: str | None) -> str:
+    if not artifact:
+        return ""
+    folder = Path(artifact).parent
+    # The copy is made by the gate on this machine; if it is not there (yet), its name identifies it.
+    return tree_sha256(folder) if folder.is_dir() else folder.name

@@ -1,0 +1,344 @@
+"""The Vertex AI stack's program under Pulumi mocks, with the config of `Pulumi.gcp.yaml`.
+
+Full MNIST is not available offline, so every run uses `dataset: mnist-t10k` from tests/data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gcp_mocks import (
+    ACCOUNT,
+    ACCOUNT_IAM,
+    BUCKET,
+    BUCKET_IAM,
+    BUCKET_NAME,
+    COMPONENT,
+    CUSTOM_JOB,
+    DEPLOYMENT,
+    ENDPOINT,
+    IMAGE,
+    KEY_IAM,
+    MODEL,
+    OBJECT,
+    PROJECT,
+    PROJECT_IAM,
+    PROVIDER,
+    REGION,
+    REPOSITORY,
+    REPOSITORY_IAM,
+    SERVICE,
+    GcpRun,
+    run_gcp,
+)
+from harness import provider_props, unwrap_provider
+
+from infra.gcp.custom_job import worker_pool_specs
+from infra.gcp.image_context import SERVE_COMMAND, TRAIN_COMMAND, build_image_context
+from infra.gcp.names import image_tag
+from infra.gcp.platform import PROJECT_ROOT
+from training.formats import read_npz
+
+KMS_KEY = f"projects/{PROJECT}/locations/{REGION}/keyRings/mnist/cryptoKeys/data"
+LABELS = {"project": "mnist-platform", "stack": "gcp"}
+BASIC_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
+
+
+@pytest.fixture(scope="module")
+def stack(t10k_dir: Path) -> GcpRun:
+    """The stack exactly as Pulumi.gcp.yaml declares it (with the offline dataset)."""
+    return run_gcp(t10k_dir)
+
+
+@pytest.fixture(scope="module")
+def distributed_stack(t10k_dir: Path) -> GcpRun:
+    return run_gcp(
+        t10k_dir,
+        {
+            "trainingReplicaCount": 3,
+            "trainingMachineType": "e2-standard-8",
+            "servingMachineType": "e2-standard-4",
+            "servingMinReplicas": 2,
+            "servingMaxReplicas": 4,
+            "kmsKeyName": KMS_KEY,
+        },
+    )
+
+
+# -- APIs ----------------------------------------------------------------------------------------
+
+
+def test_the_five_apis_are_enabled_and_kept_on_destroy(stack: GcpRun) -> None:
+    services = stack.of_type(SERVICE)
+    assert sorted(s.inputs["service"] for s in services) == [
+        "aiplatform.googleapis.com",
+        "artifactregistry.googleapis.com",
+        "cloudbuild.googleapis.com",
+        "iam.googleapis.com",
+        "storage.googleapis.com",
+    ]
+    for service in services:
+        assert service.inputs["disableOnDestroy"] is False, service.name
+        assert service.inputs.get("disableDependentServices") is False
+
+
+def test_everything_that_calls_an_api_waits_for_the_apis(stack: GcpRun) -> None:
+    services = stack.of_type(SERVICE)
+    waiting = [
+        stack.one(BUCKET),
+        stack.one(REPOSITORY),
+        stack.one(ENDPOINT),
+        *stack.of_type(ACCOUNT),
+        stack.one(IMAGE),
+        stack.one(CUSTOM_JOB),
+        stack.one(MODEL),
+        stack.one(DEPLOYMENT),
+    ]
+    for resource in waiting:
+        for service in services:
+            assert stack.depends_on(resource, service), (resource.name, service.name)
+
+
+# -- storage and data ----------------------------------------------------------------------------
+
+
+def test_bucket_is_private_regional_labelled_and_force_destroyed(stack: GcpRun) -> None:
+    bucket = stack.one(BUCKET)
+    assert bucket.inputs["uniformBucketLevelAccess"] is True
+    assert bucket.inputs["publicAccessPrevention"] == "enforced"
+    assert bucket.inputs["forceDestroy"] is True
+    assert bucket.inputs["location"] == "US-CENTRAL1"
+    assert bucket.inputs["labels"] == LABELS
+    assert "encryption" not in bucket.inputs  # Google-managed keys unless kmsKeyName is set
+
+
+def test_dataset_is_uploaded_as_the_npz_files_the_tf_trainer_reads(stack: GcpRun, t10k_dir: Path) -> None:
+    objects = {
+        o.inputs["name"].rsplit("/", 1)[-1]: o
+        for o in stack.of_type(OBJECT)
+        if o.name.startswith("mnist-data-")
+    }
+    assert sorted(objects) == ["test.npz", "train.npz"]
+    prefixes = {o.inputs["name"].rsplit("/", 1)[0] for o in objects.values()}
+    assert len(prefixes) == 1 and next(iter(prefixes)).startswith("data/")
+    x_train, y_train = read_npz(objects["train.npz"].inputs["source"].path)
+    x_test, y_test = read_npz(objects["test.npz"].inputs["source"].path)
+    assert x_train.shape == (8000, 28, 28) and y_train.shape == (8000,)  # the mnist-t10k protocol
+    assert x_test.shape == (2000, 28, 28) and y_test.shape == (2000,)
+    job_args = stack.one(CUSTOM_JOB).inputs["args"]
+    assert job_args[:2] == ["--data", f"gs://{BUCKET_NAME}/{next(iter(prefixes))}"]
+
+
+# -- identities ----------------------------------------------------------------------------------
+
+
+def _roles_of(stack: GcpRun, account_id: str) -> set[tuple[str, str]]:
+    member = f"serviceAccount:{account_id}@{PROJECT}.iam.gserviceaccount.com"
+    grants = set()
+    for typ in (BUCKET_IAM, PROJECT_IAM, REPOSITORY_IAM):
+        for grant in stack.of_type(typ):
+            if grant.inputs["member"] == member:
+                grants.add((typ.split(":")[1].split("/")[0], grant.inputs["role"]))
+    return grants
+
+
+def test_service_accounts_hold_only_roles_on_the_stacks_own_bucket_and_repository(stack: GcpRun) -> None:
+    assert sorted(a.inputs["accountId"] for a in stack.of_type(ACCOUNT)) == [
+        "mnist-gcp-build",
+        "mnist-gcp-serve",
+        "mnist-gcp-train",
+    ]
+    assert _roles_of(stack, "mnist-gcp-train") == {
+        ("storage", "roles/storage.objectUser"),
+        ("storage", "roles/storage.legacyBucketReader"),  # TF's GCS filesystem reads bucket metadata
+    }
+    assert _roles_of(stack, "mnist-gcp-serve") == {
+        ("storage", "roles/storage.objectViewer"),
+        ("storage", "roles/storage.legacyBucketReader"),
+    }
+    assert _roles_of(stack, "mnist-gcp-build") == {
+        ("storage", "roles/storage.objectViewer"),
+        ("artifactregistry", "roles/artifactregistry.writer"),
+        ("projects", "roles/logging.logWriter"),
+    }
+    for grant in stack.of_type(BUCKET_IAM):
+        assert grant.inputs["bucket"] == BUCKET_NAME
+    every_role = {
+        g.inputs["role"]
+        for t in (BUCKET_IAM, PROJECT_IAM, REPOSITORY_IAM, ACCOUNT_IAM)
+        for g in stack.of_type(t)
+    }
+    assert not every_role & BASIC_ROLES
+
+
+def test_the_vertex_service_agent_may_run_the_serving_account_and_nothing_else(stack: GcpRun) -> None:
+    (grant,) = stack.of_type(ACCOUNT_IAM)
+    assert grant.inputs["member"].endswith("@gcp-sa-aiplatform.iam.gserviceaccount.com")
+    assert grant.inputs["serviceAccountId"].endswith(f"mnist-gcp-serve@{PROJECT}.iam.gserviceaccount.com")
+    assert stack.depends_on(stack.one(DEPLOYMENT), grant)
+
+
+def test_job_and_deployment_run_as_their_own_accounts(stack: GcpRun) -> None:
+    assert (
+        stack.one(CUSTOM_JOB).inputs["service_account"]
+        == f"mnist-gcp-train@{PROJECT}.iam.gserviceaccount.com"
+    )
+    assert (
+        stack.one(DEPLOYMENT).inputs["service_account"]
+        == f"mnist-gcp-serve@{PROJECT}.iam.gserviceaccount.com"
+    )
+    assert stack.one(IMAGE).inputs["service_account"] == f"mnist-gcp-build@{PROJECT}.iam.gserviceaccount.com"
+    for grant in stack.of_type(BUCKET_IAM):
+        if "train" in grant.name:
+            assert stack.depends_on(stack.one(CUSTOM_JOB), grant), grant.name
+
+
+# -- image ---------------------------------------------------------------------------------------
+
+
+def test_image_is_tagged_by_the_content_of_its_build_context(stack: GcpRun, tmp_path: Path) -> None:
+    context = build_image_context(PROJECT_ROOT, tmp_path)
+    image = stack.one(IMAGE)
+    repository = stack.one(REPOSITORY)
+    assert repository.inputs["format"] == "DOCKER" and repository.inputs["location"] == REGION
+    assert repository.inputs["labels"] == LABELS
+    assert image.inputs["image"] == (
+        f"{REGION}-docker.pkg.dev/{PROJECT}/mnist-gcp/mnist-platform:{image_tag(context.sha256)}"
+    )
+    assert image.inputs["context_sha256"] == context.sha256
+    source = stack.one(OBJECT, "image-context")
+    assert image.inputs["source_object"] == source.inputs["name"]
+    assert Path(source.inputs["source"].path).read_bytes() == context.archive.read_bytes()
+
+
+def test_one_image_trains_and_serves(stack: GcpRun) -> None:
+    image = stack.one(IMAGE).inputs["image"]
+    job, model = stack.one(CUSTOM_JOB), stack.one(MODEL)
+    assert job.inputs["image_uri"] == image and job.inputs["command"] == list(TRAIN_COMMAND)
+    assert model.inputs["image_uri"] == image and model.inputs["command"] == list(SERVE_COMMAND)
+    assert (
+        model.inputs["artifact_uri"]
+        == f"gs://{BUCKET_NAME}/{job.inputs['base_output_directory'].split('/', 3)[3]}/model"
+    )
+    assert model.inputs["predict_route"] and model.inputs["health_route"] and model.inputs["port"]
+
+
+# -- training and serving ------------------------------------------------------------------------
+
+
+def test_training_uses_the_configured_machine_replicas_timeout_and_labels(stack: GcpRun) -> None:
+    job = stack.one(CUSTOM_JOB)
+    (pool,) = worker_pool_specs(provider_props(job.inputs))  # one replica: the chief alone
+    assert pool["replica_count"] == 1
+    assert job.inputs["instance_type"] == "n1-standard-4"
+    assert job.inputs["instance_count"] == 1
+    assert job.inputs["max_runtime_seconds"] == 3600
+    assert job.inputs["labels"] == LABELS
+    assert job.inputs["base_output_directory"].startswith(f"gs://{BUCKET_NAME}/jobs/")
+    assert job.inputs.get("kms_key_name") is None
+
+
+def test_the_endpoint_has_a_numeric_id_and_leaves_traffic_to_the_deployment(stack: GcpRun) -> None:
+    endpoint = stack.one(ENDPOINT)
+    assert endpoint.inputs["name"].isdigit() and len(endpoint.inputs["name"]) == 10
+    assert not endpoint.inputs["name"].startswith("0")
+    assert "trafficSplit" not in endpoint.inputs
+    assert endpoint.inputs["location"] == REGION and endpoint.inputs["labels"] == LABELS
+    deployment = stack.one(DEPLOYMENT)
+    assert deployment.inputs["endpoint"] == endpoint.inputs["name"]
+    assert stack.depends_on(deployment, endpoint) and stack.depends_on(deployment, stack.one(MODEL))
+    assert (
+        deployment.inputs["instance_type"],
+        deployment.inputs["min_replicas"],
+        deployment.inputs["max_replicas"],
+    ) == (
+        "n1-standard-2",
+        1,
+        2,
+    )
+
+
+def test_outputs_follow_the_design_contract(stack: GcpRun) -> None:
+    endpoint_id = stack.one(ENDPOINT).inputs["name"]
+    assert stack.outputs["endpoints"] == {
+        "tensorflow": {"flavor": "vertex", "name": endpoint_id, "region": REGION, "project": PROJECT}
+    }
+    model = stack.outputs["models"]["tensorflow"]
+    assert model["artifact"].startswith(f"gs://{BUCKET_NAME}/jobs/") and model["artifact"].endswith("/model")
+    assert model["metrics"]["accuracy"] == 0.99
+    assert stack.outputs["bucket"] == BUCKET_NAME and stack.outputs["dataset"] == "mnist-t10k"
+
+
+def test_every_resource_is_a_child_of_the_component_on_its_provider(stack: GcpRun) -> None:
+    component = stack.one(COMPONENT)
+    provider = stack.one(PROVIDER)
+    assert provider.inputs["project"] == PROJECT and provider.inputs["region"] == REGION
+    for resource in stack.resources:
+        if resource is component:
+            continue
+        assert resource.parent == component.urn, resource.name
+        if resource.typ.startswith("gcp:"):
+            assert stack.providers[f"{resource.typ}::{resource.name}"].startswith(provider.urn), resource.name
+
+
+def test_distributed_training_uses_the_configured_machines_replicas_and_customer_key(
+    distributed_stack: GcpRun,
+) -> None:
+    job = distributed_stack.one(CUSTOM_JOB)
+    assert (job.inputs["instance_type"], job.inputs["instance_count"]) == ("e2-standard-8", 3)
+    assert job.inputs["kms_key_name"] == KMS_KEY
+    chief, workers = worker_pool_specs(provider_props(job.inputs))
+    assert chief["replica_count"] == 1 and workers["replica_count"] == 2
+    assert chief["container_spec"] == workers["container_spec"]  # the full spec in both pools
+    assert chief["machine_spec"] == workers["machine_spec"] == {"machine_type": "e2-standard-8"}
+    deployment = distributed_stack.one(DEPLOYMENT)
+    assert (
+        deployment.inputs["instance_type"],
+        deployment.inputs["min_replicas"],
+        deployment.inputs["max_replicas"],
+    ) == (
+        "e2-standard-4",
+        2,
+        4,
+    )
+    assert distributed_stack.one(BUCKET).inputs["encryption"] == {"defaultKmsKeyName": KMS_KEY}
+    assert distributed_stack.one(ENDPOINT).inputs["encryptionSpec"] == {"kmsKeyName": KMS_KEY}
+    assert distributed_stack.one(REPOSITORY).inputs["kmsKeyName"] == KMS_KEY
+    grants = distributed_stack.of_type(KEY_IAM)
+    agents = sorted(g.inputs["member"].split("@")[1].split(".")[0] for g in grants)
+    assert agents == ["gcp-sa-aiplatform", "gcp-sa-artifactregistry", "gs-project-accounts"]
+    for grant in grants:
+        assert grant.inputs["cryptoKeyId"] == KMS_KEY
+        assert grant.inputs["role"] == "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+        assert distributed_stack.depends_on(distributed_stack.one(BUCKET), grant)
+
+
+# -- updates -------------------------------------------------------------------------------------
+
+
+def _replaced(before: GcpRun, after: GcpRun) -> list[str]:
+    """The dynamic resources whose provider's diff, as the engine runs it on `pulumi up`, replaces them."""
+    replaced = []
+    for resource in after.resources:
+        if not resource.typ.startswith("pulumi-python:dynamic"):
+            continue
+        provider, news = unwrap_provider(resource.inputs), provider_props(resource.inputs)
+        if provider.diff(resource.name, before.states[resource.name], news).replaces:
+            replaced.append(resource.name)
+    return sorted(replaced)
+
+
+def test_a_rerun_replaces_nothing_and_new_hyperparameters_replace_job_model_and_deployment(
+    t10k_dir: Path,
+) -> None:
+    hp = {"tensorflow": {"epochs": 3}}
+    first = run_gcp(t10k_dir, {"hyperparameters": hp})
+    again = run_gcp(t10k_dir, {"hyperparameters": hp})
+    assert _replaced(first, again) == []
+    retuned = run_gcp(t10k_dir, {"hyperparameters": {"tensorflow": {"epochs": 4}}})
+    # The image, bucket, data and endpoint stay; job, model and deployment are new.
+    assert _replaced(first, retuned) == ["mnist-deployment", "mnist-model", "mnist-training"]
+    assert retuned.one(CUSTOM_JOB).inputs["args"][2:] == ["--set", "epochs=4"]
+    assert retuned.one(ENDPOINT).inputs == first.one(ENDPOINT).inputs
+    assert retuned.one(BUCKET).inputs == first.one(BUCKET).inputs

@@ -1,0 +1,149 @@
+"""The Vertex AI stack end to end: its program under mocks, its dynamic providers executed for real
+against the loopback fakes (tests/gcp/gcp_fakes) with Google's own clients.
+
+`ProviderEngine` (tests/harness.py) plays the Pulumi engine for the dynamic resources (image build,
+custom job, model, deployment); the native pulumi-gcp resources are mocked, and the mock puts what
+they would create where the fakes look for it (the uploaded objects in the Cloud Storage fake, the
+AiEndpoint in the Vertex fake). The fake runs the custom job's container command (the TF trainer) on
+mnist-t10k with Vertex's environment, serves the uploaded model with the model's serving command under
+the AIP_* environment, and `mnistctl smoke` reaches it through `aiplatform_v1.PredictionServiceClient`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gcp_mocks
+import pulumi
+import pytest
+from gcp_fakes import CloudBuildFake, GcsFake, VertexFake
+from gcp_mocks import BUCKET_NAME, ENDPOINT, OBJECT
+from harness import ProviderEngine, StackRun, run_stack
+from pulumi.runtime.mocks import MockResourceArgs
+
+from infra.gcp import GcpApiEndpoints, VertexPlatform
+from infra.settings import load_settings
+from mnistctl.smoke import smoke
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+DYNAMIC = ("mnist-image", "mnist-training", "mnist-model", "mnist-deployment")
+
+
+@pytest.fixture
+def engine() -> Iterator[ProviderEngine]:
+    engine = ProviderEngine()
+    yield engine
+    engine.destroy()
+
+
+class StackUnderFakes:
+    """`pulumi up` of the gcp stack with every Google API it calls answered by a loopback fake."""
+
+    def __init__(
+        self, engine: ProviderEngine, vertex: VertexFake, build: CloudBuildFake, gcs: GcsFake
+    ) -> None:
+        self.engine, self.vertex, self.build, self.gcs = engine, vertex, build, gcs
+        engine.fallback = self._native
+        self.endpoints = GcpApiEndpoints(
+            vertex=vertex.api_endpoint,
+            cloudbuild=build.api_endpoint,
+            artifact_registry=build.api_endpoint,
+            storage=gcs.api_endpoint,
+        )
+
+    def _native(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        """A native resource, as pulumi-gcp would leave it in the (faked) cloud."""
+        id_, state = gcp_mocks._outputs(args)
+        if args.typ == OBJECT:
+            self.gcs.put(
+                f"gs://{BUCKET_NAME}/{args.inputs['name']}", Path(args.inputs["source"].path).read_bytes()
+            )
+        elif args.typ == ENDPOINT and args.inputs["name"] not in self.vertex.endpoints:
+            self.vertex.add_endpoint(args.inputs["name"])
+        return id_, state
+
+    def up(self, config: dict[str, Any]) -> StackRun:
+        config = {"gcp:project": self.vertex.project, "gcp:region": self.vertex.location, **config}
+
+        def program() -> None:
+            settings = load_settings(
+                "gcp", pulumi.Config(), aws_config=pulumi.Config("aws"), gcp_config=pulumi.Config("gcp")
+            )
+            platform = VertexPlatform.from_settings("mnist", settings, self.endpoints, poll_seconds=0.5)
+            for key in ("endpoints", "models", "bucket", "dataset"):
+                pulumi.export(key, getattr(platform, key))
+
+        run = run_stack("gcp", config, new_resource=self.engine, call=gcp_mocks._call, program=program)
+        self.engine.finish()
+        return run
+
+
+def test_gcp_stack_trains_on_vertex_serves_answers_and_rolls_forward_without_a_gap(
+    engine: ProviderEngine,
+    vertex_fake: VertexFake,
+    cloudbuild_fake: CloudBuildFake,
+    gcs_fake: GcsFake,
+    t10k_dir: Path,
+) -> None:
+    stack = StackUnderFakes(engine, vertex_fake, cloudbuild_fake, gcs_fake)
+    config: dict[str, Any] = {
+        "dataset": "mnist-t10k",
+        "dataDir": str(t10k_dir),
+        "hyperparameters": {"tensorflow": {"epochs": 4}},
+    }
+    started = time.monotonic()
+    first = stack.up(config)
+    print(f"\nup (image, job on 8,000 digits, model, deployment): {time.monotonic() - started:.1f}s")
+    assert [s for s in engine.steps if s[1] in DYNAMIC] == [("create", name) for name in DYNAMIC]
+
+    # The image pushed under its content tag, the job trained for real, the model served from its output.
+    image = engine.live["mnist-image"].state["image"]
+    assert image in cloudbuild_fake.tags()
+    job = engine.live["mnist-training"].state
+    assert job["state"] == "JOB_STATE_SUCCEEDED"
+    (gcs_fake.path_of(job["model_dir"]) / "saved_model.pb").stat()
+    model = first.outputs["models"]["tensorflow"]
+    assert model["artifact"] == job["model_dir"] and model["metrics"]["accuracy"] >= 0.97
+    entry = first.outputs["endpoints"]["tensorflow"]
+    assert (entry["flavor"], entry["project"], entry["region"]) == ("vertex", "mnist-test", "us-central1")
+
+    # `mnistctl smoke --stack gcp`: 200 held-out digits through aiplatform_v1.PredictionServiceClient.
+    result = smoke(first.outputs, count=200, data_dir=t10k_dir, label="gcp")
+    assert result.ok, [r.error for r in result.results]
+    assert result.for_model("tensorflow").accuracy >= 0.98
+
+    # A second `pulumi up` with nothing changed changes nothing.
+    before = len(engine.steps)
+    stack.up(config)
+    assert [s for s in engine.steps[before:] if s[0] != "same"] == []
+
+    # New hyperparameters: new job, model and deployment; the new deployment exists before the old one is
+    # undeployed, and the model goes after its deployment. Image, bucket and endpoint stay.
+    old_deployed = engine.live["mnist-deployment"].state["deployed_model_id"]
+    config["hyperparameters"] = {"tensorflow": {"epochs": 1}}
+    before = len(engine.steps)
+    second = stack.up(config)
+    steps = [s for s in engine.steps[before:] if s[0] != "same"]
+    assert steps == [
+        ("replace", "mnist-training"),
+        ("replace", "mnist-model"),
+        ("replace", "mnist-deployment"),
+        ("delete", "mnist-deployment"),
+        ("delete", "mnist-model"),
+        ("delete", "mnist-training"),
+    ]
+    (endpoint,) = vertex_fake.endpoints.values()
+    assert old_deployed not in endpoint.deployed
+    assert list(endpoint.deployed) == [engine.live["mnist-deployment"].state["deployed_model_id"]]
+    assert second.outputs["endpoints"] == first.outputs["endpoints"]
+    assert smoke(second.outputs, count=20, data_dir=t10k_dir).ok
+
+    # `pulumi destroy`: undeployed, model and job deleted, image tag removed, no process left.
+    engine.destroy()
+    assert not endpoint.deployed and not vertex_fake.models and not vertex_fake.jobs
+    assert cloudbuild_fake.tags() == {}
+    assert not vertex_fake.running_processes()

@@ -1,0 +1,324 @@
+"""Cloud Object Storage's S3 API (s3.<region>.cloud-object-storage.appdomain.cloud), path-style.
+
+What moto does not check and COS does: the OAuth bearer token (`Config(signature_version="oauth")`),
+the `ibm-service-instance-id` a bucket is created in (an active COS instance of the fake Resource
+Controller), the location constraint (`<region>-<storage class>` of this endpoint's region), and the Key
+Protect headers of a bucket created with a root key (`ibm-sse-kp-encryption-algorithm: AES256` and
+`ibm-sse-kp-customer-root-key-crn`, which need an authorization COS -> Key Protect, Reader). Errors are
+S3's XML. Single-part uploads only (the stack's artifacts are a few MB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+from xml.etree import ElementTree
+
+from flask import Response, request
+
+from .iam import authorizes
+from .server import FakeService, IbmApiError
+from .state import Bucket, StoredObject
+
+S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+STORAGE_CLASSES = ("standard", "vault", "cold", "smart", "onerate_active")
+KP_ALGORITHM_HEADER = "ibm-sse-kp-encryption-algorithm"
+KP_ROOT_KEY_HEADER = "ibm-sse-kp-customer-root-key-crn"
+SERVICE_INSTANCE_HEADER = "ibm-service-instance-id"
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+ROOT_KEY_CRN = re.compile(
+    r"^crn:v1:bluemix:public:(kms|hs-crypto):([a-z-]+):a/([0-9a-f]+):([0-9a-f-]+):key:([0-9a-f-]+)$"
+)
+S3_CODES = {
+    403: "AccessDenied",
+    404: "NoSuchKey",
+    409: "Conflict",
+    429: "SlowDown",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
+
+
+class S3Error(IbmApiError):
+    """An S3 error: `code` is S3's (NoSuchBucket, BucketNotEmpty, InvalidLocationConstraint, ...)."""
+
+
+class CosService(FakeService):
+    name = "cos"
+    region = "us-south"
+
+    def routes(self) -> None:
+        rule = self.app.add_url_rule
+        rule("/", view_func=self.list_buckets, methods=["GET"])
+        rule("/<bucket>", view_func=self.bucket, methods=["GET", "PUT", "HEAD", "DELETE", "POST"])
+        rule("/<bucket>/", view_func=self.bucket, methods=["GET", "PUT", "HEAD", "DELETE", "POST"])
+        rule("/<bucket>/<path:key>", view_func=self.object, methods=["GET", "PUT", "HEAD", "DELETE"])
+
+    def error_response(self, error: IbmApiError) -> Response:
+        code = error.code if isinstance(error, S3Error) else S3_CODES.get(error.status, error.code)
+        root = ElementTree.Element("Error")
+        for tag, text in (
+            ("Code", code),
+            ("Message", error.message),
+            ("Resource", request.path),
+            ("RequestId", uuid.uuid4().hex),
+            ("httpStatusCode", str(error.status)),
+        ):
+            ElementTree.SubElement(root, tag).text = text
+        body = b"" if request.method == "HEAD" else _xml(root)
+        return Response(body, status=error.status, content_type="application/xml")
+
+    def _authorize(self) -> None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer ") or self.state.iam.claims_of(header[7:].strip()) is None:
+            raise S3Error(
+                403,
+                "AccessDenied",
+                "Access Denied: an IAM bearer token (signature_version='oauth') is required",
+            )
+
+    # Service ----------------------------------------------------------------------------------------
+    def list_buckets(self) -> Response:
+        self._authorize()
+        instance = request.headers.get(SERVICE_INSTANCE_HEADER)
+        root = ElementTree.Element("ListAllMyBucketsResult", xmlns=S3_NS)
+        owner = ElementTree.SubElement(root, "Owner")
+        ElementTree.SubElement(owner, "ID").text = instance or self.state.account_id
+        ElementTree.SubElement(owner, "DisplayName").text = instance or self.state.account_id
+        buckets = ElementTree.SubElement(root, "Buckets")
+        with self.state.lock:
+            for bucket in self.state.buckets.values():
+                if instance in (None, bucket.service_instance_id):
+                    entry = ElementTree.SubElement(buckets, "Bucket")
+                    ElementTree.SubElement(entry, "Name").text = bucket.name
+                    ElementTree.SubElement(entry, "CreationDate").text = _iso(bucket.created)
+        return Response(_xml(root), content_type="application/xml")
+
+    # Buckets ----------------------------------------------------------------------------------------
+    def bucket(self, bucket: str) -> Response:
+        self._authorize()
+        method = request.method
+        if method == "PUT":
+            return self._create_bucket(bucket)
+        with self.state.lock:
+            found = self.state.buckets.get(bucket)
+            if found is None:
+                raise S3Error(404, "NoSuchBucket", "The specified bucket does not exist.")
+            if method == "HEAD":
+                headers = {"ibm-sse-kp-enabled": str(found.kp_root_key_crn is not None)}
+                if found.kp_root_key_crn:
+                    headers["ibm-sse-kp-crk-id"] = found.kp_root_key_crn
+                return Response(b"", headers=headers)
+            if method == "DELETE":
+                if found.objects:
+                    raise S3Error(409, "BucketNotEmpty", "The bucket you tried to delete is not empty.")
+                del self.state.buckets[bucket]
+                return Response(b"", status=204)
+            if method == "POST" and "delete" in request.args:
+                return self._delete_objects(found)
+            if method == "GET" and "location" in request.args:
+                root = ElementTree.Element("LocationConstraint", xmlns=S3_NS)
+                root.text = found.location_constraint
+                return Response(_xml(root), content_type="application/xml")
+            if method == "GET":
+                return self._list_objects(found)
+        raise S3Error(405, "MethodNotAllowed", f"{method} on a bucket is not supported by this fake")
+
+    def _create_bucket(self, name: str) -> Response:
+        if not BUCKET_NAME.match(name) or ".." in name:
+            raise S3Error(400, "InvalidBucketName", f"The specified bucket {name!r} is not valid.")
+        instance_id = request.headers.get(SERVICE_INSTANCE_HEADER)
+        if not instance_id:
+            raise S3Error(
+                400,
+                "InvalidArgument",
+                f"Creating a bucket needs the {SERVICE_INSTANCE_HEADER} header "
+                "(ibm_service_instance_id of the client): the COS instance that will own it",
+            )
+        location = self._location_constraint()
+        algorithm = request.headers.get(KP_ALGORITHM_HEADER)
+        root_key = request.headers.get(KP_ROOT_KEY_HEADER)
+        with self.state.lock:
+            instance = next(
+                (
+                    i
+                    for i in self.state.instances.values()
+                    if instance_id in (i["guid"], i["crn"]) and i["state"] == "active"
+                ),
+                None,
+            )
+            if instance is None or not instance["crn"].startswith(
+                "crn:v1:bluemix:public:cloud-object-storage:"
+            ):
+                raise S3Error(
+                    400,
+                    "InvalidArgument",
+                    f"{SERVICE_INSTANCE_HEADER} {instance_id!r} is not an active "
+                    "Cloud Object Storage instance of this account",
+                )
+            if name in self.state.buckets:
+                raise S3Error(409, "BucketAlreadyExists", "The requested bucket name is not available.")
+            if (algorithm is None) != (root_key is None):
+                raise S3Error(
+                    400, "InvalidArgument", f"{KP_ALGORITHM_HEADER} and {KP_ROOT_KEY_HEADER} go together"
+                )
+            if root_key is not None:
+                self._check_root_key(algorithm, root_key, instance["guid"])
+            self.state.buckets[name] = Bucket(
+                name=name,
+                location_constraint=location,
+                service_instance_id=instance["guid"],
+                created=datetime.now(UTC),
+                kp_algorithm=algorithm,
+                kp_root_key_crn=root_key,
+            )
+        return Response(b"", headers={"Location": f"/{name}"})
+
+    def _location_constraint(self) -> str:
+        body = request.get_data()
+        if not body.strip():
+            return f"{self.region}-standard"  # COS's default: the endpoint's region, Standard class
+        try:
+            root = ElementTree.fromstring(body)
+        except ElementTree.ParseError as error:
+            raise S3Error(
+                400, "MalformedXML", f"CreateBucketConfiguration is not valid XML: {error}"
+            ) from None
+        element = root.find(f"{{{S3_NS}}}LocationConstraint")
+        if element is None:
+            element = root.find("LocationConstraint")
+        location = (element.text or "").strip() if element is not None else ""
+        allowed = [f"{self.region}-{c}" for c in STORAGE_CLASSES]
+        if location not in allowed:
+            raise S3Error(
+                400,
+                "InvalidLocationConstraint",
+                f"The specified location-constraint {location!r} is not valid on the {self.region} "
+                f"endpoint; use one of {', '.join(allowed)}",
+            )
+        return location
+
+    def _check_root_key(self, algorithm: str | None, root_key: str, cos_guid: str) -> None:
+        if algorithm != "AES256":
+            raise S3Error(400, "InvalidArgument", f"{KP_ALGORITHM_HEADER} must be AES256, got {algorithm!r}")
+        match = ROOT_KEY_CRN.match(root_key)
+        if match is None:
+            raise S3Error(
+                400,
+                "InvalidArgument",
+                f"{KP_ROOT_KEY_HEADER} {root_key!r} is not a root key CRN "
+                "(crn:v1:bluemix:public:kms:<region>:a/<account>:<instance>:key:<key id>)",
+            )
+        kms_service, _, _, kms_instance, _ = match.groups()
+        if not any(
+            authorizes(p, "cloud-object-storage", cos_guid, kms_service, kms_instance, "Reader")
+            for p in self.state.policies.values()
+        ):
+            raise S3Error(
+                403,
+                "AccessDenied",
+                f"Cloud Object Storage is not authorized to use root key {root_key}: "
+                f"create an authorization cloud-object-storage -> {kms_service} with the Reader role",
+            )
+
+    def _list_objects(self, bucket: Bucket) -> Response:
+        args = request.args
+        v2 = args.get("list-type") == "2"
+        url_encoded = args.get("encoding-type") == "url"
+        prefix = args.get("prefix", "")
+        max_keys = int(args.get("max-keys", 1000))
+        start = args.get("continuation-token") or args.get("start-after") or args.get("marker") or ""
+        keys = sorted(k for k in bucket.objects if k.startswith(prefix) and k > start)
+        page, truncated = keys[:max_keys], len(keys) > max_keys
+        root = ElementTree.Element("ListBucketResult", xmlns=S3_NS)
+        for tag, text in (
+            ("Name", bucket.name),
+            ("Prefix", prefix),
+            ("MaxKeys", str(max_keys)),
+            ("IsTruncated", str(truncated).lower()),
+        ):
+            ElementTree.SubElement(root, tag).text = text
+        if v2:
+            ElementTree.SubElement(root, "KeyCount").text = str(len(page))
+            if truncated:
+                ElementTree.SubElement(root, "NextContinuationToken").text = page[-1]
+        elif truncated:
+            ElementTree.SubElement(root, "NextMarker").text = page[-1]
+        if url_encoded:
+            ElementTree.SubElement(root, "EncodingType").text = "url"
+        for key in page:
+            stored = bucket.objects[key]
+            entry = ElementTree.SubElement(root, "Contents")
+            for tag, text in (
+                ("Key", quote(key) if url_encoded else key),
+                ("LastModified", _iso(stored.last_modified)),
+                ("ETag", f'"{stored.etag}"'),
+                ("Size", str(len(stored.body))),
+                ("StorageClass", "STANDARD"),
+            ):
+                ElementTree.SubElement(entry, tag).text = text
+        return Response(_xml(root), content_type="application/xml")
+
+    def _delete_objects(self, bucket: Bucket) -> Response:
+        try:
+            document = ElementTree.fromstring(request.get_data())
+        except ElementTree.ParseError as error:
+            raise S3Error(400, "MalformedXML", f"Delete is not valid XML: {error}") from None
+        root = ElementTree.Element("DeleteResult", xmlns=S3_NS)
+        for element in document.iter():
+            if element.tag.endswith("Key") and element.text:
+                bucket.objects.pop(element.text, None)
+                ElementTree.SubElement(ElementTree.SubElement(root, "Deleted"), "Key").text = element.text
+        return Response(_xml(root), content_type="application/xml")
+
+    # Objects ----------------------------------------------------------------------------------------
+    def object(self, bucket: str, key: str) -> Response:
+        self._authorize()
+        with self.state.lock:
+            found = self.state.buckets.get(bucket)
+            if found is None:
+                raise S3Error(404, "NoSuchBucket", "The specified bucket does not exist.")
+            if request.method == "PUT":
+                if "uploadId" in request.args or "partNumber" in request.args:
+                    raise S3Error(501, "NotImplemented", "multipart uploads are not supported by this fake")
+                body = request.get_data()
+                etag = hashlib.md5(body).hexdigest()
+                found.objects[key] = StoredObject(
+                    body=body,
+                    etag=etag,
+                    last_modified=datetime.now(UTC),
+                    content_type=request.headers.get("Content-Type", "binary/octet-stream"),
+                    metadata={
+                        k[11:]: v for k, v in request.headers.items() if k.lower().startswith("x-amz-meta-")
+                    },
+                )
+                return Response(b"", headers={"ETag": f'"{etag}"'})
+            if request.method == "DELETE":
+                found.objects.pop(key, None)
+                return Response(b"", status=204)
+            stored = found.objects.get(key)
+            if stored is None:
+                raise S3Error(404, "NoSuchKey", "The specified key does not exist.")
+            headers: dict[str, Any] = {
+                "ETag": f'"{stored.etag}"',
+                "Last-Modified": stored.last_modified.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+                "Content-Length": str(len(stored.body)),
+                **{f"x-amz-meta-{k}": v for k, v in stored.metadata.items()},
+            }
+            body = b"" if request.method == "HEAD" else stored.body
+            response = Response(body, content_type=stored.content_type, headers=headers)
+            if request.method == "HEAD":
+                response.headers["Content-Length"] = str(len(stored.body))
+            return response
+
+
+def _xml(root: ElementTree.Element) -> bytes:
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(root)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")

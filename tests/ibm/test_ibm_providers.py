@@ -1,0 +1,316 @@
+"""The ibm stack's dynamic providers against the loopback fakes of IBM Cloud (tests/ibm/fakes), with
+IBM's own SDK clients inside them, over HTTPS with the test CA: what each create waits for, what each
+delete removes, and how they ride out 429s, expired tokens, a slow broker, and things already gone."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from fakes import ACCOUNT_ID, IbmCloudFake
+
+from infra.ibm import connection
+from infra.ibm.authorization import ServiceAuthorizationProvider
+from infra.ibm.bucket import CosBucketProvider
+from infra.ibm.connection import IbmProviderError
+from infra.ibm.deployment import deployment_status
+from infra.ibm.model import Runtime, choose_runtime
+from infra.ibm.resource_instance import ResourceInstanceProvider
+from infra.ibm.space import DeploymentSpaceProvider
+
+KMS_INSTANCE = "6f6a3f8e-1f0b-4b43-9e58-0c5d9c1b8b2a"
+KEY_ID = "0b9b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d"
+ROOT_KEY = f"crn:v1:bluemix:public:kms:us-south:a/{ACCOUNT_ID}:{KMS_INSTANCE}:key:{KEY_ID}"
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Same backoff policy, compressed: the tests prove it retries, not how long it sleeps.
+    monkeypatch.setattr(connection, "wait_exponential", lambda **_: lambda _state: 0.01)
+
+
+def common(fake: IbmCloudFake) -> dict[str, Any]:
+    """The inputs every provider gets: the API key and the fake's URLs (production leaves them unset)."""
+    return {
+        "api_key": fake.api_key,
+        "region": fake.region,
+        "endpoints": {
+            "iam_url": fake.iam_url,
+            "resource_controller_url": fake.resource_controller_url,
+            "global_catalog_url": fake.global_catalog_url,
+            "iam_policy_url": fake.iam_policy_url,
+            "cos_url": fake.cos_url,
+            "wml_url": fake.wml_url,
+            "platform_url": fake.platform_url,
+            "ca_file": fake.ca_file,
+            "poll_seconds": "0.05",
+        },
+    }
+
+
+def instance_props(fake: IbmCloudFake, service: str = "pm-20", plan: str = "v2-standard") -> dict[str, Any]:
+    return {
+        "name": f"mnist-platform-test-{service}",
+        "service": service,
+        "plan": plan,
+        "target": "global" if service == "cloud-object-storage" else fake.region,
+        "resource_group": fake.resource_group_id,
+        "tags": ["project:mnist-platform", "stack:test"],
+        **common(fake),
+    }
+
+
+def create_instance(fake: IbmCloudFake, service: str = "pm-20", plan: str = "v2-standard") -> dict[str, Any]:
+    props = instance_props(fake, service, plan)
+    result = ResourceInstanceProvider().create(props)
+    return {**props, **(result.outs or {}), "id": result.id}
+
+
+# -- resource instances ----------------------------------------------------------------------------
+
+
+def test_instance_create_waits_while_the_broker_is_still_provisioning(ibm_cloud_fake: IbmCloudFake):
+    ibm_cloud_fake.slow_provisioning(polls=3)
+    instance = create_instance(ibm_cloud_fake)
+    assert instance["state"] == "active"
+    assert ibm_cloud_fake.state.instances[instance["guid"]]["state"] == "active"
+    polls = ibm_cloud_fake.requests_to("resource-controller", "GET", r"/v2/resource_instances/")
+    assert len(polls) >= 3  # `provisioning` until the broker is done, then `active`
+    created = ibm_cloud_fake.state.instances[instance["guid"]]
+    assert created["tags"] == ["project:mnist-platform", "stack:test"] or "tags" not in created
+
+
+def test_instance_plan_is_resolved_by_name_in_the_global_catalog(ibm_cloud_fake: IbmCloudFake):
+    instance = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
+    stored = ibm_cloud_fake.state.instances[instance["guid"]]
+    assert stored["resource_plan_id"] == instance["plan_id"]
+    assert ibm_cloud_fake.requests_to("global-catalog", "GET", r"/plan")
+    assert stored["crn"] == instance["crn"]
+
+
+def test_instance_create_retries_429_and_503_then_succeeds(ibm_cloud_fake: IbmCloudFake):
+    ibm_cloud_fake.fail_next("POST", r"^/v2/resource_instances$", 429, times=2)
+    ibm_cloud_fake.fail_next("GET", r"^/v2/resource_instances/", 503, times=1)
+    instance = create_instance(ibm_cloud_fake)
+    assert instance["state"] == "active"
+    posts = ibm_cloud_fake.requests_to("resource-controller", "POST", r"^/v2/resource_instances$")
+    assert len(posts) == 3
+    assert len([i for i in ibm_cloud_fake.state.instances.values() if i["state"] == "active"]) == 1
+
+
+def test_instance_create_reports_the_apis_own_message(ibm_cloud_fake: IbmCloudFake):
+    ibm_cloud_fake.fail_next("POST", r"^/v2/resource_instances$", 400, times=1)
+    with pytest.raises(IbmProviderError, match=r"creating the pm-20 instance .* failed \(HTTP 400\): \S"):
+        create_instance(ibm_cloud_fake)
+
+
+def test_a_second_lite_instance_is_refused_naming_the_existing_one(ibm_cloud_fake: IbmCloudFake):
+    existing = ibm_cloud_fake.existing_instance("pm-20", "lite", name="someones-lite-runtime")
+    with pytest.raises(IbmProviderError, match="already has a Lite pm-20 instance") as error:
+        create_instance(ibm_cloud_fake, "pm-20", "lite")
+    assert "someones-lite-runtime" in str(error.value)
+    assert existing["guid"] in str(error.value)
+    assert not ibm_cloud_fake.requests_to("resource-controller", "POST", r"^/v2/resource_instances$")
+
+
+def test_instance_delete_also_purges_the_reclamation(ibm_cloud_fake: IbmCloudFake):
+    instance = create_instance(ibm_cloud_fake)
+    ResourceInstanceProvider().delete(instance["id"], instance)
+    assert ibm_cloud_fake.requests_to("resource-controller", "POST", r"/v1/reclamations/.*/actions/reclaim")
+    left = ibm_cloud_fake.state.instances.get(instance["guid"])
+    assert left is None or left["state"] == "removed"
+    assert all(r["state"] != "SCHEDULED" for r in ibm_cloud_fake.state.reclamations.values())
+
+
+def test_deleting_an_instance_that_is_already_gone_succeeds(ibm_cloud_fake: IbmCloudFake):
+    instance = create_instance(ibm_cloud_fake)
+    ResourceInstanceProvider().delete(instance["id"], instance)
+    ResourceInstanceProvider().delete(instance["id"], instance)  # 404 (or removed): already gone
+    assert ResourceInstanceProvider().read(instance["id"], instance).id is None
+
+
+def test_an_expired_token_is_renewed_between_calls(ibm_cloud_fake: IbmCloudFake):
+    ibm_cloud_fake.short_token_expiry(1)
+    ibm_cloud_fake.slow_provisioning(polls=2)
+    instance = create_instance(ibm_cloud_fake)
+    issued = ibm_cloud_fake.state.iam.issued
+    time.sleep(1.5)
+    ResourceInstanceProvider().delete(instance["id"], instance)
+    assert ibm_cloud_fake.state.iam.issued > issued
+
+
+def test_a_rotated_api_key_is_recorded_by_update_and_used_by_delete(ibm_cloud_fake: IbmCloudFake):
+    instance = create_instance(ibm_cloud_fake)
+    rotated = {**instance, "api_key": "rotated-key"}
+    provider = ResourceInstanceProvider()
+    diff = provider.diff(instance["id"], instance, rotated)
+    assert diff.changes and not diff.replaces  # a new key is no reason to rebuild anything
+    outs = provider.update(instance["id"], instance, rotated).outs or {}
+    assert outs["api_key"] == "rotated-key"
+    ibm_cloud_fake.state.api_keys.add("rotated-key")
+    ibm_cloud_fake.state.api_keys.discard(ibm_cloud_fake.api_key)
+    provider.delete(instance["id"], outs)
+    assert ibm_cloud_fake.requests_to("resource-controller", "DELETE", r"/v2/resource_instances/")
+
+
+# -- bucket and Key Protect authorization ----------------------------------------------------------
+
+
+def bucket_props(fake: IbmCloudFake, cos: dict[str, Any], kms_key_crn: str | None = None) -> dict[str, Any]:
+    return {
+        "prefix": "mnist-platform-test",
+        "location": "us-south-standard",
+        "cos_instance_crn": cos["crn"],
+        "kms_key_crn": kms_key_crn,
+        "public_access": False,
+        "force_destroy": True,
+        **common(fake),
+    }
+
+
+def test_bucket_is_created_in_its_location_and_deleted_with_its_objects(ibm_cloud_fake: IbmCloudFake):
+    cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
+    props = bucket_props(ibm_cloud_fake, cos)
+    created = CosBucketProvider().create(props)
+    name = created.id
+    stored = ibm_cloud_fake.state.buckets[name]
+    assert stored.location_constraint == "us-south-standard"
+    assert stored.service_instance_id in cos["crn"]  # the bucket belongs to the stack's instance
+    assert stored.kp_root_key_crn is None
+    s3 = connection.Connection.of(props).cos_client()
+    for key in ("models/a/model.tar.gz", "models/a/metrics.json"):
+        s3.put_object(Bucket=name, Key=key, Body=b"x")
+    CosBucketProvider().delete(name, {**props, **(created.outs or {})})
+    assert name not in ibm_cloud_fake.state.buckets
+    CosBucketProvider().delete(name, {**props, **(created.outs or {})})  # already gone
+
+
+def test_bucket_with_a_root_key_after_the_authorization_cos_reads_keys(ibm_cloud_fake: IbmCloudFake):
+    cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
+    authorization = {
+        "account_id": ACCOUNT_ID,
+        "source_service": "cloud-object-storage",
+        "source_instance_guid": cos["guid"],
+        "target_service": "kms",
+        "target_instance_guid": KMS_INSTANCE,
+        "role": "Reader",
+        **common(ibm_cloud_fake),
+    }
+    policy = ServiceAuthorizationProvider().create(authorization)
+    assert policy.id in ibm_cloud_fake.state.policies
+    created = CosBucketProvider().create(bucket_props(ibm_cloud_fake, cos, ROOT_KEY))
+    stored = ibm_cloud_fake.state.buckets[created.id]
+    assert (stored.kp_algorithm, stored.kp_root_key_crn) == ("AES256", ROOT_KEY)
+    ServiceAuthorizationProvider().delete(policy.id, authorization)
+    assert (
+        policy.id not in ibm_cloud_fake.state.policies
+        or ibm_cloud_fake.state.policies[policy.id].get("state") == "deleted"
+    )
+    ServiceAuthorizationProvider().delete(policy.id, authorization)  # 404: already gone
+
+
+def test_bucket_with_a_root_key_but_no_authorization_fails_saying_why(ibm_cloud_fake: IbmCloudFake):
+    cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
+    with pytest.raises(IbmProviderError, match="COS -> Key Protect Reader authorization"):
+        CosBucketProvider().create(bucket_props(ibm_cloud_fake, cos, ROOT_KEY))
+
+
+# -- deployment space -------------------------------------------------------------------------------
+
+
+def space_props(fake: IbmCloudFake, cos: dict[str, Any], runtime: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "mnist-platform-test",
+        "description": "test",
+        "cos_instance_crn": cos["crn"],
+        "runtime_name": runtime["name"],
+        "runtime_crn": runtime["crn"],
+        "tags": ["project:mnist-platform", "stack:test"],
+        **common(fake),
+    }
+
+
+def test_space_waits_until_active_and_delete_removes_it(ibm_cloud_fake: IbmCloudFake):
+    cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
+    runtime = create_instance(ibm_cloud_fake)
+    ibm_cloud_fake.slow_provisioning(polls=0, space_polls=2)
+    props = space_props(ibm_cloud_fake, cos, runtime)
+    created = DeploymentSpaceProvider().create(props)
+    space = ibm_cloud_fake.state.spaces[created.id]
+    assert space["entity"]["status"]["state"] == "active"
+    assert space["entity"]["storage"]["properties"]["resource_crn"] == cos["crn"]
+    assert space["entity"]["compute"][0]["crn"] == runtime["crn"]
+    DeploymentSpaceProvider().delete(created.id, {**props, **(created.outs or {})})
+    assert created.id not in ibm_cloud_fake.state.spaces
+    DeploymentSpaceProvider().delete(created.id, {**props, **(created.outs or {})})  # already gone
+
+
+def test_space_creation_without_a_user_profile_says_how_to_get_one(ibm_cloud_fake: IbmCloudFake):
+    cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
+    runtime = create_instance(ibm_cloud_fake)
+    ibm_cloud_fake.missing_user_profile()
+    with pytest.raises(IbmProviderError, match=r"no watsonx\.ai user profile yet") as error:
+        DeploymentSpaceProvider().create(space_props(ibm_cloud_fake, cos, runtime))
+    assert "dataplatform.cloud.ibm.com" in str(error.value)
+
+
+# -- model type and software specification --------------------------------------------------------
+
+
+def spec(name: str, onnxruntime: str | None, life_cycle: dict[str, Any] | None = None) -> dict[str, Any]:
+    packages = [{"name": "onnxruntime", "version": onnxruntime}] if onnxruntime else []
+    metadata: dict[str, Any] = {"name": name, "asset_id": f"id-{name}"}
+    if life_cycle is not None:
+        metadata["life_cycle"] = life_cycle
+    return {
+        "metadata": metadata,
+        "entity": {
+            "software_specification": {
+                "type": "base",
+                "software_configuration": {"included_packages": packages},
+            }
+        },
+    }
+
+
+def test_the_lowest_supported_onnx_spec_that_reads_the_models_opset_is_chosen():
+    specs = [
+        spec("onnxruntime_opset_17", "1.14.1"),  # too old for opset 19
+        spec("onnxruntime_opset_21", "1.20.1"),
+        spec("onnxruntime_opset_19", "1.16.3", {"supported": {"since_version": "5.0"}}),
+        spec("runtime-24.1-py3.11", None),
+    ]
+    assert choose_runtime(specs, 19) == Runtime(
+        "id-onnxruntime_opset_19", "onnxruntime_opset_19", "onnxruntime_1.16"
+    )
+
+
+def test_a_deprecated_spec_is_followed_to_its_replacement():
+    specs = [
+        spec(
+            "onnxruntime_opset_19", "1.16.3", {"deprecated": {}, "replacement_name": "onnxruntime_opset_21"}
+        ),
+        spec("onnxruntime_opset_21", "1.20.1"),
+    ]
+    assert choose_runtime(specs, 19).model_type == "onnxruntime_1.20"
+    retired_without_replacement = [spec("onnxruntime_opset_19", "1.16.3", {"retired": {}})]
+    with pytest.raises(
+        IbmProviderError, match=r"no supported software specification for ONNX opset 19"
+    ) as error:
+        choose_runtime(retired_without_replacement, 19)
+    assert "onnxruntime_opset_19 (retired)" in str(error.value)
+
+
+def test_a_failed_deployment_is_described_by_its_own_messages():
+    details = {
+        "entity": {
+            "status": {
+                "state": "failed",
+                "failure": {"errors": [{"code": "deployment_failed", "message": "not enough capacity"}]},
+                "message": {"level": "error", "text": "scale the hardware spec down"},
+            }
+        }
+    }
+    assert deployment_status(details) == ("failed", "not enough capacity; scale the hardware spec down")
+    assert deployment_status({"entity": {"status": {"state": "ready"}}}) == ("ready", "")
