@@ -182,7 +182,7 @@ def test_endpoints_speak_the_contract_of_their_models_platform(run: StackRun):
 def test_everything_the_stack_makes_lives_under_local_root(run: StackRun, local_root: Path):
     # What the program hands each provider: the configured localRoot, the one place a provider writes.
     dynamic = [r for r in run.resources if r.is_dynamic]
-    assert len(dynamic) == 10  # the dataset, and per model a training job, a gate and an endpoint
+    assert len(dynamic) == 11  # the dataset, per model a training job, a gate and an endpoint, and the ui
     assert {r.name: r.props["root"] for r in dynamic} == {r.name: str(local_root) for r in dynamic}
     # ... and no provider is handed another place to write: the only other paths are what it reads
     # (the job reads the dataset's folder, the gate copies the job's artifact, the endpoint serves the
