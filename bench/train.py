@@ -1,10 +1,17 @@
 """Benchmark the three trainers with their default hyperparameters: accuracy, seconds, artifact size.
 
-    python bench/train.py [--data-dir ../shared/data/mnist] [--full-data-dir DIR] [--threads 2]
+    python bench/train.py [--data-dir tests/data/mnist] [--full-data-dir DIR] [--threads 2]
 
 Runs each framework on mnist-t10k, and on full MNIST when its four files are already in
 ``--full-data-dir`` (the bench never downloads). Each run is a fresh subprocess, so one framework's
 thread pools and imports do not slow another. Prints a table and writes bench/results/train.json.
+
+    python bench/train.py --dataset fashion-mnist [--preset long] [--seeds 0 1 2] [--fashion-data-dir D]
+
+The full-size protocol: the 60,000 / 10,000 images of Fashion-MNIST (Debian's dataset-fashion-mnist, or
+--fashion-data-dir), each framework with the dataset's preset (training/presets.py), the CNNs once per
+seed; prints our figures beside the published ones (Fashion-MNIST's benchmark table) and writes
+bench/results/train-fashion-mnist[-long].json.
 
     python bench/train.py --interop-python /tmp/old/bin/python
 
@@ -35,26 +42,63 @@ from rich.console import Console
 from rich.table import Table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_T10K_DIR = REPO_ROOT.parent / "shared" / "data" / "mnist"
-DEFAULT_RESULT = REPO_ROOT / "bench" / "results" / "train.json"
-INTEROP_RESULT = REPO_ROOT / "bench" / "results" / "train-interop.json"
+DEFAULT_T10K_DIR = REPO_ROOT / "tests" / "data" / "mnist"
+RESULTS = REPO_ROOT / "bench" / "results"
+DEFAULT_RESULT = RESULTS / "train.json"
+INTEROP_RESULT = RESULTS / "train-interop.json"
 FRAMEWORKS = ("xgboost", "tensorflow", "pytorch")
-MAX_TRAIN_SECONDS = 60.0  # the target applies to mnist-t10k on 2 CPU cores
-TARGET_ACCURACY = {
-    "mnist-t10k": {"xgboost": 0.960, "tensorflow": 0.985, "pytorch": 0.985},
-    "mnist": {"xgboost": 0.975, "tensorflow": 0.990, "pytorch": 0.990},
+CNNS = ("tensorflow", "pytorch")
+FULL_SIZE = "fashion-mnist"
+
+
+# Targets on 2 CPU cores: (accuracy, train seconds or None), per dataset and framework; for Fashion-MNIST
+# per preset too (issue 13: above TensorFlow's tutorial and every 2-conv entry of the published table).
+def _targets(xgboost: float, cnn: float, seconds: tuple[float | None, float | None]) -> dict[str, Any]:
+    xgboost_seconds, cnn_seconds = seconds
+    return {
+        "xgboost": (xgboost, xgboost_seconds),
+        "tensorflow": (cnn, cnn_seconds),
+        "pytorch": (cnn, cnn_seconds),
+    }
+
+
+TARGETS: dict[tuple[str, str], dict[str, tuple[float, float | None]]] = {
+    ("mnist-t10k", "standard"): _targets(0.960, 0.985, (60.0, 60.0)),
+    ("mnist", "standard"): _targets(0.975, 0.990, (None, None)),
+    (FULL_SIZE, "standard"): _targets(0.900, 0.930, (120.0, 300.0)),
+    (FULL_SIZE, "long"): _targets(0.900, 0.935, (120.0, 900.0)),
 }
+# Fashion-MNIST's own README, "Benchmark" table (zalandoresearch/fashion-mnist; Debian ships it as
+# /usr/share/doc/dataset-fashion-mnist/README.md.gz). Test accuracy as submitted, not re-run by Zalando.
+PUBLISHED_FASHION_MNIST = (
+    ("XgBoost, pixels scaled to mean 0 / var 1 (@anktplwl91)", 0.898),
+    ("2 Conv+pooling, TensorFlow's tutorial (benchmark/convnet.py)", 0.916),
+    ("2 Conv <100K parameters (@hardmaru)", 0.925),
+    ("2 Conv+pooling+BN (@khanguyen1207)", 0.934),
+    ("Google AutoML, 24 compute hours (@sebastianheinz)", 0.939),
+)
+PUBLISHED_SOURCE = "Fashion-MNIST README, Benchmark table (github.com/zalandoresearch/fashion-mnist)"
 PACKAGES = ("numpy", "xgboost", "tensorflow-cpu", "keras", "torch", "onnx", "onnxruntime")
 
 
-def run_one(framework: str, dataset: str, data_dir: Path, threads: int) -> dict[str, Any]:
+def run_one(
+    framework: str,
+    dataset: str,
+    data_dir: Path | None,
+    threads: int,
+    preset: str = "standard",
+    seed: int | None = None,
+) -> dict[str, Any]:
     """Train once in this process and measure it (the body of each benchmark subprocess)."""
     from training.run import ARTIFACTS, Framework, train_model
 
+    overrides = {} if seed is None else {"seed": str(seed)}
     with tempfile.TemporaryDirectory(prefix=f"bench-{framework}-") as out:
         cpu_before = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
-        metrics = train_model(framework, dataset, data_dir, Path(out), {}, False, threads=threads)
+        metrics = train_model(
+            framework, dataset, data_dir, Path(out), overrides, False, threads=threads, preset=preset
+        )
         wall = time.perf_counter() - started
         cpu_after = resource.getrusage(resource.RUSAGE_SELF)
         artifact = Path(out) / ARTIFACTS[Framework(framework)]
@@ -64,6 +108,8 @@ def run_one(framework: str, dataset: str, data_dir: Path, threads: int) -> dict[
     return {
         "framework": framework,
         "dataset": dataset,
+        "preset": preset,
+        "seed": metrics["hyperparameters"]["seed"],
         "accuracy": metrics["accuracy"],
         "n_train": metrics["n_train"],
         "n_test": metrics["n_test"],
@@ -76,7 +122,14 @@ def run_one(framework: str, dataset: str, data_dir: Path, threads: int) -> dict[
     }
 
 
-def run_in_subprocess(framework: str, dataset: str, data_dir: Path, threads: int) -> dict[str, Any]:
+def run_in_subprocess(
+    framework: str,
+    dataset: str,
+    data_dir: Path | None,
+    threads: int,
+    preset: str = "standard",
+    seed: int | None = None,
+) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json") as result:
         command = [
             sys.executable,
@@ -85,13 +138,17 @@ def run_in_subprocess(framework: str, dataset: str, data_dir: Path, threads: int
             framework,
             "--dataset",
             dataset,
-            "--data-dir",
-            str(data_dir),
             "--threads",
             str(threads),
+            "--preset",
+            preset,
             "--single-result",
             result.name,
         ]
+        if data_dir is not None:  # else the dataset's default place (Fashion-MNIST: Debian's folder)
+            command += ["--fashion-data-dir" if dataset == FULL_SIZE else "--data-dir", str(data_dir)]
+        if seed is not None:
+            command += ["--single-seed", str(seed)]
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
@@ -101,16 +158,29 @@ def run_in_subprocess(framework: str, dataset: str, data_dir: Path, threads: int
 
 
 def judge(run: dict[str, Any]) -> dict[str, Any]:
-    target = TARGET_ACCURACY[run["dataset"]][run["framework"]]
-    met = run["accuracy"] >= target
-    if run["dataset"] == "mnist-t10k":
-        met = met and run["train_seconds"] <= MAX_TRAIN_SECONDS
-    return {
-        **run,
-        "target_accuracy": target,
-        "target_seconds": MAX_TRAIN_SECONDS if run["dataset"] == "mnist-t10k" else None,
-        "met": met,
-    }
+    targets = TARGETS.get((run["dataset"], run["preset"]), TARGETS.get((run["dataset"], "standard"), {}))
+    accuracy, seconds = targets.get(run["framework"], (0.0, None))
+    met = run["accuracy"] >= accuracy and (seconds is None or run["train_seconds"] <= seconds)
+    return {**run, "target_accuracy": accuracy, "target_seconds": seconds, "met": met}
+
+
+def seed_spread(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per framework with more than one seed: the seeds' accuracies, min, mean, max and train seconds."""
+    spread = {}
+    for framework in FRAMEWORKS:
+        mine = [run for run in runs if run["framework"] == framework]
+        if len(mine) < 2:
+            continue
+        accuracies = [run["accuracy"] for run in mine]
+        spread[framework] = {
+            "seeds": [run["seed"] for run in mine],
+            "accuracies": accuracies,
+            "min": min(accuracies),
+            "mean": round(sum(accuracies) / len(accuracies), 5),
+            "max": max(accuracies),
+            "train_seconds_max": max(run["train_seconds"] for run in mine),
+        }
+    return spread
 
 
 def machine_info() -> dict[str, Any]:
@@ -144,10 +214,12 @@ def full_mnist_present(full_dir: Path) -> bool:
 
 
 def print_table(runs: list[dict[str, Any]], console: Console) -> None:
-    table = Table(title="Training benchmark (defaults)")
+    table = Table(title="Training benchmark (defaults and dataset presets)")
     for column in (
         "framework",
         "dataset",
+        "preset",
+        "seed",
         "accuracy",
         "train s",
         "total s",
@@ -156,7 +228,7 @@ def print_table(runs: list[dict[str, Any]], console: Console) -> None:
         "target",
         "met?",
     ):
-        table.add_column(column, justify="left" if column in ("framework", "dataset") else "right")
+        table.add_column(column, justify="left" if column in ("framework", "dataset", "preset") else "right")
     for run in runs:
         target = f">= {run['target_accuracy']:.1%}"
         if run["target_seconds"]:
@@ -164,6 +236,8 @@ def print_table(runs: list[dict[str, Any]], console: Console) -> None:
         table.add_row(
             run["framework"],
             run["dataset"],
+            run["preset"],
+            str(run["seed"]),
             f"{run['accuracy']:.2%}",
             f"{run['train_seconds']:.1f}",
             f"{run['total_seconds']:.1f}",
@@ -172,6 +246,26 @@ def print_table(runs: list[dict[str, Any]], console: Console) -> None:
             target,
             "[green]yes[/green]" if run["met"] else "[red]no[/red]",
         )
+    console.print(table)
+
+
+def print_beside_published(runs: list[dict[str, Any]], console: Console) -> None:
+    """Our Fashion-MNIST figures (worst seed where there are several) among the published ones."""
+    rows = [(name, accuracy, "published") for name, accuracy in PUBLISHED_FASHION_MNIST]
+    spread = seed_spread(runs)
+    for framework in FRAMEWORKS:
+        mine = [run for run in runs if run["framework"] == framework]
+        if not mine:
+            continue
+        worst = min(mine, key=lambda run: run["accuracy"])
+        seeds = f", worst of {len(mine)} seeds" if framework in spread else ""
+        label = f"ours: {framework} ({worst['preset']}{seeds}, {worst['train_seconds']:.0f} s)"
+        rows.append((label, worst["accuracy"], "this run"))
+    table = Table(title=f"Full Fashion-MNIST test accuracy, beside the {PUBLISHED_SOURCE}")
+    for column in ("classifier", "test accuracy", "source"):
+        table.add_column(column, justify="right" if column == "test accuracy" else "left")
+    for label, accuracy, source in sorted(rows, key=lambda row: row[1]):
+        table.add_row(label, f"{accuracy:.3f}", source)
     console.print(table)
 
 
@@ -263,20 +357,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--full-data-dir", type=Path, default=default_data_dir(), help="where full MNIST may be"
     )
+    parser.add_argument(
+        "--dataset",
+        choices=("mnist-t10k", FULL_SIZE),
+        default="mnist-t10k",
+        help="mnist-t10k (and full MNIST when present), or the full-size Fashion-MNIST protocol",
+    )
+    parser.add_argument(
+        "--fashion-data-dir",
+        type=Path,
+        default=None,
+        help="Fashion-MNIST's folder (default: Debian's dataset-fashion-mnist, else the user cache)",
+    )
+    parser.add_argument("--preset", choices=("standard", "long"), default="standard")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="CNN seeds (fashion-mnist default: 0 1 2)"
+    )
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=DEFAULT_RESULT)
+    parser.add_argument("--out", type=Path, default=None, help="result JSON (default under bench/results/)")
     parser.add_argument("--interop-python", help="run the interop check with this interpreter instead")
     parser.add_argument("--single", choices=FRAMEWORKS, help=argparse.SUPPRESS)
-    parser.add_argument("--dataset", default="mnist-t10k", help=argparse.SUPPRESS)
+    parser.add_argument("--single-seed", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--single-result", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def default_result(dataset: str, preset: str) -> Path:
+    if dataset == FULL_SIZE:
+        return RESULTS / f"train-{FULL_SIZE}{'' if preset == 'standard' else '-' + preset}.json"
+    return DEFAULT_RESULT
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.single:
-        result = run_one(args.single, args.dataset, args.data_dir, args.threads)
+        data_dir = args.fashion_data_dir if args.dataset == FULL_SIZE else args.data_dir
+        result = run_one(args.single, args.dataset, data_dir, args.threads, args.preset, args.single_seed)
         args.single_result.write_text(json.dumps(result))
         return 0
     console = Console(width=max(Console().width, 132))  # the table needs room even when piped
@@ -293,20 +410,37 @@ def main(argv: list[str] | None = None) -> int:
             else 1
         )
     machine = machine_info()
-    plan = [("mnist-t10k", args.data_dir)]
-    if full_mnist_present(args.full_data_dir):
-        plan.append(("mnist", args.full_data_dir))
-    else:
-        console.print(f"full MNIST not found under {args.full_data_dir}: only mnist-t10k is run")
-    runs = []
-    for dataset, data_dir in plan:
+    out = args.out or default_result(args.dataset, args.preset)
+    # (dataset, data dir, framework, seed): fresh subprocess each
+    plan: list[tuple[str, Path | None, str, int | None]] = []
+    if args.dataset == FULL_SIZE:
+        seeds = args.seeds or [0, 1, 2]
         for framework in args.frameworks:
-            console.print(f"training {framework} on {dataset} ...")
-            runs.append(judge(run_in_subprocess(framework, dataset, data_dir, args.threads)))
+            for seed in seeds if framework in CNNS else [None]:
+                plan.append((FULL_SIZE, args.fashion_data_dir, framework, seed))
+    else:
+        datasets = [("mnist-t10k", args.data_dir)]
+        if full_mnist_present(args.full_data_dir):
+            datasets.append(("mnist", args.full_data_dir))
+        else:
+            console.print(f"full MNIST not found under {args.full_data_dir}: only mnist-t10k is run")
+        for dataset, data_dir in datasets:
+            for framework in args.frameworks:
+                for seed in (args.seeds or [None]) if framework in CNNS else [None]:
+                    plan.append((dataset, data_dir, framework, seed))
+    runs = []
+    for dataset, data_dir, framework, seed in plan:
+        console.print(f"training {framework} on {dataset} ({args.preset}, seed {seed}) ...")
+        run = run_in_subprocess(framework, dataset, data_dir, args.threads, args.preset, seed)
+        runs.append(judge(run))
     machine["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     print_table(runs, console)
-    result = {
+    if args.dataset == FULL_SIZE:
+        print_beside_published(runs, console)
+    result: dict[str, Any] = {
         "benchmark": "train",
+        "dataset": args.dataset,
+        "preset": args.preset,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "threads": args.threads,
         "machine": machine,
@@ -315,10 +449,16 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_seconds (user+system, all threads) is the steadier measure of cost."
         ),
         "runs": runs,
+        "seed_spread": seed_spread(runs),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"wrote {args.out}")
+    if args.dataset == FULL_SIZE:
+        result["published"] = {
+            "source": PUBLISHED_SOURCE,
+            "test_accuracy": dict(PUBLISHED_FASHION_MNIST),
+        }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"wrote {out}")
     return 0 if all(run["met"] for run in runs) else 1
 
 

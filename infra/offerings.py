@@ -2,6 +2,11 @@
 ships it, so that a typo in an instance type stops `pulumi up` before any resource exists (and not
 after the bucket, the roles and the upload).
 
+Vertex AI: no installed package lists the machine types Vertex accepts (they vary by region and are
+checked by the service when the job or deployment is created). What is checked here is what cannot
+be right: a name outside the Compute Engine CPU machine series Vertex trains and serves on
+(`<series>-<shape>-<vCPUs>`, e.g. `n1-standard-4`), so `n1-standrad-4` or `n1-standard` fails at once.
+
 SageMaker: botocore's service model of the `sagemaker` API lists every instance type the API accepts
 (`TrainingInstanceType`, `ProductionVariantInstanceType`); the built-in XGBoost image is built for
 x86-64, so Graviton (arm64), Inferentia and Trainium types, which the list also holds, are left out.
@@ -50,3 +55,25 @@ def closest(value: str, allowed: tuple[str, ...], shown: int = 6) -> str:
     near = difflib.get_close_matches(value, allowed, n=shown, cutoff=0.0)
     more = len(allowed) - len(near)
     return ", ".join(near) + (f" (and {more} more)" if more > 0 else "")
+
+
+# Compute Engine CPU machine series and shapes Vertex AI custom training and online prediction use;
+# accelerator-optimised series (a2, a3, g2) need GPUs, which this project does not configure.
+VERTEX_CPU_SERIES = ("e2", "n1", "n2", "n2d", "c2", "c2d", "c3", "n4", "m1")
+VERTEX_CPU_SHAPES = ("standard", "highmem", "highcpu", "ultramem", "megamem")
+_VERTEX_MACHINE = re.compile(rf"^({'|'.join(VERTEX_CPU_SERIES)})-({'|'.join(VERTEX_CPU_SHAPES)})-(\d+)$")
+
+
+def vertex_machine_type_problem(value: str) -> str | None:
+    """Why `value` cannot be a Vertex AI CPU machine type, or None when it has the form of one."""
+    match = _VERTEX_MACHINE.match(value)
+    if match is None:
+        return (
+            f"{value!r} is not a Compute Engine CPU machine type Vertex AI trains or serves on: "
+            f"<series>-<shape>-<vCPUs> with series {', '.join(VERTEX_CPU_SERIES)} and shape "
+            f"{', '.join(VERTEX_CPU_SHAPES)} (e.g. n1-standard-4, e2-standard-8)"
+        )
+    vcpus = int(match.group(3))
+    if vcpus < 2 or vcpus % 2:
+        return f"{value!r}: {vcpus} vCPUs is not a machine size (an even count, e.g. 2, 4, 8, 16, 32, 96)"
+    return None

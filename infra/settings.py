@@ -44,6 +44,13 @@ class Dataset(StrEnum):
     FASHION_MNIST = "fashion-mnist"
 
 
+class TrainingPreset(StrEnum):
+    """training/presets.py: per-dataset hyperparameters every stack trains with."""
+
+    STANDARD = "standard"
+    LONG = "long"
+
+
 class PublicApi(StrEnum):
     """aws: the optional HTTP API in front of the SageMaker endpoint."""
 
@@ -227,6 +234,14 @@ class GcpSettings(_Strict):
         default=PROJECT_IMAGE, description="project, or a prebuilt TF prediction image."
     )
 
+    @field_validator("training_machine_type", "serving_machine_type")
+    @classmethod
+    def _vertex_machine_type(cls, value: str) -> str:
+        problem = offerings.vertex_machine_type_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     @field_validator("project")
     @classmethod
     def _project_id(cls, value: str) -> str:
@@ -364,6 +379,10 @@ class Settings(_Strict):
         default_factory=dict, description="Per model, hyperparameter overrides as strings."
     )
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    training_preset: TrainingPreset = Field(
+        default=TrainingPreset.STANDARD,
+        description="The dataset's hyperparameter preset (training/presets.py), under the overrides.",
+    )
     local: LocalSettings | None = None
     aws: AwsSettings | None = None
     gcp: GcpSettings | None = None
@@ -478,7 +497,7 @@ _IBM_KEYS = {
     "dryRun": "dry_run",
     "ibmEndpoints": "endpoints",
 }
-_TOP_KEYS = {"data_dir": "dataDir"}
+_TOP_KEYS = {"data_dir": "dataDir", "training_preset": "trainingPreset"}
 _SECTION_KEYS = {
     "aws": {field: key for key, field in _AWS_KEYS.items()},
     "ibm": {"region": "ibm:region", **{field: key for key, field in _IBM_KEYS.items()}},
@@ -558,6 +577,8 @@ def load_settings(
         values["data_dir"] = Path(data_dir).expanduser()
     if (hyperparameters := _get_json(config, "hyperparameters")) is not None:
         values["hyperparameters"] = hyperparameters
+    if (preset := config.get("trainingPreset")) is not None:
+        values["training_preset"] = preset
 
     values["promotion"] = _promotion(config, values)
 

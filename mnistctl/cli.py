@@ -16,8 +16,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from mnistctl import stack_commands
-from serving.constants import Flavor
+from serving.constants import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, Flavor
 from training.datasets import DatasetName
+from training.presets import Preset
 from training.run import Framework
 
 app = typer.Typer(
@@ -59,6 +60,9 @@ def train(
         list[str] | None, typer.Option("--hp", help="Hyperparameter override NAME=VALUE (repeatable).")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Train a tiny model on a few images (for CI).")] = False,
+    preset: Annotated[
+        Preset, typer.Option(help="The dataset's hyperparameters (training/presets.py); --hp wins over it.")
+    ] = Preset.STANDARD,
 ) -> None:
     """Train one model and write its artifact in the layout each platform serves."""
     from training.datasets import DatasetError
@@ -72,7 +76,14 @@ def train(
     with _TrainingProgress(f"{framework.value} on {dataset.value}") as progress:
         try:
             metrics = train_model(
-                framework.value, dataset.value, data_dir, out, overrides, dry_run, progress=progress.update
+                framework.value,
+                dataset.value,
+                data_dir,
+                out,
+                overrides,
+                dry_run,
+                progress=progress.update,
+                preset=preset.value,
             )
         except DatasetError as error:
             raise fail(str(error), EXIT_BAD_INPUT) from error
@@ -108,10 +119,20 @@ class _TrainingProgress:
         self._progress.update(self._task, completed=done, total=total, message=message)
 
 
-def serve_command(flavor: Flavor | str, model_dir: Path | str, port: int, name: str) -> list[str]:
+def serve_command(
+    flavor: Flavor | str,
+    model_dir: Path | str,
+    port: int,
+    name: str,
+    max_batch: int | None = None,
+    max_wait_ms: float | None = None,
+) -> list[str]:
     """The command line that runs `mnistctl serve` as a child process of this interpreter (the local
-    stack's endpoints, the serving benchmark); port 0 picks a free port."""
+    stack's endpoints, the serving benchmarks); port 0 picks a free port; batching as `serve`'s defaults
+    unless given."""
     flavor_value = flavor.value if isinstance(flavor, Flavor) else flavor
+    batching = [] if max_batch is None else ["--max-batch", str(max_batch)]
+    batching += [] if max_wait_ms is None else ["--max-wait-ms", str(max_wait_ms)]
     return [
         sys.executable,
         "-m",
@@ -125,6 +146,7 @@ def serve_command(flavor: Flavor | str, model_dir: Path | str, port: int, name: 
         str(port),
         "--name",
         name,
+        *batching,
     ]
 
 
@@ -150,14 +172,28 @@ def serve(
         int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)
     ] = DEFAULT_PORT,
     name: Annotated[str, typer.Option(help="Endpoint (or deployment) name in the URL.")] = DEFAULT_NAME,
+    max_batch: Annotated[
+        int,
+        typer.Option(help="Most images in one model call for requests that arrive together; 1 = off.", min=1),
+    ] = DEFAULT_MAX_BATCH,
+    max_wait_ms: Annotated[
+        float,
+        typer.Option(
+            help="Longest a batch waits for requests still being received (a lone request never waits).",
+            min=0,
+            max=1000,
+        ),
+    ] = DEFAULT_MAX_WAIT_MS,
 ) -> None:
     """Serve a trained model on 127.0.0.1 until SIGTERM or Ctrl-C.
 
     Prints one line `serving <flavor> <name> on http://127.0.0.1:<port>` once it accepts requests.
     With --flavor vertex inside a Vertex AI container, AIP_HTTP_PORT, AIP_STORAGE_URI and the AIP_*
     routes decide instead (serving/vertex_container.py).
+    On SIGTERM, requests in flight finish first.
     """
     from serving.app import serve as run_server
+    from serving.batching import BatchingConfig
     from serving.errors import PlatformError
     from serving.vertex_container import serving_place
 
@@ -166,7 +202,15 @@ def serve(
 
     try:
         place = serving_place(flavor, model, port)
-        run_server(flavor, place.model_dir, place.host, port=place.port, name=name, on_ready=announce)
+        run_server(
+            flavor,
+            place.model_dir,
+            place.host,
+            port=place.port,
+            name=name,
+            on_ready=announce,
+            batching=BatchingConfig(max_batch=max_batch, max_wait_ms=max_wait_ms),
+        )
     except PlatformError as error:
         raise fail(error.message, EXIT_BAD_INPUT) from error
 

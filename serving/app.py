@@ -5,6 +5,7 @@ Errors become status codes here and only here (`STATUS_BY_ERROR`); the flavor wo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -23,9 +24,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from serving.batching import BatchingConfig, MicroBatcher
 from serving.constants import (
     AIP_HEALTH_ROUTE_ENV,
     AIP_PREDICT_ROUTE_ENV,
+    BODY_READ_TIMEOUT_SECONDS,
+    DRAIN_TIMEOUT_SECONDS,
     LOOPBACK_HOST,
     PING_ROUTE,
     Flavor,
@@ -37,6 +41,7 @@ from serving.errors import (
     NotAcceptable,
     PayloadTooLarge,
     PlatformError,
+    RequestTimeout,
     ServingError,
     UnsupportedMediaType,
     UserError,
@@ -51,6 +56,7 @@ STATUS_BY_ERROR: dict[type[ServingError], int] = {
     EndpointNotFound: 404,
     NotAcceptable: 406,
     PayloadTooLarge: 413,
+    RequestTimeout: 408,
     UnsupportedMediaType: 415,
     UserError: 400,
     ModelError: 500,
@@ -71,19 +77,30 @@ def status_for(error: ServingError) -> int:
     return 500
 
 
-def create_app(flavor: Flavor | str, model_dir: Path | str, name: str) -> Starlette:
+def create_app(
+    flavor: Flavor | str, model_dir: Path | str, name: str, batching: BatchingConfig | None = None
+) -> Starlette:
     """Load the model of `flavor` from `model_dir` and return the app serving it as endpoint `name`."""
     model = model_for(flavor, model_dir, name)
     model.load()
-    return app_for(model)
+    return app_for(model, batching)
 
 
-def app_for(model: ServedModel) -> Starlette:
-    """The Starlette app around an already loaded model."""
+def app_for(
+    model: ServedModel,
+    batching: BatchingConfig | None = None,
+    body_timeout: float = BODY_READ_TIMEOUT_SECONDS,
+) -> Starlette:
+    """The Starlette app around an already loaded model; concurrent requests share model calls as
+    `batching` says (default: on). `app.state.batcher` is the `MicroBatcher` (its `stats`, `close()`)."""
+    batcher = MicroBatcher(model, batching)
 
     def error_response(status: int, error: ServingError) -> JSONResponse:
         reply = model.error_reply(status, error)
-        return JSONResponse(reply.document, status_code=status, headers=reply.headers)
+        headers = dict(reply.headers)
+        if isinstance(error, RequestTimeout):
+            headers["Connection"] = "close"  # the rest of that body may never come: free the connection
+        return JSONResponse(reply.document, status_code=status, headers=headers)
 
     async def on_serving_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServingError)
@@ -110,10 +127,9 @@ def app_for(model: ServedModel) -> Starlette:
         name = request.path_params.get("name")
         if name is not None and name != model.name:
             raise EndpointNotFound(f"no endpoint named {name!r} here; this server serves {model.name!r}")
-        body = await _read_body(request, model.max_payload_bytes)
-        # The model call runs on the event loop: it is short and CPU-bound, and a thread hop would cost
-        # more than it saves under the GIL.
-        reply = model.infer(
+        with batcher.receiving():
+            body = await _read_body(request, model.max_payload_bytes, body_timeout)
+        reply = await batcher.infer(
             InferenceRequest(
                 body=body,
                 content_type=request.headers.get("content-type"),
@@ -141,26 +157,38 @@ def app_for(model: ServedModel) -> Starlette:
         },
     )
     app.state.model = model
+    app.state.batcher = batcher
     return app
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, or `PayloadTooLarge`. An oversized body is still read to its end (and dropped) so the
-    client receives the 413 instead of a reset connection."""
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body; `PayloadTooLarge` before any of it is read when Content-Length says it is over `limit`
+    (uvicorn then discards the bytes as they come, so the client still reads the 413 on its keep-alive
+    connection), or as soon as a chunked body passes `limit`; `RequestTimeout` after `timeout` seconds."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) <= limit:
-        return await request.body()
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(f"{int(declared)} bytes", limit)
     chunks: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received <= limit:
-            chunks.append(chunk)
-    if received > limit:
-        raise PayloadTooLarge(
-            f"request body is {received} bytes; the limit is {limit} bytes: send fewer images per request"
-        )
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise _too_large(f"over {limit} bytes", limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body was not complete after {timeout:g} s ({received} bytes received): "
+            "send the whole body at once"
+        ) from None
     return b"".join(chunks)
+
+
+def _too_large(size: str, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"request body is {size}; the limit is {limit} bytes: send fewer images per request"
+    )
 
 
 class LocalServer(uvicorn.Server):
@@ -206,7 +234,16 @@ def _config(app: Starlette, host: str, port: int) -> uvicorn.Config:
             f"the local server binds to loopback only ({LOOPBACK_HOST}); got host {host!r} "
             "(all interfaces only inside a Vertex AI container: serving/vertex_container.py)"
         )
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        # SIGTERM: stop accepting, let requests in flight finish (bounded), then exit.
+        timeout_graceful_shutdown=DRAIN_TIMEOUT_SECONDS,
+    )
 
 
 def serve(
@@ -217,11 +254,15 @@ def serve(
     port: int,
     name: str,
     on_ready: Callable[[str], None] | None = None,
+    batching: BatchingConfig | None = None,
 ) -> None:
     """Load the model and serve it until SIGTERM or SIGINT. `port=0` picks a free port; `on_ready` gets
     the base URL once the socket listens."""
-    app = create_app(flavor, model_dir, name)
-    LocalServer(_config(app, host, port), on_ready=on_ready).run()
+    app = create_app(flavor, model_dir, name, batching)
+    try:
+        LocalServer(_config(app, host, port), on_ready=on_ready).run()
+    finally:
+        app.state.batcher.close()
 
 
 @contextlib.contextmanager
@@ -241,3 +282,4 @@ def serve_in_thread(app: Starlette, port: int = 0, timeout: float = 30.0) -> Ite
     finally:
         server.should_exit = True
         thread.join(timeout)
+        app.state.batcher.close()

@@ -69,3 +69,13 @@ AIP_STORAGE_URI_ENV = "AIP_STORAGE_URI"  # gs:// folder holding Vertex AI's copy
 # outside the container. Honoured only while AIP_HTTP_PORT is set (that is, under Vertex AI).
 SERVING_HOST_ENV = "MNIST_SERVING_HOST"
 ALL_INTERFACES_HOSTS = frozenset({"0.0.0.0", "::"})
+
+# Micro-batching (serving/batching.py): most images per model call (1 = off), and the longest a batch
+# waits for requests whose bodies are still arriving (never when none are: a lone request does not wait).
+DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_WAIT_MS = 1.0
+# A client that has not sent its whole body within this many seconds gets 408 and its connection closed.
+BODY_READ_TIMEOUT_SECONDS = 20.0
+# On SIGTERM, requests in flight get this long to finish before the server exits anyway (Kubernetes, and
+# so Vertex AI and KServe, give a pod 30 s between SIGTERM and SIGKILL by default).
+DRAIN_TIMEOUT_SECONDS = 25

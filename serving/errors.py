@@ -50,6 +50,12 @@ class PayloadTooLarge(UserError):
     code = "payload_too_large"
 
 
+class RequestTimeout(UserError):
+    """The client did not send its whole body in time (a slow or stalled client)."""
+
+    code = "request_timeout"
+
+
 class ModelError(ServingError):
     """The model failed while predicting, or answered something that is not 10 probabilities per image."""
 

@@ -344,6 +344,7 @@ class VertexTensorFlowModel(ServedModel):
         404: "NOT_FOUND",
         405: "UNIMPLEMENTED",
         406: "INVALID_ARGUMENT",
+        408: "DEADLINE_EXCEEDED",
         413: "INVALID_ARGUMENT",
         415: "INVALID_ARGUMENT",
         500: "INTERNAL",

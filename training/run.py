@@ -21,6 +21,7 @@ from typing import Any
 from training.datasets import DatasetName, load_dataset
 from training.formats import write_npz, write_sagemaker_csv
 from training.hyperparameters import METRICS_FILE, ProgressCallback, with_overrides
+from training.presets import Preset, parse_preset, preset_overrides
 
 
 class Framework(str, Enum):  # noqa: UP042  (str, Enum) keeps the package importable on Python 3.10
@@ -59,11 +60,19 @@ def trainer_module(framework: Framework | str) -> ModuleType:
 
 
 def hyperparameters_for(
-    framework: Framework | str, overrides: Mapping[str, str] | None, dry_run: bool
+    framework: Framework | str,
+    overrides: Mapping[str, str] | None,
+    dry_run: bool,
+    dataset: DatasetName | str | None = None,
+    preset: Preset | str = Preset.STANDARD,
 ) -> Any:
-    """The trainer's defaults, then its dry-run settings if asked, then the user's overrides (strings)."""
+    """The trainer's defaults, then the dataset's preset (``training.presets``), then the dry-run settings
+    if asked, then the user's overrides (strings)."""
+    framework = parse_framework(framework)
     module = trainer_module(framework)
     hp = module.Hyperparameters()
+    if dataset is not None:
+        hp = with_overrides(hp, preset_overrides(framework.value, dataset, preset))
     if dry_run:
         hp = with_overrides(hp, module.DRY_RUN_HYPERPARAMETERS)
     return with_overrides(hp, overrides or {})
@@ -79,15 +88,25 @@ def train_model(
     progress: ProgressCallback | None = None,
     *,
     threads: int | None = None,
+    preset: Preset | str = Preset.STANDARD,
 ) -> dict[str, Any]:
     """Train ``framework`` on ``dataset``; write artifact, hyperparameters.json, metrics.json to ``out``.
 
-    Raises ``ValueError`` for an unknown framework, dataset or hyperparameter name (the message lists the
-    allowed ones) and ``training.datasets.DatasetError`` when the data cannot be loaded.
+    The hyperparameters are the trainer's defaults with the dataset's ``preset`` applied
+    (``training.presets``), then the dry-run settings, then ``overrides``. Raises ``ValueError`` for an
+    unknown framework, dataset, preset or hyperparameter name (the message lists the allowed ones) and
+    ``training.datasets.DatasetError`` when the data cannot be loaded.
     """
     framework = parse_framework(framework)
     module = trainer_module(framework)
-    hp = hyperparameters_for(framework, overrides, dry_run)  # before loading data: a typo fails at once
+    try:
+        dataset = DatasetName(dataset)
+    except ValueError:
+        allowed = ", ".join(d.value for d in DatasetName)
+        raise ValueError(f"unknown dataset {dataset!r}: choose one of {allowed}") from None
+    preset = parse_preset(preset)
+    # before loading data: a typo fails at once
+    hp = hyperparameters_for(framework, overrides, dry_run, dataset, preset)
     split = load_dataset(dataset, data_dir)
     if dry_run:
         split = split.head(*module.DRY_RUN_IMAGES)
@@ -107,7 +126,8 @@ def train_model(
             metrics = module.train_and_evaluate(split, out, hp, threads=threads, progress=progress)
     metrics.update(
         framework=framework.value,
-        dataset=str(DatasetName(dataset)),
+        dataset=str(dataset),
+        preset=preset.value,
         artifact=ARTIFACTS[framework],
         dry_run=dry_run,
         hyperparameters=dataclasses.asdict(hp),

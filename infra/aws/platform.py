@@ -118,13 +118,22 @@ class SageMakerPlatform(pulumi.ComponentResource):
         # Imported here: they are heavy (sagemaker-core, xgboost) and only the aws stack needs them.
         from sagemaker.core import image_uris
 
-        from training.xgboost_trainer import Hyperparameters
+        from training.run import hyperparameters_for
 
         aws_settings = settings.aws
         if aws_settings is None:
             raise ValueError("the aws stack needs its settings (aws:region and the aws keys of Pulumi.yaml)")
-        overrides = settings.hyperparameters.get(Framework.XGBOOST, {})
-        hyperparameters = require_merror(Hyperparameters.from_strings(overrides))
+        # The same defaults as a local run: the trainer's, the dataset's preset, then the stack's overrides;
+        # the gate needs `validation:merror` among the metrics the job reports.
+        hyperparameters = require_merror(
+            hyperparameters_for(
+                Framework.XGBOOST.value,
+                settings.hyperparameters.get(Framework.XGBOOST, {}),
+                dry_run=False,
+                dataset=settings.dataset.value,
+                preset=settings.training_preset.value,
+            )
+        )
         try:
             image = image_uris.retrieve("xgboost", aws_settings.region, aws_settings.xgboost_version)
         except ValueError as error:

@@ -70,6 +70,8 @@ class LocalPlatformArgs:
     """Where the dataset is read from or cached; the user cache dir when None."""
     hyperparameters: Mapping[Framework, Mapping[str, str]] = field(default_factory=dict)
     """Per model, overrides as the trainer takes them."""
+    training_preset: pulumi.Input[str] = "standard"
+    """The dataset's hyperparameter preset (training/presets.py): standard or long."""
     ports: Mapping[Framework, int] = field(default_factory=dict)
     """Per model, a fixed loopback port; a free port when absent."""
     dry_run: pulumi.Input[bool] = False
@@ -117,6 +119,7 @@ class LocalPlatform(pulumi.ComponentResource):
                     code_hash=args.training_code_hashes[model],
                     root=args.root,
                     hyperparameters=dict(args.hyperparameters.get(model, {})),
+                    preset=args.training_preset,
                     dry_run=args.dry_run,
                 ),
                 child,
@@ -194,6 +197,7 @@ class LocalPlatform(pulumi.ComponentResource):
             training_code_hashes={model: training_code_hash(model) for model in settings.models},
             data_dir=str(settings.data_dir) if settings.data_dir else None,
             hyperparameters=settings.hyperparameters,
+            training_preset=settings.training_preset.value,
             ports=settings.local.ports,
             dry_run=settings.local.dry_run,
             promotion={model: settings.promotion.rule(model) for model in settings.models},

@@ -49,6 +49,7 @@ _REPLACE_KEYS = (
     "data_hash",
     "code_hash",
     "hyperparameters",
+    "preset",
     "dry_run",
     "root",
 )
@@ -72,6 +73,8 @@ class LocalTrainingJobArgs:
     """The stack's localRoot; the model goes to <root>/models/<id>/, the log to <root>/logs/."""
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
     """Overrides as the trainer takes them (`--hp name=value`)."""
+    preset: pulumi.Input[str] = "standard"
+    """The dataset's hyperparameter preset (`--preset`, training/presets.py), under the overrides."""
     dry_run: pulumi.Input[bool] = False
     """Train on a tiny subset (tests and quick looks)."""
 
@@ -123,6 +126,7 @@ def trainer_command(props: Mapping[str, Any], out: Path) -> list[str]:
         "--out",
         str(out),
     ]
+    command += ["--preset", str(props.get("preset") or "standard")]
     for name, value in sorted((props.get("hyperparameters") or {}).items()):
         command += ["--hp", f"{name}={value}"]
     if props.get("dry_run"):

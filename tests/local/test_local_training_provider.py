@@ -32,7 +32,7 @@ def props(tmp_path: Path, t10k_dir: Path) -> dict[str, Any]:
 
 def test_the_job_runs_the_command_a_user_would_type(props: dict[str, Any], tmp_path: Path):
     command = trainer_command(
-        {**props, "hyperparameters": {"num_round": "5", "eta": "0.1"}}, tmp_path / "out"
+        {**props, "hyperparameters": {"num_round": "5", "eta": "0.1"}, "preset": "long"}, tmp_path / "out"
     )
     assert command[0] == sys.executable
     assert command[1:] == [
@@ -47,6 +47,8 @@ def test_the_job_runs_the_command_a_user_would_type(props: dict[str, Any], tmp_p
         props["data_dir"],
         "--out",
         str(tmp_path / "out"),
+        "--preset",
+        "long",
         "--hp",
         "eta=0.1",
         "--hp",

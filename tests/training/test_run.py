@@ -41,3 +41,32 @@ def test_set_options_parse_to_a_dict_and_reject_missing_equals() -> None:
     assert parse_assignments(["eta=0.1", "max_depth = 8"]) == {"eta": "0.1", "max_depth": "8"}
     with pytest.raises(ValueError, match="NAME=VALUE"):
         parse_assignments(["eta"])
+
+
+def test_fashion_mnist_preset_flips_clothes_but_digits_are_never_flipped() -> None:
+    for framework in ("tensorflow", "pytorch"):
+        clothes = hyperparameters_for(framework, {}, dry_run=False, dataset="fashion-mnist")
+        digits = hyperparameters_for(framework, {}, dry_run=False, dataset="mnist-t10k")
+        assert (clothes.flip, clothes.label_smoothing) == (True, 0.1)
+        assert digits.flip is False
+        assert digits == hyperparameters_for(framework, {}, dry_run=False)  # digits: the trainer's defaults
+
+
+def test_long_preset_widens_the_cnn_and_trains_longer_than_standard() -> None:
+    standard = hyperparameters_for("pytorch", {}, dry_run=False, dataset="fashion-mnist")
+    long = hyperparameters_for("pytorch", {}, dry_run=False, dataset="fashion-mnist", preset="long")
+    assert long.width > standard.width and long.epochs > standard.epochs
+    assert long.flip is True  # the dataset's standard settings stay under the preset
+
+
+def test_user_overrides_and_dry_run_win_over_the_preset() -> None:
+    overrides = {"flip": "false"}
+    hp = hyperparameters_for("pytorch", overrides, dry_run=True, dataset="fashion-mnist", preset="long")
+    assert hp.flip is False  # the user
+    assert hp.epochs == 3  # the dry run
+    assert hp.width == 32  # the preset
+
+
+def test_unknown_preset_lists_the_allowed_ones(t10k_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown preset 'huge': choose one of standard, long"):
+        train_model("pytorch", "mnist-t10k", t10k_dir, tmp_path, preset="huge")

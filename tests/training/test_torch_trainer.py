@@ -45,8 +45,8 @@ def test_dry_run_writes_onnx_archive_hyperparameters_and_metrics(trained: tuple[
     }
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert (metrics["framework"], metrics["n_train"], metrics["n_test"]) == ("pytorch", 512, 256)
-    assert json.loads((out / "hyperparameters.json").read_text())["epochs"] == 2
-    assert reports[-1][0] == reports[-1][1] == 16  # 512 images in batches of 64, two epochs
+    assert json.loads((out / "hyperparameters.json").read_text())["epochs"] == 3
+    assert reports[-1][0] == reports[-1][1] == 48  # 512 images in batches of 32, three epochs
 
 
 def test_archive_holds_exactly_the_onnx_file(trained: tuple[Path, dict, list]) -> None:

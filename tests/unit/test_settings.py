@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import Cloud, Dataset, Framework, load_settings
+from infra.settings import Cloud, Dataset, Framework, TrainingPreset, load_settings
 
 
 class FakeConfig(dict):
@@ -47,6 +47,13 @@ def test_numbers_from_config_become_hyperparameter_strings():
     assert settings.dataset is Dataset.MNIST_T10K
 
 
+def test_training_preset_is_standard_unless_set(tmp_path: Path):
+    default = load_settings("local", FakeConfig(), project_root=tmp_path)
+    assert default.training_preset is TrainingPreset.STANDARD
+    chosen = load_settings("local", FakeConfig(trainingPreset="long"), project_root=tmp_path)
+    assert chosen.training_preset is TrainingPreset.LONG
+
+
 @pytest.mark.parametrize(
     ("stack", "config", "message"),
     [
@@ -69,6 +76,7 @@ def test_numbers_from_config_become_hyperparameter_strings():
         ),
         ("aws", FakeConfig(endpointMinInstances="3"), "endpointMinInstances (3) must not exceed"),
         ("aws", FakeConfig(trainingInstanceCount="0"), "mnist-platform:trainingInstanceCount"),
+        ("local", FakeConfig(trainingPreset="huge"), "trainingPreset: Input should be 'standard' or 'long'"),
     ],
 )
 def test_invalid_settings_name_the_key_and_the_allowed_values(stack, config, message):
@@ -194,3 +202,37 @@ def test_a_prebuilt_image_past_its_end_of_availability_stops_the_preflight():
     with pytest.raises(ValueError, match=r"tf2-cpu\.2-15 reached its end of availability on 2027-01-14"):
         check_prebuilt_image("tf2-cpu.2-15", date(2027, 1, 15))
     check_prebuilt_image("project", date(2099, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        (
+            "trainingMachineType",
+            "n1-standrad-4",
+            "trainingMachineType: 'n1-standrad-4' is not a Compute Engine",
+        ),
+        ("servingMachineType", "n1-standard", "servingMachineType: 'n1-standard' is not a Compute Engine"),
+        ("servingMachineType", "n1-standard-3", "3 vCPUs is not a machine size"),
+        (
+            "trainingReplicaCount",
+            "17",
+            "trainingReplicaCount: Input should be less than or equal to 16, got 17",
+        ),
+    ],
+)
+def test_gcp_machine_types_and_counts_vertex_cannot_run_are_rejected(key, value, expected):
+    with pytest.raises(ValueError, match="invalid stack configuration") as error:
+        load_settings("gcp", FakeConfig({key: value}), gcp_config=GCP)
+    assert expected in str(error.value)
+
+
+def test_gcp_stack_files_machine_types_are_well_formed():
+    import yaml
+    from harness import PROJECT_ROOT
+
+    from infra import offerings
+
+    config = yaml.safe_load((PROJECT_ROOT / "Pulumi.gcp.yaml").read_text())["config"]
+    for key in ("mnist-platform:trainingMachineType", "mnist-platform:servingMachineType"):
+        assert offerings.vertex_machine_type_problem(config[key]) is None, config[key]

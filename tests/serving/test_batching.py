@@ -1,0 +1,256 @@
+"""Adaptive micro-batching (serving/batching.py): concurrent requests share model calls, each reply is the
+one the request gets alone, a request that breaks a batch fails alone, and nobody waits for nothing.
+
+A stub model with a controllable delay makes the batches deterministic: a first "blocker" request holds
+the model while the others arrive, so they must queue and form the next batch. The real runtimes then
+show that their replies are byte-identical batched and alone."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from starlette.applications import Starlette
+
+from serving.app import app_for, serve_in_thread
+from serving.batching import BatchingConfig
+from serving.constants import Flavor
+from serving.errors import ModelError
+from serving.models import InferenceRequest, SageMakerXGBoostModel
+
+CSV = {"Content-Type": "text/csv", "Accept": "application/json"}
+BLOCK_SECONDS = 0.6
+BLOCKER_MARK = 0.9  # first pixel of an image that makes the stub hold the model for BLOCK_SECONDS
+POISON_MARK = 0.5  # first pixel of an image that makes the stub fail the whole model call
+
+
+class ScriptedModel(SageMakerXGBoostModel):
+    """The SageMaker contract around a fake runtime: probabilities computed from the pixels (so every
+    image has its own answer), a blocker image that holds the call, a poison image that fails it."""
+
+    def __init__(self) -> None:
+        super().__init__(name="stub", model_dir=Path("."))
+        self.batch_sizes: list[int] = []
+
+    def load(self) -> None:
+        self.ready = True
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        self.batch_sizes.append(len(images))
+        if (images[:, 0] == POISON_MARK).any():
+            raise ModelError("the poisoned image broke the model call")
+        if (images[:, 0] == BLOCKER_MARK).any():
+            time.sleep(BLOCK_SECONDS)
+        scores = images[:, 1:11] + 0.01
+        return self._checked(scores / scores.sum(axis=1, keepdims=True), images)
+
+
+def csv_of(images: np.ndarray) -> bytes:
+    return "\n".join(",".join(repr(float(v)) for v in row) for row in images).encode()
+
+
+def image_batch(seed: int, count: int, first_pixel: float = 0.0) -> np.ndarray:
+    images = np.random.default_rng(seed).random((count, 784), dtype=np.float32)
+    images[:, 0] = first_pixel
+    return images
+
+
+@contextlib.contextmanager
+def serving(model: ScriptedModel, config: BatchingConfig | None = None) -> Iterator[tuple[str, Starlette]]:
+    model.load()
+    app = app_for(model, config)
+    with serve_in_thread(app) as url:
+        yield url, app
+
+
+def post_all(url: str, bodies: list[bytes]) -> list[requests.Response]:
+    """All CSV bodies at once to the SageMaker container route, one thread each, released together."""
+    return send_together(url, [("/invocations", body, CSV) for body in bodies])
+
+
+def send_together(url: str, wires: list[tuple[str, bytes, dict[str, str]]]) -> list[requests.Response]:
+    """All (path, body, headers) requests at once, one thread each, released together."""
+    replies: list[requests.Response | None] = [None] * len(wires)
+    start = threading.Barrier(len(wires))
+
+    def send(index: int) -> None:
+        path, body, headers = wires[index]
+        start.wait()
+        replies[index] = requests.post(url + path, data=body, headers=headers, timeout=60)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(wires))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(r is not None for r in replies)
+    return replies  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def model_held(url: str) -> Iterator[None]:
+    """A blocker request holds the model for BLOCK_SECONDS; requests sent meanwhile queue together."""
+    blocker = threading.Thread(
+        target=requests.post,
+        args=(url + "/invocations",),
+        kwargs={"data": csv_of(image_batch(0, 1, BLOCKER_MARK)), "headers": CSV, "timeout": 30},
+    )
+    blocker.start()
+    time.sleep(BLOCK_SECONDS / 4)
+    try:
+        yield
+    finally:
+        blocker.join()
+
+
+def alone(model: ScriptedModel, body: bytes) -> bytes:
+    """The reply the request gets without batching: the model's own infer, in this process."""
+    return model.infer(InferenceRequest(body, CSV["Content-Type"], CSV["Accept"])).body
+
+
+def test_requests_arriving_during_a_model_call_share_the_next_one_and_each_gets_its_own_reply() -> None:
+    model = ScriptedModel()
+    bodies = [csv_of(image_batch(seed, 1 + seed % 5)) for seed in range(1, 21)]
+    with serving(model) as (url, app), model_held(url):
+        replies = post_all(url, bodies)
+    assert [r.status_code for r in replies] == [200] * len(bodies)
+    assert [r.content for r in replies] == [alone(model, body) for body in bodies]
+    stats = app.state.batcher.stats
+    assert stats.requests == len(bodies) + 1
+    assert stats.model_calls < len(bodies) // 2, f"{stats.model_calls} calls for {len(bodies)} requests"
+    assert stats.largest_batch > 1
+
+
+def test_a_request_that_breaks_the_batched_call_fails_alone_and_its_batch_mates_succeed() -> None:
+    model = ScriptedModel()
+    good = [csv_of(image_batch(seed, 2)) for seed in range(1, 9)]
+    poisoned = csv_of(image_batch(99, 1, POISON_MARK))
+    malformed = b"0.5,0.5,0.5"  # 3 values: rejected while parsing, never enters a batch
+    with serving(model) as (url, app), model_held(url):
+        replies = post_all(url, [*good, poisoned, malformed])
+    assert [r.status_code for r in replies[: len(good)]] == [200] * len(good)
+    assert [r.content for r in replies[: len(good)]] == [alone(model, body) for body in good]
+    assert replies[-2].status_code == 500
+    assert replies[-2].headers["x-amzn-ErrorType"] == "ModelError"
+    assert "poisoned" in replies[-2].json()["message"]
+    assert replies[-1].status_code == 400
+    assert "784" in replies[-1].json()["message"]
+    assert app.state.batcher.stats.batches_retried_alone >= 1  # the poisoned request did share a batch
+
+
+def test_a_lone_request_goes_to_the_model_at_once_even_with_a_long_max_wait() -> None:
+    model = ScriptedModel()
+    with serving(model, BatchingConfig(max_wait_ms=1000)) as (url, _):
+        requests.post(url + "/invocations", data=csv_of(image_batch(1, 1)), headers=CSV, timeout=30)
+        started = time.perf_counter()
+        reply = requests.post(url + "/invocations", data=csv_of(image_batch(2, 1)), headers=CSV, timeout=30)
+        took = time.perf_counter() - started
+    assert reply.status_code == 200
+    assert took < 0.5, f"a lone request took {took:.3f} s: it waited for a batch that could not come"
+
+
+def test_max_batch_bounds_the_images_in_one_model_call() -> None:
+    model = ScriptedModel()
+    bodies = [csv_of(image_batch(seed, 1)) for seed in range(1, 13)]
+    with serving(model, BatchingConfig(max_batch=4)) as (url, _), model_held(url):
+        replies = post_all(url, bodies)
+    assert all(r.status_code == 200 for r in replies)
+    after_blocker = model.batch_sizes[1:]
+    assert max(after_blocker) == 4
+    assert sum(after_blocker) == len(bodies)
+
+
+def test_max_batch_1_switches_batching_off_one_model_call_per_request() -> None:
+    model = ScriptedModel()
+    bodies = [csv_of(image_batch(seed, 2)) for seed in range(1, 9)]
+    with serving(model, BatchingConfig(max_batch=1)) as (url, app):
+        replies = post_all(url, bodies)
+    assert model.batch_sizes == [2] * len(bodies)
+    assert [r.content for r in replies] == [alone(model, body) for body in bodies]
+    assert app.state.batcher.stats.model_calls == len(bodies)
+
+
+def test_ping_and_parsing_stay_responsive_while_a_model_call_runs() -> None:
+    model = ScriptedModel()
+    with serving(model) as (url, _), model_held(url):
+        started = time.perf_counter()
+        ping = requests.get(url + "/ping", timeout=30)
+        bad = requests.post(url + "/invocations", data=b"not,a,number", headers=CSV, timeout=30)
+        took = time.perf_counter() - started
+    assert ping.status_code == 200
+    assert bad.status_code == 400
+    assert took < BLOCK_SECONDS / 2, f"/ping and a 400 took {took:.3f} s while the model was busy"
+
+
+@pytest.mark.parametrize("settings", [{"max_batch": 0}, {"max_wait_ms": -1}, {"max_wait_ms": 5000}])
+def test_batching_settings_out_of_range_are_refused_with_their_name(settings: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(settings))):
+        BatchingConfig(**settings)  # type: ignore[arg-type]
+
+
+# --- the real runtimes -----------------------------------------------------------------------------
+
+PATH_PARAMS = {"project": "p", "location": "l", "name": "mnist-test"}
+
+
+def wire(flavor: Flavor, images: np.ndarray) -> tuple[str, bytes, dict[str, str]]:
+    """(path, body, headers) of a request for `images`, pixels written exactly (repr of float32)."""
+    rows = "[" + ",".join("[" + ",".join(repr(float(v)) for v in row) + "]" for row in images) + "]"
+    if flavor is Flavor.SAGEMAKER:
+        return "/endpoints/mnist-test/invocations", csv_of(images), CSV
+    if flavor is Flavor.VERTEX:
+        path = "/v1/projects/p/locations/l/endpoints/mnist-test:predict"
+        return path, f'{{"instances": {rows}}}'.encode(), {"Content-Type": "application/json"}
+    path = "/ml/v4/deployments/mnist-test/predictions?version=2024-05-01"
+    return path, f'{{"input_data": [{{"values": {rows}}}]}}'.encode(), {"Content-Type": "application/json"}
+
+
+def assert_same_up_to_float32_rounding(batched: dict, alone: dict) -> None:
+    """TensorFlow's kernels block their loops by batch shape, so an image's probabilities can differ in
+    the last bits of a float32 with the batch it was computed in (onnxruntime and XGBoost do not)."""
+    assert [p["classes"] for p in batched["predictions"]] == [p["classes"] for p in alone["predictions"]]
+    np.testing.assert_allclose(
+        [p["probabilities"] for p in batched["predictions"]],
+        [p["probabilities"] for p in alone["predictions"]],
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    assert {k: v for k, v in batched.items() if k != "predictions"} == {
+        k: v for k, v in alone.items() if k != "predictions"
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flavor", list(Flavor))
+def test_real_runtimes_answer_batched_requests_as_alone_byte_for_byte_but_tensorflow(
+    served_app: Callable[[Flavor], tuple[str, Starlette]], held_out, flavor: Flavor
+) -> None:
+    url, app = served_app(flavor)
+    model, stats = app.state.model, app.state.batcher.stats
+    images = held_out[0]
+    # Different sizes and contents: request i holds 1 + i % 4 consecutive held-out digits.
+    wires = [wire(flavor, images[i : i + 1 + i % 4]) for i in range(24)]
+    for _ in range(5):  # until concurrency actually produced a shared call (it nearly always does at once)
+        calls_before, requests_before = stats.model_calls, stats.requests
+        replies = send_together(url, wires)
+        for (_, body, headers), reply in zip(wires, replies, strict=True):
+            assert reply.status_code == 200, reply.text
+            query = {"version": "2024-05-01"} if flavor is Flavor.WATSONX else {}
+            expected = model.infer(
+                InferenceRequest(body, headers["Content-Type"], headers.get("Accept"), query, PATH_PARAMS)
+            )
+            if flavor is Flavor.VERTEX:
+                assert_same_up_to_float32_rounding(reply.json(), json.loads(expected.body))
+            else:
+                assert reply.content == expected.body
+        if stats.model_calls - calls_before < stats.requests - requests_before:
+            break
+    else:
+        pytest.fail("24 concurrent requests never shared a model call in 5 rounds")

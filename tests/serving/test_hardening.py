@@ -1,0 +1,172 @@
+"""The server under abuse: bodies over the platform's limit are refused before they are read, a client that
+stalls in its body times out without blocking anyone, and SIGTERM lets requests in flight finish."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from serving.app import app_for, serve_in_thread
+from serving.constants import (
+    SAGEMAKER_MAX_PAYLOAD_BYTES,
+    VERTEX_MAX_PAYLOAD_BYTES,
+    WATSONX_MAX_PAYLOAD_BYTES,
+    Flavor,
+)
+from serving.models import SageMakerXGBoostModel
+
+ONE_IMAGE = ",".join(["0"] * 784).encode()
+ROUTES = {
+    Flavor.SAGEMAKER: ("/endpoints/mnist-test/invocations", "text/csv"),
+    Flavor.VERTEX: ("/v1/projects/p/locations/l/endpoints/mnist-test:predict", "application/json"),
+    Flavor.WATSONX: ("/ml/v4/deployments/mnist-test/predictions?version=2024-05-01", "application/json"),
+}
+LIMITS = {
+    Flavor.SAGEMAKER: SAGEMAKER_MAX_PAYLOAD_BYTES,
+    Flavor.VERTEX: VERTEX_MAX_PAYLOAD_BYTES,
+    Flavor.WATSONX: WATSONX_MAX_PAYLOAD_BYTES,
+}
+
+
+class InstantModel(SageMakerXGBoostModel):
+    """The SageMaker contract around a runtime that answers at once."""
+
+    def __init__(self) -> None:
+        super().__init__(name="stub", model_dir=Path("."))
+
+    def load(self) -> None:
+        self.ready = True
+
+    def predict(self, images):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        return np.full((len(images), 10), 0.1, dtype=np.float32)
+
+
+def head_of_response(sock: socket.socket, timeout: float) -> bytes:
+    """What the server sent until the end of the response headers (or until it closed)."""
+    sock.settimeout(timeout)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flavor", list(Flavor))
+def test_a_body_declared_over_the_limit_is_refused_with_413_before_it_is_sent(
+    server_url, flavor: Flavor
+) -> None:
+    path, media_type = ROUTES[flavor]
+    address = server_url(flavor).removeprefix("http://").split(":")
+    with socket.create_connection((address[0], int(address[1])), timeout=10) as sock:
+        # Only the headers: a server that waited for the body would never answer.
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {media_type}\r\n"
+            f"Content-Length: {LIMITS[flavor] + 1}\r\n\r\n".encode()
+        )
+        head = head_of_response(sock, timeout=10)
+    assert head.startswith(b"HTTP/1.1 413 "), head[:200]
+
+
+def test_after_a_413_the_same_keep_alive_connection_serves_the_next_request() -> None:
+    model = InstantModel()
+    model.load()
+    model.max_payload_bytes = 100_000  # type: ignore[misc]
+    with serve_in_thread(app_for(model)) as url, requests.Session() as session:
+        csv = {"Content-Type": "text/csv"}
+        too_big = session.post(url + "/invocations", data=b"0" * 300_000, headers=csv)
+        assert too_big.status_code == 413
+        assert "100000 bytes" in too_big.json()["message"]
+        after = session.post(url + "/invocations", data=ONE_IMAGE, headers=csv)
+        assert after.status_code == 200
+
+
+def test_a_client_stalled_in_its_body_gets_408_and_blocks_nobody_meanwhile() -> None:
+    model = InstantModel()
+    model.load()
+    with serve_in_thread(app_for(model, body_timeout=1.0)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as slow:
+            slow.sendall(
+                b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                b"Content-Length: 5000\r\n\r\n0,0,0"
+            )
+            started = time.perf_counter()
+            # Meanwhile everybody else is served at once.
+            assert requests.get(url + "/ping", timeout=5).status_code == 200
+            reply = requests.post(url + "/invocations", data=ONE_IMAGE, headers={"Content-Type": "text/csv"})
+            assert reply.status_code == 200
+            assert time.perf_counter() - started < 0.9
+            head = head_of_response(slow, timeout=10)
+            assert head.startswith(b"HTTP/1.1 408 "), head[:200]
+            assert b"connection: close" in head.lower()
+
+
+# The drain test runs a real server process (SIGTERM goes to a process) around a model whose every call
+# takes DRAIN_CALL_SECONDS, so the requests are certainly in flight when the signal arrives.
+DRAIN_CALL_SECONDS = 2.0
+_SLOW_SERVER = textwrap.dedent(
+    f"""
+    import time
+    from pathlib import Path
+    import numpy as np
+    from serving.app import LocalServer, _config, app_for
+    from serving.models import SageMakerXGBoostModel
+
+    class Slow(SageMakerXGBoostModel):
+        def load(self):
+            self.ready = True
+        def predict(self, images):
+            time.sleep({DRAIN_CALL_SECONDS})
+            return np.full((len(images), 10), 0.1, dtype=np.float32)
+
+    model = Slow(name="slow", model_dir=Path("."))
+    model.load()
+    LocalServer(_config(app_for(model), "127.0.0.1", 0), on_ready=lambda url: print(url, flush=True)).run()
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigterm_lets_requests_in_flight_finish_with_200_then_exits_0() -> None:
+    server = subprocess.Popen([sys.executable, "-c", _SLOW_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip()  # type: ignore[union-attr]
+        assert url.startswith("http://127.0.0.1:"), url
+        statuses: list[int] = []
+
+        def send() -> None:
+            reply = requests.post(
+                url + "/invocations", data=ONE_IMAGE, headers={"Content-Type": "text/csv"}, timeout=60
+            )
+            statuses.append(reply.status_code)
+
+        senders = [threading.Thread(target=send) for _ in range(8)]
+        for sender in senders:
+            sender.start()
+        time.sleep(DRAIN_CALL_SECONDS / 2)  # all eight are now waiting for the model
+        server.send_signal(signal.SIGTERM)
+        for sender in senders:
+            sender.join()
+        assert statuses == [200] * 8
+        assert server.wait(timeout=30) == 0
+        with pytest.raises(requests.ConnectionError):  # and it no longer accepts anything
+            requests.get(url + "/ping", timeout=5)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        server.stdout.close()  # type: ignore[union-attr]
