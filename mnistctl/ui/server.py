@@ -95,8 +95,10 @@ def picture_to_pixels(data: bytes) -> np.ndarray:
                 )
             image.load()
             return image_to_mnist(image)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-        raise BadPicture(f"not a readable image (PNG, JPEG, GIF, BMP, ...): {error}", 415) from error
+    except UnidentifiedImageError as error:
+        raise BadPicture("not a readable image: send a PNG, JPEG, GIF, BMP or WebP picture", 415) from error
+    except (OSError, Image.DecompressionBombError) as error:  # a truncated or corrupt file of a known format
+        raise BadPicture(f"not a readable image (the file is damaged: {error})", 415) from error
     except ValueError as error:  # blank canvas, no contrast
         raise BadPicture(str(error), 422) from error
 
