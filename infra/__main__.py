@@ -31,3 +31,6 @@ pulumi.export("endpoints", platform.endpoints)
 pulumi.export("models", platform.models)
 pulumi.export("bucket", platform.bucket)
 pulumi.export("dataset", platform.dataset)
+# The draw-a-digit page's URL, on stacks that serve one (local, `ui: true`).
+if (ui := getattr(platform, "ui", None)) is not None:
+    pulumi.export("ui", ui)

@@ -109,6 +109,9 @@ class LocalSettings(_Strict):
         default_factory=dict, description="Fixed loopback port per model; a free port when absent."
     )
     dry_run: bool = Field(default=False, description="Train on a tiny subset (tests and quick looks).")
+    ui: bool = Field(
+        default=True, description="Serve the draw-a-digit page (`mnistctl ui`) of the endpoints."
+    )
 
     @field_validator("ports")
     @classmethod
@@ -478,7 +481,7 @@ _GCP_KEYS = {
     "kmsKeyName": "kms_key_name",
     "servingImage": "serving_image",
 }
-_LOCAL_KEYS = {"localRoot": "root", "ports": "ports", "dryRun": "dry_run"}
+_LOCAL_KEYS = {"localRoot": "root", "ports": "ports", "dryRun": "dry_run", "ui": "ui"}
 _PROMOTION_KEYS = {
     "minAccuracy": "min_accuracy",
     "promotionTolerance": "tolerance",

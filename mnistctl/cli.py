@@ -36,6 +36,8 @@ EXIT_BAD_INPUT = 2
 
 DEFAULT_PORT = 8080
 DEFAULT_NAME = "mnist"
+DEFAULT_UI_PORT = 8090
+DEFAULT_UI_TIMEOUT_SECONDS = 20.0  # each endpoint, per drawing (mnistctl.ui.server.DEFAULT_TIMEOUT_SECONDS)
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
@@ -146,6 +148,12 @@ def serve_command(
         name,
         *batching,
     ]
+
+
+def ui_command(outputs_file: Path | str, port: int) -> list[str]:
+    """The command line that runs `mnistctl ui` on a stack outputs file as a child process of this
+    interpreter (the local stack's `ui` resource)."""
+    return [sys.executable, "-m", "mnistctl", "ui", "--outputs", str(outputs_file), "--port", str(port)]
 
 
 @app.command()
@@ -264,6 +272,55 @@ def predict(
     if labels is not None:
         correct = int((probabilities.argmax(axis=1) == labels).sum())
         console.print(f"{correct}/{len(labels)} correct ({correct / len(labels):.1%})")
+
+
+@app.command()
+def ui(
+    stack: Annotated[
+        str | None, typer.Option(help="Stack whose endpoints answer (pulumi stack output).")
+    ] = None,
+    outputs: Annotated[
+        Path | None, typer.Option("--outputs", help="A JSON file of stack outputs instead of --stack.")
+    ] = None,
+    port: Annotated[
+        int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)
+    ] = DEFAULT_UI_PORT,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds each endpoint has to answer one drawing.", min=0.1)
+    ] = DEFAULT_UI_TIMEOUT_SECONDS,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the page in the default browser once it is up.")
+    ] = False,
+) -> None:
+    """A page on 127.0.0.1: draw a digit (or drop a picture) and every endpoint of the stack answers.
+
+    Prints one line `ui <stack> on http://127.0.0.1:<port>` once it accepts requests.
+    """
+    import uvicorn
+
+    from mnistctl.stacks import StackOutputsError, load_outputs
+    from mnistctl.ui.server import create_app
+    from serving.app import LocalServer
+    from serving.constants import LOOPBACK_HOST
+
+    try:
+        found = load_outputs(stack=stack, outputs_file=outputs)
+        label = stack or str(found.get("stack") or (outputs.name if outputs else "stack"))
+        page = create_app(found, label=label, timeout=timeout)
+    except StackOutputsError as error:
+        raise fail(str(error), EXIT_BAD_INPUT) from error
+
+    def announce(url: str) -> None:
+        print(f"ui {label} on {url}", flush=True)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    config = uvicorn.Config(
+        page, host=LOOPBACK_HOST, port=port, log_level="warning", access_log=False, lifespan="off"
+    )
+    LocalServer(config, on_ready=announce).run()
 
 
 def _stack_endpoint(stack: str | None, outputs: Path | None, model: str | None) -> dict:

@@ -267,7 +267,8 @@ def serve(
 
 @contextlib.contextmanager
 def serve_in_thread(app: Starlette, port: int = 0, timeout: float = 30.0) -> Iterator[str]:
-    """Run `app` on 127.0.0.1 in a background thread; yields its base URL; stops it on exit."""
+    """Run `app` (a model's, or any Starlette app such as the ui page) on 127.0.0.1 in a background
+    thread; yields its base URL; stops it on exit."""
     server = LocalServer(_config(app, LOOPBACK_HOST, port))
     thread = threading.Thread(target=server.run, name="mnist-serving", daemon=True)
     thread.start()
@@ -282,4 +283,6 @@ def serve_in_thread(app: Starlette, port: int = 0, timeout: float = 30.0) -> Ite
     finally:
         server.should_exit = True
         thread.join(timeout)
-        app.state.batcher.close()
+        batcher = getattr(app.state, "batcher", None)  # apps other than a model's (the ui page) have none
+        if batcher is not None:
+            batcher.close()

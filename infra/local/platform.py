@@ -23,6 +23,7 @@ from infra.local.dataset import LocalDataset, LocalDatasetArgs
 from infra.local.endpoint import LocalEndpoint, LocalEndpointArgs
 from infra.local.gate import LocalGate, LocalGateArgs
 from infra.local.training_job import LocalTrainingJob, LocalTrainingJobArgs
+from infra.local.ui import LocalUi, LocalUiArgs
 from infra.settings import Framework, Settings
 from mnistctl.client import DEFAULT_WATSONX_VERSION, LOCAL_VERTEX_PROJECT
 from serving.constants import Flavor
@@ -77,6 +78,8 @@ class LocalPlatformArgs:
     """Train on a tiny subset (quick looks and tests), not for accuracy."""
     promotion: Mapping[Framework, PromotionRule] = field(default_factory=dict)
     """Per model, the champion/challenger rule; a model without one serves every new training run."""
+    ui: bool = True
+    """Serve the draw-a-digit page of the endpoints (`mnistctl ui`), exported as `ui`."""
 
 
 class LocalPlatform(pulumi.ComponentResource):
@@ -86,6 +89,7 @@ class LocalPlatform(pulumi.ComponentResource):
     models: pulumi.Output[dict[str, Any]]
     bucket: pulumi.Output[str]
     dataset: pulumi.Output[str]
+    ui: pulumi.Output[str] | None
 
     def __init__(
         self, name: str, args: LocalPlatformArgs, opts: pulumi.ResourceOptions | None = None
@@ -162,12 +166,21 @@ class LocalPlatform(pulumi.ComponentResource):
         )
         self.bucket = self.data.path
         self.dataset = pulumi.Output.from_input(args.dataset)
+        self.ui = None
+        if args.ui:
+            page = LocalUi(
+                f"{name}-ui",
+                LocalUiArgs(endpoints=self.endpoints, dataset=args.dataset, root=args.root, stack=args.stack),
+                child,
+            )
+            self.ui = page.url
         self.register_outputs(
             {
                 "endpoints": self.endpoints,
                 "models": self.models,
                 "bucket": self.bucket,
                 "dataset": self.dataset,
+                **({"ui": self.ui} if self.ui is not None else {}),
             }
         )
 
@@ -188,6 +201,7 @@ class LocalPlatform(pulumi.ComponentResource):
             ports=settings.local.ports,
             dry_run=settings.local.dry_run,
             promotion={model: settings.promotion.rule(model) for model in settings.models},
+            ui=settings.local.ui,
         )
         return cls(name, args)
 

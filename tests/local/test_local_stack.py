@@ -19,6 +19,7 @@ from infra.local.endpoint import LocalEndpointProvider
 from infra.local.gate import LocalGateProvider
 from infra.local.platform import training_code_hash
 from infra.local.training_job import LocalTrainingJobProvider
+from infra.local.ui import LocalUiProvider
 from infra.settings import Framework
 
 PLATFORM = "mnist-platform:local:LocalPlatform"
@@ -26,6 +27,7 @@ DATASET = "pulumi-python:dynamic/local:Dataset"
 TRAINING_JOB = "pulumi-python:dynamic/local:TrainingJob"
 ENDPOINT = "pulumi-python:dynamic/local:Endpoint"
 GATE = "pulumi-python:dynamic/local:ChampionGate"
+UI = "pulumi-python:dynamic/local:Ui"
 MODELS = ("xgboost", "tensorflow", "pytorch")
 
 
@@ -61,6 +63,8 @@ def plausible_outputs(args: MockResourceArgs) -> dict[str, Any]:
     if args.typ == ENDPOINT:
         port = int(inputs.get("requested_port") or 0) or 40000 + MODELS.index(inputs["model"])
         return {"url": f"http://127.0.0.1:{port}", "port": port, "pid": 4242}
+    if args.typ == UI:
+        return {"url": "http://127.0.0.1:41000", "port": 41000, "pid": 4343}
     return {}
 
 
@@ -94,12 +98,28 @@ def test_local_stack_declares_one_dataset_and_a_job_a_gate_and_an_endpoint_per_m
 def test_every_resource_is_a_child_of_the_platform_named_after_it(run: StackRun):
     platform = run.one(PLATFORM)
     children = run.children_of(platform)
-    assert len(children) == 10 == len(run.resources) - 1
+    assert len(children) == 11 == len(run.resources) - 1
     assert all(child.name.startswith(f"{platform.name}-") for child in children)
     assert run.one(DATASET).name == f"{platform.name}-data"
     assert run.one(TRAINING_JOB, "xgboost").name == f"{platform.name}-xgboost-training"
     assert run.one(ENDPOINT, "xgboost").name == f"{platform.name}-xgboost-endpoint"
     assert run.one(GATE, "xgboost").name == f"{platform.name}-xgboost-gate"
+    assert run.one(UI).name == f"{platform.name}-ui"
+
+
+def test_the_ui_page_is_fed_every_endpoint_and_exported_as_ui(run: StackRun):
+    page = run.one(UI)
+    assert all(run.depends_on(page, endpoint) for endpoint in run.of_type(ENDPOINT))
+    assert page.props["endpoints"] == run.outputs["endpoints"]
+    assert page.props["dataset"] == "mnist"
+    assert page.props["stack"] == "local"
+    assert run.outputs["ui"] == "http://127.0.0.1:41000"
+
+
+def test_ui_false_declares_no_page_and_exports_no_ui(tmp_path: Path):
+    run = run_stack("local", {"localRoot": str(tmp_path), "ui": False}, outputs=plausible_outputs)
+    assert run.of_type(UI) == []
+    assert "ui" not in run.outputs
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -162,7 +182,7 @@ def test_endpoints_speak_the_contract_of_their_models_platform(run: StackRun):
 def test_everything_the_stack_makes_lives_under_local_root(run: StackRun, local_root: Path):
     # What the program hands each provider: the configured localRoot, the one place a provider writes.
     dynamic = [r for r in run.resources if r.is_dynamic]
-    assert len(dynamic) == 10  # the dataset, and per model a training job, a gate and an endpoint
+    assert len(dynamic) == 11  # the dataset, per model a training job, a gate and an endpoint, and the ui
     assert {r.name: r.props["root"] for r in dynamic} == {r.name: str(local_root) for r in dynamic}
     # ... and no provider is handed another place to write: the only other paths are what it reads
     # (the job reads the dataset's folder, the gate copies the job's artifact, the endpoint serves the
@@ -215,6 +235,7 @@ def test_component_registers_the_same_outputs_it_exposes(run: StackRun):
         (TRAINING_JOB, LocalTrainingJobProvider),
         (ENDPOINT, LocalEndpointProvider),
         (GATE, LocalGateProvider),
+        (UI, LocalUiProvider),
     ],
 )
 def test_each_dynamic_resource_carries_its_pickled_provider(run: StackRun, typ: str, provider_class: type):

@@ -8,6 +8,7 @@ predictions through the real clients, real teardown.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import time
@@ -17,7 +18,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import requests
 from harness import ProviderEngine, StackRun, run_stack
+from PIL import Image, ImageDraw
 
 from infra.local import platform as local
 from infra.local.support import LocalProviderError, port_open, process_cmdline, wait_gone
@@ -29,6 +32,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ENDPOINT = "pulumi-python:dynamic/local:Endpoint"
 TRAINING_JOB = "pulumi-python:dynamic/local:TrainingJob"
+UI = "pulumi-python:dynamic/local:Ui"
 MODELS = ("xgboost", "tensorflow", "pytorch")
 
 
@@ -55,7 +59,10 @@ def up(engine: ProviderEngine, config: dict[str, Any]) -> StackRun:
 
 
 def servers(engine: ProviderEngine) -> list[tuple[int, int]]:
-    return [(int(r.state["pid"]), int(r.state["port"])) for r in engine.live.values() if r.typ == ENDPOINT]
+    """(pid, port) of every server the stack runs: the endpoints and the ui page."""
+    return [
+        (int(r.state["pid"]), int(r.state["port"])) for r in engine.live.values() if r.typ in (ENDPOINT, UI)
+    ]
 
 
 def assert_nothing_left(root: Path, processes: list[tuple[int, int]]) -> None:
@@ -92,6 +99,20 @@ def test_local_stack_trains_serves_answers_and_destroy_leaves_nothing(
     accuracy = {r.model: r.accuracy for r in result.results}
     assert all(a is not None and a >= 0.5 for a in accuracy.values()), (accuracy, result.results)
 
+    # The ui page (config ui, on by default) scores a picture on every endpoint of the stack.
+    picture = Image.new("L", (280, 280), 0)
+    ImageDraw.Draw(picture).line([(140, 40), (140, 240)], fill=255, width=22)
+    body = io.BytesIO()
+    picture.save(body, format="PNG")
+    page = requests.post(
+        f"{outputs['ui']}/api/predict",
+        data=body.getvalue(),
+        headers={"Content-Type": "image/png"},
+        timeout=60,
+    ).json()
+    assert sorted(r["model"] for r in page["results"]) == sorted(MODELS)
+    assert all(r["error"] is None and len(r["probabilities"]) == 10 for r in page["results"]), page["results"]
+
     # A server killed behind the stack's back: the next `pulumi up` replaces that endpoint, only it.
     xgboost = engine.live["mnist-xgboost-endpoint"]
     killed_pid = int(xgboost.state["pid"])
@@ -101,9 +122,12 @@ def test_local_stack_trains_serves_answers_and_destroy_leaves_nothing(
     again = up(engine, config)
     steps = engine.steps[steps_before:]
     # (the old one is deleted after its replacement exists, as the engine does: already gone, a no-op)
-    assert [s for s in steps if s[0] != "same"] == [
-        ("replace", "mnist-xgboost-endpoint"),
+    # The ui page follows: it is told the endpoint's new URL.
+    assert sorted(s for s in steps if s[0] != "same") == [
+        ("delete", "mnist-ui"),
         ("delete", "mnist-xgboost-endpoint"),
+        ("replace", "mnist-ui"),
+        ("replace", "mnist-xgboost-endpoint"),
     ]
     # The replacement serves the same artifact: the same answers as before the kill.
     replaced = smoke(again.outputs, count=50, data_dir=t10k_dir).for_model("xgboost")

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make i
 
 STAND_IN = """#!/usr/bin/env bash
 echo "${PULUMI_BACKEND_URL:-<unset>} | $*" >> "$PULUMI_CALLS"
+case "$*" in "stack output ui "*) echo "http://127.0.0.1:8090" ;; esac
 """
 
 
@@ -104,4 +105,7 @@ def test_local_stack_is_one_step_with_its_state_in_the_repo(tmp_path: Path):
     assert calls == [
         f"{repo_state} | stack select --create local",
         f"{repo_state} | up --yes --stack local",
+        f"{repo_state} | stack output ui --stack local",
     ]
+    # The draw-a-digit page's URL is the last thing `make up` prints.
+    assert result.stdout.strip().splitlines()[-1].endswith("http://127.0.0.1:8090")

@@ -33,6 +33,13 @@ def test_local_stack_serves_all_three_models_under_one_root(tmp_path: Path):
     assert settings.local.root == tmp_path / ".mnist-platform" / "local"
 
 
+def test_the_local_stack_serves_the_ui_page_unless_told_not_to(tmp_path: Path):
+    default = load_settings("local", FakeConfig(), project_root=tmp_path)
+    assert default.local is not None and default.local.ui is True
+    off = load_settings("local", FakeConfig(ui="false"), project_root=tmp_path)
+    assert off.local is not None and off.local.ui is False
+
+
 def test_numbers_from_config_become_hyperparameter_strings():
     config = FakeConfig(hyperparameters='{"xgboost": {"num_round": 10, "eta": 0.2}}', dataset="mnist-t10k")
     settings = load_settings("aws", config, aws_config=AWS)
@@ -61,6 +68,7 @@ def test_training_preset_is_standard_unless_set(tmp_path: Path):
         ("aws", FakeConfig(models='["tensorflow"]'), "cannot run on aws; allowed: xgboost"),
         ("local", FakeConfig(ports='{"xgboost": 80}'), "mnist-platform:ports: port for xgboost"),
         ("local", FakeConfig(hyperparameters="{not json"), "hyperparameters must be JSON"),
+        ("local", FakeConfig(ui="maybe"), "mnist-platform:ui: Input should be a valid boolean"),
         (
             "aws",
             FakeConfig(trainingInstanceType="m5.large"),

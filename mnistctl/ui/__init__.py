@@ -1,0 +1,1 @@
+"""The draw-a-digit page of `mnistctl ui` (server.py, static/)."""
