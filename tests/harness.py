@@ -43,7 +43,7 @@ from pulumi.runtime.config import set_all_config
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
 from pulumi.runtime.settings import SETTINGS, _get_rpc_manager, get_root_resource
 from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROGRAM = PROJECT_ROOT / "infra" / "__main__.py"
@@ -280,11 +280,14 @@ def _drain_failed_run(timeout: float = 300) -> None:
     the one that failed, creates still running in threads) go on and record their errors in the SDK's
     process-wide RPC manager and output queue. Let them settle, then clear both, so the next run in this
     process starts clean."""
-    asyncio.get_event_loop().set_exception_handler(_quiet_about_failed_resources)
+    # The SDK's own loop (created if another test left this thread without one, as servers run in
+    # threads of the test do), so the clean-up never fails on its own.
+    loop = _ensure_event_loop()
+    loop.set_exception_handler(_quiet_about_failed_resources)
     manager = _get_rpc_manager()
     pending = list(manager.rpcs)
     if pending:
-        _sync_await(asyncio.wait([asyncio.ensure_future(rpc) for rpc in pending], timeout=timeout))
+        _sync_await(asyncio.wait([asyncio.ensure_future(rpc, loop=loop) for rpc in pending], timeout=timeout))
     manager.clear()
     # The outputs of that run's resources (some failed with its error) are queued process-wide too;
     # `wait_for_rpcs` of the next run would await them and raise the old error.
@@ -300,6 +303,9 @@ def _run_on_loop(
     program: Path | Callable[[], None],
     preview: bool,
 ) -> StackRun:
+    # A test before this one may have left the thread without an event loop (`asyncio.run` does); the
+    # SDK registers the stack resource on the current loop, so make sure there is one.
+    _ensure_event_loop()
     set_all_config(config, [])
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)

@@ -333,3 +333,17 @@ def test_a_stack_run_after_a_failed_run_starts_clean(tmp_path: Path):
 
     after = run_stack("local", config, outputs=plausible_outputs)
     assert sorted(after.outputs["endpoints"]) == sorted(MODELS)
+
+
+def test_a_stack_run_after_asyncio_run_left_no_event_loop_still_runs(tmp_path: Path):
+    """`asyncio.run` (the load smoke's client does it) leaves the thread without a current loop; the
+    harness gives the SDK one, so a later test's stack run raises its own error, not RuntimeError."""
+    import asyncio
+
+    asyncio.run(asyncio.sleep(0))
+    with pytest.raises(ValueError, match="mnist-platform:dataset"):
+        run_stack("local", {"localRoot": str(tmp_path / "root"), "dataset": "cifar"})
+    asyncio.run(asyncio.sleep(0))
+    assert sorted(
+        run_stack("local", {"localRoot": str(tmp_path / "r")}, outputs=plausible_outputs).outputs["endpoints"]
+    ) == sorted(MODELS)
