@@ -46,7 +46,7 @@ def fake_training(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Replaces `training.run` with a recorder; tests set `fail` to make it raise."""
     calls: dict[str, Any] = {}
 
-    def train_model(framework, dataset, data_dir, out, overrides, dry_run, progress=None):
+    def train_model(framework, dataset, data_dir, out, overrides, dry_run, progress=None, preset="standard"):
         calls.update(
             framework=framework,
             dataset=dataset,
@@ -54,6 +54,7 @@ def fake_training(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             out=out,
             overrides=overrides,
             dry_run=dry_run,
+            preset=preset,
         )
         if "fail" in calls:
             raise calls["fail"]
@@ -89,6 +90,7 @@ def test_train_passes_the_options_to_the_trainer_and_prints_its_metrics(
     assert fake_training["dataset"] == "mnist-t10k"
     assert fake_training["overrides"] == {"num_round": "5", "eta": "0.3"}
     assert fake_training["dry_run"] is True
+    assert fake_training["preset"] == "standard"  # the default preset, under the --hp overrides
     assert "97.12%" in result.stdout
 
 

@@ -37,7 +37,7 @@ def test_gcp_rules_judge_the_real_vertex_graph(tmp_path: Path) -> None:
         "gcp",
         overrides={
             **data,
-            f"{PROJECT}:trainingMachineType": "a2-highgpu-8g",
+            f"{PROJECT}:trainingMachineType": "n1-highmem-96",  # a real CPU type, far from small
             f"{PROJECT}:trainingTimeoutSeconds": 172_800,
             f"{PROJECT}:servingMaxReplicas": 10,
         },
@@ -45,4 +45,4 @@ def test_gcp_rules_judge_the_real_vertex_graph(tmp_path: Path) -> None:
     stopped = _mandatory(evaluate_stack(oversized, "gcp"))
     assert {f.policy for f in stopped} == {"training-bounded", "endpoints-bounded"}
     messages = " ".join(f.message for f in stopped)
-    assert "a2-highgpu-8g" in messages and "172800" in messages and "10" in messages
+    assert "n1-highmem-96" in messages and "172800" in messages and "10" in messages
