@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-import requests
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
@@ -25,9 +24,10 @@ from infra.dynamic import changed_keys, file_tail, log, state_of
 from infra.local.support import (
     LOOPBACK,
     LocalProviderError,
+    answers,
     free_port,
+    is_our_process,
     port_taken,
-    process_cmdline,
     process_start,
     reap,
     stop_process_group,
@@ -131,19 +131,12 @@ def server_command(props: dict[str, Any], port: int) -> list[str]:
 
 def is_our_server(state: dict[str, Any]) -> bool:
     """Whether the recorded pid is still the server we started (not a later process with that pid)."""
-    pid = int(state.get("pid") or 0)
-    if not pid:
-        return False
-    cmdline = process_cmdline(pid)
-    if cmdline is None or "serve" not in cmdline or str(int(state.get("port") or 0)) not in cmdline:
-        return False
-    recorded = state.get("started")
-    return recorded is None or process_start(pid) == recorded
+    return is_our_process(state, "serve")
 
 
 def server_running(state: dict[str, Any]) -> bool:
     """Whether the recorded server process is ours and answers its health route."""
-    return is_our_server(state) and _healthy(int(state.get("port") or 0))
+    return is_our_server(state) and answers(int(state.get("port") or 0), PING_ROUTE)
 
 
 def port_taken_error(port: int, model: str) -> LocalProviderError:
@@ -212,22 +205,13 @@ def _wait_ready(process: subprocess.Popen, port: int, log_path: Path, name: str)
                 f"the server of endpoint {name} exited with code {returncode} before it was ready. "
                 f"Its last lines:\n{output}\nFull log: {log_path}."
             )
-        if _healthy(port):
+        if answers(port, PING_ROUTE):
             return
         time.sleep(0.25)
     raise LocalProviderError(
         f"the server of endpoint {name} did not answer {PING_ROUTE} on port {port} within "
         f"{STARTUP_TIMEOUT_SECONDS:.0f}s. Its last lines:\n{file_tail(log_path)}\nFull log: {log_path}."
     )
-
-
-def _healthy(port: int) -> bool:
-    if not port:
-        return False
-    try:
-        return requests.get(f"http://{LOOPBACK}:{port}{PING_ROUTE}", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 class LocalEndpoint(pulumi.dynamic.Resource, module="local", name="Endpoint"):

@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import requests
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from infra.dynamic import log
@@ -156,6 +157,18 @@ def stop_process_group(pid: int, timeout: float) -> None:
     raise LocalProviderError(f"process {pid} survived SIGKILL; stop it by hand and run the command again")
 
 
+def is_our_process(state: dict, marker: str) -> bool:
+    """Whether the recorded pid is still the detached server we started: its command line holds
+    `marker` (the mnistctl subcommand) and its port, and it started when recorded (a later process
+    that reuses the pid is not ours)."""
+    pid = int(state.get("pid") or 0)
+    cmdline = process_cmdline(pid) if pid else None
+    if cmdline is None or marker not in cmdline or str(int(state.get("port") or 0)) not in cmdline:
+        return False
+    recorded = state.get("started")
+    return recorded is None or process_start(pid) == recorded
+
+
 # --- ports ----------------------------------------------------------------------------------------
 
 
@@ -192,3 +205,13 @@ def wait_port_closed(port: int, timeout: float) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+def answers(port: int, route: str) -> bool:
+    """Whether a server on the loopback port answers GET `route` with 200."""
+    if not port:
+        return False
+    try:
+        return requests.get(f"http://{LOOPBACK}:{port}{route}", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False

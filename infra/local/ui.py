@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-import requests
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
 
 from infra.dynamic import changed_keys, file_tail, log, state_of
 from infra.local.support import (
     LOOPBACK,
     LocalProviderError,
+    answers,
     free_port,
-    process_cmdline,
+    is_our_process,
     process_start,
     reap,
     stop_process_group,
@@ -35,6 +35,8 @@ from mnistctl.cli import ui_command
 STARTUP_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
 PORT_CLOSE_TIMEOUT_SECONDS = 10.0
+# What answers once the page can serve: the stack the page was started for.
+UI_READY_ROUTE = "/api/stack"
 _REPLACE_KEYS = ("endpoints", "dataset", "root", "stack")
 
 
@@ -74,7 +76,7 @@ class LocalUiProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         pid, port = int(props.get("pid") or 0), int(props.get("port") or 0)
-        if not pid or not _is_our_ui(props):
+        if not pid or not is_our_process(props, "ui"):
             log(f"ui: server {pid or '?'} is already gone")
             return
         log(f"stopping the ui (pid {pid}, port {port})")
@@ -88,16 +90,7 @@ class LocalUiProvider(ResourceProvider):
 
 def ui_running(state: dict[str, Any]) -> bool:
     """Whether the recorded server is ours and serves the page."""
-    return _is_our_ui(state) and _answers(int(state.get("port") or 0))
-
-
-def _is_our_ui(state: dict[str, Any]) -> bool:
-    pid = int(state.get("pid") or 0)
-    cmdline = process_cmdline(pid) if pid else None
-    if cmdline is None or "ui" not in cmdline or str(int(state.get("port") or 0)) not in cmdline:
-        return False
-    recorded = state.get("started")
-    return recorded is None or process_start(pid) == recorded
+    return is_our_process(state, "ui") and answers(int(state.get("port") or 0), UI_READY_ROUTE)
 
 
 def _start(props: dict[str, Any], ui_id: str, port: int) -> dict[str, Any]:
@@ -124,7 +117,7 @@ def _start(props: dict[str, Any], ui_id: str, port: int) -> dict[str, Any]:
         except OSError as error:
             raise LocalProviderError(f"could not start the ui ({command[0]}): {error}") from error
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while not _answers(port):
+    while not answers(port, UI_READY_ROUTE):
         returncode = process.poll()
         if returncode is not None or time.monotonic() > deadline:
             if returncode is None:
@@ -144,15 +137,6 @@ def _start(props: dict[str, Any], ui_id: str, port: int) -> dict[str, Any]:
         "started": process_start(process.pid),
         "log_path": str(log_path),
     }
-
-
-def _answers(port: int) -> bool:
-    if not port:
-        return False
-    try:
-        return requests.get(f"http://{LOOPBACK}:{port}/api/stack", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 class LocalUi(pulumi.dynamic.Resource, module="local", name="Ui"):
