@@ -153,3 +153,26 @@ def test_injected_cos_errors_are_s3_errors_that_ibm_boto3_retries(
     attempts = ibm_cloud_fake.requests_to("cos", "PUT", r"^/mnist-retry/artifact$")
     assert len(attempts) == 3
     assert s3.get_object(Bucket="mnist-retry", Key="artifact")["Body"].read() == b"bytes"
+
+
+def test_copy_object_copies_body_and_metadata_and_a_missing_source_is_no_such_key(
+    ibm_cloud_fake: IbmCloudFake, cos_instance: dict
+) -> None:
+    s3 = ibm.cos(ibm_cloud_fake, cos_instance["guid"])
+    location = {"LocationConstraint": "us-south-standard"}
+    s3.create_bucket(Bucket="mnist-copy", CreateBucketConfiguration=location)
+    s3.put_object(Bucket="mnist-copy", Key="models/a b/model.tar.gz", Body=b"weights", Metadata={"job": "a"})
+    copied = s3.copy_object(
+        Bucket="mnist-copy",
+        Key="champions/pytorch/a/model.tar.gz",
+        CopySource={"Bucket": "mnist-copy", "Key": "models/a b/model.tar.gz"},
+    )
+    source = ibm_cloud_fake.state.buckets["mnist-copy"].objects["models/a b/model.tar.gz"]
+    assert copied["CopyObjectResult"]["ETag"].strip('"') == source.etag
+    got = s3.get_object(Bucket="mnist-copy", Key="champions/pytorch/a/model.tar.gz")
+    assert got["Body"].read() == b"weights" and got["Metadata"] == {"job": "a"}
+    with pytest.raises(ClientError) as missing:
+        s3.copy_object(
+            Bucket="mnist-copy", Key="x", CopySource={"Bucket": "mnist-copy", "Key": "models/none"}
+        )
+    assert error_code(missing) == "NoSuchKey"

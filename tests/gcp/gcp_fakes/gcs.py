@@ -1,8 +1,8 @@
 """A loopback fake of the Cloud Storage JSON API over a local folder: `root/<bucket>/<object name>`.
 
 Enough for google-cloud-storage's `Client(client_options={"api_endpoint": url})` (or the documented
-`STORAGE_EMULATOR_HOST=url`) to get, list, download and upload objects. The same folder stands in for
-Cloud Storage FUSE (`/gcs/<bucket>/...`) in the Vertex fake's training jobs.
+`STORAGE_EMULATOR_HOST=url`) to get, list, download, upload, delete and rewrite (copy) objects. The same
+folder stands in for Cloud Storage FUSE (`/gcs/<bucket>/...`) in the Vertex fake's training jobs.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from gcp_fakes.base import ApiError, Call, FakeServer, invalid_argument, not_fou
 
 _BUCKET = r"/storage/v1/b/(?P<bucket>[^/]+)"
 _OBJECT = _BUCKET + r"/o/(?P<object>.+)"
+_REWRITE = _BUCKET + r"/o/(?P<object>.+?)/rewriteTo/b/(?P<dest_bucket>[^/]+)/o/(?P<dest_object>.+)"
 
 
 class GcsFake(FakeServer):
@@ -37,6 +38,7 @@ class GcsFake(FakeServer):
         self.route("GET", r"/download" + _OBJECT, self._get)
         self.route("DELETE", _OBJECT, self._delete)
         self.route("POST", r"/upload" + _BUCKET + r"/o", self._upload)
+        self.route("POST", _REWRITE, self._rewrite)
 
     # -- helpers for tests -------------------------------------------------------------------------
     def path_of(self, uri: str) -> Path:
@@ -131,6 +133,23 @@ class GcsFake(FakeServer):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return self._resource(bucket, name, path)
+
+    def _rewrite(self, call: Call, match: re.Match[str]) -> Any:
+        """objects.rewrite: the whole object in one call (`done: true`, no rewrite token), as Cloud
+        Storage answers for a small object in the same location and storage class."""
+        source = self._object_path(match["bucket"], unquote(match["object"]))
+        bucket, name = match["dest_bucket"], unquote(match["dest_object"])
+        path = self._bucket_dir(bucket) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = source.read_bytes()
+        path.write_bytes(data)
+        return {
+            "kind": "storage#rewriteResponse",
+            "totalBytesRewritten": str(len(data)),
+            "objectSize": str(len(data)),
+            "done": True,
+            "resource": self._resource(bucket, name, path),
+        }
 
 
 def _multipart(call: Call) -> tuple[str, bytes]:

@@ -15,7 +15,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 from xml.etree import ElementTree
 
 from flask import Response, request
@@ -29,6 +29,7 @@ STORAGE_CLASSES = ("standard", "vault", "cold", "smart", "onerate_active")
 KP_ALGORITHM_HEADER = "ibm-sse-kp-encryption-algorithm"
 KP_ROOT_KEY_HEADER = "ibm-sse-kp-customer-root-key-crn"
 SERVICE_INSTANCE_HEADER = "ibm-service-instance-id"
+COPY_SOURCE_HEADER = "x-amz-copy-source"
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 ROOT_KEY_CRN = re.compile(
     r"^crn:v1:bluemix:public:(kms|hs-crypto):([a-z-]+):a/([0-9a-f]+):([0-9a-f-]+):key:([0-9a-f-]+)$"
@@ -285,6 +286,8 @@ class CosService(FakeService):
             if request.method == "PUT":
                 if "uploadId" in request.args or "partNumber" in request.args:
                     raise S3Error(501, "NotImplemented", "multipart uploads are not supported by this fake")
+                if COPY_SOURCE_HEADER in request.headers:
+                    return self._copy_object(found, key)
                 body = request.get_data()
                 etag = hashlib.md5(body).hexdigest()
                 found.objects[key] = StoredObject(
@@ -292,9 +295,7 @@ class CosService(FakeService):
                     etag=etag,
                     last_modified=datetime.now(UTC),
                     content_type=request.headers.get("Content-Type", "binary/octet-stream"),
-                    metadata={
-                        k[11:]: v for k, v in request.headers.items() if k.lower().startswith("x-amz-meta-")
-                    },
+                    metadata=_metadata_headers(),
                 )
                 return Response(b"", headers={"ETag": f'"{etag}"'})
             if request.method == "DELETE":
@@ -314,6 +315,39 @@ class CosService(FakeService):
             if request.method == "HEAD":
                 response.headers["Content-Length"] = str(len(stored.body))
             return response
+
+    def _copy_object(self, target: Bucket, key: str) -> Response:
+        """CopyObject (PUT with `x-amz-copy-source: <bucket>/<key>`, URL-encoded): the source's body, and
+        its content type and metadata unless `x-amz-metadata-directive: REPLACE`. Called under the lock."""
+        source_path = unquote(request.headers[COPY_SOURCE_HEADER].split("?", 1)[0]).lstrip("/")
+        source_bucket_name, _, source_key = source_path.partition("/")
+        source_bucket = self.state.buckets.get(source_bucket_name)
+        if source_bucket is None:
+            raise S3Error(404, "NoSuchBucket", "The specified bucket does not exist.")
+        source = source_bucket.objects.get(source_key)
+        if source is None:
+            raise S3Error(404, "NoSuchKey", "The specified key does not exist.")
+        replace = request.headers.get("x-amz-metadata-directive", "COPY").upper() == "REPLACE"
+        copied = StoredObject(
+            body=source.body,
+            etag=source.etag,
+            last_modified=datetime.now(UTC),
+            content_type=request.headers.get("Content-Type", source.content_type)
+            if replace
+            else source.content_type,
+            metadata=_metadata_headers() if replace else dict(source.metadata),
+        )
+        target.objects[key] = copied
+        root = ElementTree.Element("CopyObjectResult", xmlns=S3_NS)
+        ElementTree.SubElement(root, "LastModified").text = _iso(copied.last_modified)
+        ElementTree.SubElement(root, "ETag").text = f'"{copied.etag}"'
+        return Response(_xml(root), content_type="application/xml")
+
+
+def _metadata_headers() -> dict[str, str]:
+    """The request's user metadata (`x-amz-meta-<name>`), names lowercased as S3 keeps them."""
+    prefix = "x-amz-meta-"
+    return {k[len(prefix) :].lower(): v for k, v in request.headers.items() if k.lower().startswith(prefix)}
 
 
 def _xml(root: ElementTree.Element) -> bytes:
