@@ -26,6 +26,7 @@ endpoint scaling out, a rollback), so it is removed only when the next champion 
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -35,7 +36,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from infra.dynamic import changed_keys, log, state_of, warn
-from infra.gate import Decision, PromotionRule, Verdict, decide
+from infra.gate import Decision, PromotionRule, Verdict, decide, readable_accuracy
 
 # The inputs whose change means a new round of the rule (a new challenger, or a new rule).
 DECISION_KEYS = (
@@ -75,6 +76,30 @@ class Candidate:
         record.pop("unreadable_because")
         record["metrics"] = dict(self.metrics)
         return {**record, **extra}
+
+
+def scored(
+    source: str,
+    artifact: str,
+    text: str,
+    where: str,
+    trained: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Candidate:
+    """A challenger from the text of the metrics.json its training wrote (`where` names that file in the
+    reasons): scored with its `accuracy` when that is a number in [0, 1]; unreadable, and why, otherwise.
+    `extra` goes into its metrics beside the file's."""
+    try:
+        metrics = json.loads(text)
+    except ValueError as error:
+        return Candidate(source, artifact, None, trained, unreadable_because=f"{where} is not JSON ({error})")
+    if not isinstance(metrics, dict):
+        return Candidate(source, artifact, None, trained, unreadable_because=f"{where} is not a JSON object")
+    accuracy = readable_accuracy(metrics.get("accuracy"))
+    why = f"{where} has no accuracy in [0, 1] (accuracy: {metrics.get('accuracy')!r})"
+    return Candidate(
+        source, artifact, accuracy, trained, {**(extra or {}), **metrics}, unreadable_because=why
+    )
 
 
 def gate_inputs(

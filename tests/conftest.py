@@ -55,6 +55,16 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, t10k) -> Callable[[Flavo
     return get
 
 
+@pytest.fixture
+def warnings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What a champion gate (infra/gate_provider.py) sends to the Pulumi log as warnings."""
+    from infra import gate_provider
+
+    sent: list[str] = []
+    monkeypatch.setattr(gate_provider, "warn", sent.append)
+    return sent
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Keep the user's cache out of the suite: datasets and staged files go to a fresh folder per run."""
     import tempfile

@@ -452,3 +452,54 @@ def unwrap_provider(inputs: Mapping[str, Any]) -> ResourceProvider:
 def provider_props(inputs: Mapping[str, Any]) -> dict[str, Any]:
     """A dynamic resource's inputs as its provider receives them: unknown-free, secrets unwrapped."""
     return {k: rpc.unwrap_rpc_secret(v) for k, v in inputs.items()}
+
+
+# -- champion gates (infra/gate_provider.py) -------------------------------------------------------
+
+
+def gate_round(
+    provider: ResourceProvider, state: dict[str, Any] | None, news: dict[str, Any]
+) -> dict[str, Any]:
+    """One `pulumi up` of a gate as the engine runs it (create, or diff then update; never a replacement:
+    the tests keep the gate where it is); the state it leaves."""
+    if state is None:
+        return {**news, **(provider.create(news).outs or {})}
+    diff = provider.diff("gate", state, news)
+    assert not diff.replaces, diff.replaces
+    if not diff.changes:
+        return state
+    return {**news, **(provider.update("gate", state, news).outs or {})}
+
+
+def promoted_gate_outputs(
+    inputs: Mapping[str, Any], champion_artifact: str, accuracy: float, metrics: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A gate's outputs after its first round, for mocks: the challenger promoted and its artifact copied
+    to `champion_artifact`."""
+    champion = {
+        "source": inputs["challenger_id"],
+        "artifact": champion_artifact,
+        "accuracy": accuracy,
+        "metrics": dict(metrics),
+    }
+    challenger = {**champion, "artifact": inputs["challenger_artifact"], "decision": "promoted"}
+    return {"champion": champion, "champion_artifact": champion_artifact, "challenger": challenger}
+
+
+def provider_inputs(resource: Resource) -> dict[str, Any]:
+    """A dynamic resource's inputs as its provider receives them, without the provider itself."""
+    return {k: v for k, v in provider_props(resource.inputs).items() if k != PROVIDER_KEY}
+
+
+def replaced_by_diff(before: StackRun, after: StackRun, types: tuple[str, ...]) -> list[str]:
+    """The dynamic resources of `types` whose provider's own diff replaces them from `before` to `after`."""
+    replaced = []
+    for typ in types:
+        new = after.one(typ)
+        if (
+            unwrap_provider(new.inputs)
+            .diff("id", provider_inputs(before.one(typ)), provider_inputs(new))
+            .replaces
+        ):
+            replaced.append(new.name)
+    return replaced

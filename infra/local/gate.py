@@ -8,7 +8,6 @@ which is what the endpoint serves: the champion outlives its training job's repl
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ from typing import Any
 
 import pulumi
 
-from infra.gate import PromotionRule, readable_accuracy
-from infra.gate_provider import Candidate, ChampionGateProvider, gate_inputs
+from infra.gate import PromotionRule
+from infra.gate_provider import Candidate, ChampionGateProvider, gate_inputs, scored
 from infra.hashing import tree_sha256
 from infra.local.support import LocalProviderError, remove_tree
 from training.hyperparameters import METRICS_FILE
@@ -53,17 +52,12 @@ class LocalGateProvider(ChampionGateProvider):
         metrics_path = artifact.parent / METRICS_FILE
         source = str(props["challenger_id"])
         try:
-            metrics = json.loads(metrics_path.read_text())
-        except (OSError, ValueError) as error:
+            text = metrics_path.read_text()
+            modified = metrics_path.stat().st_mtime
+        except OSError as error:
             return Candidate(source, str(artifact), None, unreadable_because=f"{metrics_path}: {error}")
-        if not isinstance(metrics, dict):
-            return Candidate(
-                source, str(artifact), None, unreadable_because=f"{metrics_path} is not a JSON object"
-            )
-        trained = datetime.fromtimestamp(metrics_path.stat().st_mtime, UTC).isoformat(timespec="seconds")
-        accuracy = readable_accuracy(metrics.get("accuracy"))
-        why = f"{metrics_path} has no accuracy in [0, 1] (accuracy: {metrics.get('accuracy')!r})"
-        return Candidate(source, str(artifact), accuracy, trained, metrics, unreadable_because=why)
+        trained = datetime.fromtimestamp(modified, UTC).isoformat(timespec="seconds")
+        return scored(source, str(artifact), text, str(metrics_path), trained)
 
     def keep(self, props: Mapping[str, Any], candidate: Candidate) -> str:
         artifact = Path(candidate.artifact)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import Resource, StackRun, run_stack
+from harness import Resource, StackRun, promoted_gate_outputs, run_stack
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
 
 from infra.hashing import content_hash
@@ -92,17 +92,9 @@ def _outputs(args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
     if typ == GATE:
         # The gate's first round: the challenger passes and is copied to the champions prefix.
         job = inputs["challenger_id"]
-        champion = {
-            "source": job,
-            "artifact": f"s3://{inputs['bucket']}/champions/{inputs['model']}/{job}/model.tar.gz",
-            "accuracy": 0.97,
-            "metrics": {"training_job": job, "validation:merror": 0.03},
-        }
-        state.update(
-            champion=champion,
-            champion_artifact=champion["artifact"],
-            challenger={**champion, "artifact": inputs["challenger_artifact"], "decision": "promoted"},
-        )
+        copy = f"s3://{inputs['bucket']}/champions/{inputs['model']}/{job}/model.tar.gz"
+        metrics = {"training_job": job, "validation:merror": 0.03}
+        state.update(promoted_gate_outputs(inputs, copy, 0.97, metrics))
         return f"{args.name}-id", state
     if typ == LOG_GROUP:
         name = inputs.get("name") or _suffixed(args)

@@ -33,7 +33,6 @@ from moto import mock_aws
 from moto.sagemaker.models import sagemaker_backends
 from pulumi.runtime.mocks import MockResourceArgs
 
-from infra import gate_provider
 from infra.aws.gate import SageMakerGateProvider, champion_key, with_retries
 from infra.gate_provider import GateError
 
@@ -48,13 +47,6 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     with mock_aws():
         yield
-
-
-@pytest.fixture
-def warnings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    sent: list[str] = []
-    monkeypatch.setattr(gate_provider, "warn", sent.append)
-    return sent
 
 
 def finished_job(

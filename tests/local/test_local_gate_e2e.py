@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from harness import ProviderEngine, StackRun, run_stack
 
-from infra import gate_provider
 from infra.local import platform as local
 from infra.local.support import port_open, wait_gone
 from infra.settings import Framework
@@ -42,13 +41,6 @@ def training_code_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hash the training code once: an edit made meanwhile would rightly retrain, but rounds are counted."""
     hashes = {model: local.training_code_hash(model) for model in Framework}
     monkeypatch.setattr(local, "training_code_hash", hashes.__getitem__)
-
-
-@pytest.fixture
-def warnings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    sent: list[str] = []
-    monkeypatch.setattr(gate_provider, "warn", sent.append)
-    return sent
 
 
 @pytest.fixture

@@ -10,20 +10,11 @@ from typing import Any
 
 import pytest
 
-from infra import gate_provider
 from infra.gate_provider import GateError
 from infra.local.gate import LocalGateProvider
 
 ARTIFACT = "model.tar.gz"
 Props = dict[str, Any]
-
-
-@pytest.fixture
-def warnings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """What the gate sends to the Pulumi log as warnings."""
-    sent: list[str] = []
-    monkeypatch.setattr(gate_provider, "warn", sent.append)
-    return sent
 
 
 @pytest.fixture
