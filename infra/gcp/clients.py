@@ -74,6 +74,23 @@ def endpoint_service(region: str, api_endpoint: str | None) -> Any:
     return aiplatform_v1.EndpointServiceClient(**client_kwargs(vertex_endpoint(region, api_endpoint)))
 
 
+def storage_client(project: str, storage_endpoint: str | None) -> Any:
+    """A google-cloud-storage client (JSON API over HTTP: no `transport` to choose)."""
+    from google.cloud import storage
+
+    kwargs = client_kwargs(storage_endpoint)
+    kwargs.pop("transport")
+    return storage.Client(project=project, **kwargs)
+
+
+def split_gs_uri(uri: str) -> tuple[str, str]:
+    """(`bucket`, `name`) of gs://bucket/name."""
+    if not uri.startswith("gs://") or not uri[5:].split("/", 1)[0]:
+        raise ValueError(f"not a gs://bucket/name URI: {uri!r}")
+    bucket, _, name = uri[5:].partition("/")
+    return bucket, name
+
+
 def is_service_disabled(error: BaseException) -> bool:
     if not isinstance(error, exceptions.PermissionDenied):
         return False

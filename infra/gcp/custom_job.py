@@ -26,10 +26,11 @@ from infra.dynamic import changed_keys, log, state_of
 from infra.gcp.clients import (
     DEFAULT_POLL_SECONDS,
     GcpProviderError,
-    client_kwargs,
     ignore_not_found,
     job_service,
     retrying,
+    split_gs_uri,
+    storage_client,
     wait_for,
 )
 from infra.gcp.names import custom_job_console_url, resource_id
@@ -242,12 +243,8 @@ def _cancel_quietly(client: Any, name: str) -> None:
 
 def read_metrics(metrics_uri: str, project: str, storage_endpoint: str | None) -> dict[str, Any]:
     """The trainer's metrics.json next to the exported model (gs://)."""
-    from google.cloud import storage
-
-    kwargs = client_kwargs(storage_endpoint)
-    kwargs.pop("transport")  # the storage client speaks JSON over HTTP only
-    bucket, _, path = metrics_uri.removeprefix("gs://").partition("/")
-    client = storage.Client(project=project, **kwargs)
+    bucket, path = split_gs_uri(metrics_uri)
+    client = storage_client(project, storage_endpoint)
     return json.loads(retrying(client.bucket(bucket).blob(path).download_as_text))
 
 

@@ -1,15 +1,17 @@
 """The Vertex AI stack: what the Cloud ML MNIST walkthroughs do by hand with gcloud, as declared resources.
 
 APIs -> bucket + dataset (npz) -> service accounts with bucket-scoped roles -> the project's image, built
-by Cloud Build into Artifact Registry -> a custom job training the TF CNN -> a model with the same image
-as its serving container -> an endpoint serving it. Native pulumi-gcp resources wherever they exist;
+by Cloud Build into Artifact Registry -> a custom job training the TF CNN -> champion gate (the job's
+model is served only if it passes the promotion rule, docs/gate.md) -> a model with the same image as
+its serving container -> an endpoint serving it. Native pulumi-gcp resources wherever they exist;
 the job, the model, the deployment and the image build are small dynamic providers around Google's own
 clients (pulumi-gcp has none: terraform-provider-google #15303, #25152).
 
 How updates roll forward: the job's identity (display name, output folder) is a hash of everything it
 is made of (image tag = content hash of the code, the data's hashes, hyperparameters, machines), so a
-re-run changes nothing and any change trains a new job, uploads a new model and deploys it to the same
-endpoint before the old deployment is undeployed (no gap in serving). The bucket, endpoint, accounts
+re-run changes nothing and any change trains a new job; when the gate promotes it, a new model is uploaded
+and deployed to the same endpoint before the old deployment is undeployed (no gap in serving); when the
+gate holds it back, the model and deployment stay as they are. The bucket, endpoint, accounts
 and APIs stay. `pulumi destroy` removes everything except the enabled APIs (docs/gcp.md).
 """
 
@@ -24,10 +26,13 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.gate import PromotionRule
+from infra.gate_provider import models_entry
 from infra.gcp.clients import DEFAULT_POLL_SECONDS
 from infra.gcp.custom_job import VertexCustomJob, VertexCustomJobArgs
 from infra.gcp.data import NPZ_CONTENT_TYPE, StagedNpz, data_hash, stage_npz
 from infra.gcp.deployment import VertexDeployment, VertexDeploymentArgs
+from infra.gcp.gate import VertexGate, VertexGateArgs
 from infra.gcp.image_build import CloudBuildImage, CloudBuildImageArgs
 from infra.gcp.image_context import (
     HEALTH_ROUTE,
@@ -105,6 +110,8 @@ class VertexPlatformArgs:
     """Tests only: loopback fakes of the Google APIs the dynamic providers call."""
     poll_seconds: float = DEFAULT_POLL_SECONDS
     """How often a running custom job is polled."""
+    promotion: PromotionRule = field(default_factory=lambda: PromotionRule(min_accuracy=0.0))
+    """The champion gate's rule for the TF model (docs/gate.md)."""
 
     def __post_init__(self) -> None:
         if {f.name for f in self.staged_files} != {"train.npz", "test.npz"}:
@@ -140,7 +147,8 @@ class VertexPlatform(pulumi.ComponentResource):
     endpoints: pulumi.Output[dict]
     """`{"tensorflow": {"flavor": "vertex", "name": <endpoint id>, "region", "project"}}` (DESIGN.md)."""
     models: pulumi.Output[dict]
-    """`{"tensorflow": {"artifact": <gs:// SavedModel>, "metrics": {"accuracy": ...}}}`."""
+    """`{"tensorflow": {"artifact": <gs:// champion SavedModel>, "metrics": {"accuracy": ...}, "champion",
+    "challenger"}}` (docs/gate.md)."""
     bucket: pulumi.Output[str]
     dataset: pulumi.Output[str]
     image: pulumi.Output[str]
@@ -189,6 +197,7 @@ class VertexPlatform(pulumi.ComponentResource):
             serving_image=gcp_settings.serving_image,
             api_endpoints=api_endpoints or GcpApiEndpoints(),
             poll_seconds=poll_seconds,
+            promotion=settings.promotion.rule(Framework.TENSORFLOW),
         )
         return cls(name, args)
 
@@ -252,7 +261,24 @@ class VertexPlatform(pulumi.ComponentResource):
             encryption_spec={"kms_key_name": args.kms_key_name} if args.kms_key_name else None,
             opts=self._opts(depends_on=[*self._apis, *key_grants]),
         )
-        model = self._model(job, image)
+        # The model is uploaded from the gate's champion, not from the job's output (docs/gate.md).
+        gate = VertexGate(
+            f"{name}-gate",
+            VertexGateArgs(
+                model=MODEL_KEY,
+                job_name=job.name,
+                model_dir=job.model_dir,
+                metrics_uri=job.metrics_uri,
+                project=args.project,
+                bucket=bucket.name,
+                rule=args.promotion,
+                storage_api_endpoint=args.api_endpoints.storage,
+            ),
+            opts=self._dynamic_opts(depends_on=[job]),
+        )
+        # Model and deployment are named after the champion's job: they change only with the champion.
+        served_name = gate.champion_job_id.apply(lambda job_id: f"mnist-{args.stack}-{MODEL_KEY}-{job_id}")
+        model = self._model(gate, image, served_name)
         deployment = VertexDeployment(
             f"{name}-deployment",
             VertexDeploymentArgs(
@@ -260,7 +286,7 @@ class VertexPlatform(pulumi.ComponentResource):
                 region=args.region,
                 endpoint=endpoint.name,
                 model=model.name,
-                display_name=job.job_id.apply(lambda job_id: f"mnist-{args.stack}-{MODEL_KEY}-{job_id}"),
+                display_name=served_name,
                 service_account=serving_sa.email,
                 instance_type=args.serving_machine_type,
                 min_replicas=args.serving_min_replicas,
@@ -277,14 +303,8 @@ class VertexPlatform(pulumi.ComponentResource):
         self.endpoints = pulumi.Output.all(endpoint.name, deployment.deployed_model_id).apply(
             lambda values: {MODEL_KEY: self._endpoint_entry(values[0])}
         )
-        self.models = pulumi.Output.all(job.model_dir, job.metrics, job.name).apply(
-            lambda values: {
-                MODEL_KEY: {
-                    "artifact": values[0],
-                    "metrics": {**(values[1] or {}), "training_job": values[2]},
-                }
-            }
-        )
+        # What the endpoint serves (the champion) and what the last training run made of the gate.
+        self.models = models_entry(gate.champion, gate.challenger).apply(lambda entry: {MODEL_KEY: entry})
         self.register_outputs(
             {
                 "endpoints": self.endpoints,
@@ -510,7 +530,9 @@ class VertexPlatform(pulumi.ComponentResource):
             opts=self._dynamic_opts(depends_on=[image, *depends_on]),
         )
 
-    def _model(self, job: VertexCustomJob, image: CloudBuildImage) -> VertexModel:
+    def _model(
+        self, gate: VertexGate, image: CloudBuildImage, display_name: pulumi.Output[str]
+    ) -> VertexModel:
         args = self._args
         if args.serving_image == PROJECT_IMAGE:
             serving: dict[str, Any] = {
@@ -527,12 +549,12 @@ class VertexPlatform(pulumi.ComponentResource):
             VertexModelArgs(
                 project=args.project,
                 region=args.region,
-                display_name=job.job_id.apply(lambda job_id: f"mnist-{args.stack}-{MODEL_KEY}-{job_id}"),
-                artifact_uri=job.model_dir,
+                display_name=display_name,
+                artifact_uri=gate.champion_artifact,
                 labels=self._labels,
                 kms_key_name=args.kms_key_name,
                 api_endpoint=args.api_endpoints.vertex,
                 **serving,
             ),
-            opts=self._dynamic_opts(depends_on=[job]),
+            opts=self._dynamic_opts(depends_on=[gate]),
         )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import Resource, StackRun, run_stack
+from harness import Resource, StackRun, promoted_gate_outputs, run_stack
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
 
 from infra.hashing import content_hash
@@ -38,6 +38,7 @@ IMAGE = "pulumi-python:dynamic/cloudbuild:Image"
 CUSTOM_JOB = "pulumi-python:dynamic/vertex:CustomJob"
 MODEL = "pulumi-python:dynamic/vertex:Model"
 DEPLOYMENT = "pulumi-python:dynamic/vertex:Deployment"
+GATE = "pulumi-python:dynamic/gcp:ChampionGate"
 BUCKET_NAME = "mnist-data-0a1b2c3"
 
 
@@ -81,6 +82,12 @@ def _outputs(args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
             metrics={"accuracy": 0.99},
         )
         return name, state
+    if typ == GATE:
+        # The gate's first round: the challenger passes and its SavedModel is copied to the champions prefix.
+        job = state["challenger_id"]
+        copy = f"gs://{state['bucket']}/champions/{state['model']}/{job.rsplit('/', 1)[-1]}/"
+        state.update(promoted_gate_outputs(state, copy, 0.99, {"training_job": job, "accuracy": 0.99}))
+        return f"{args.name}-id", state
     if typ == MODEL:
         model_id = str(int(content_hash(state["artifact_uri"], 8), 16))
         state.update(name=f"projects/{PROJECT}/locations/{REGION}/models/{model_id}", model_id=model_id)

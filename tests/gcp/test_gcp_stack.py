@@ -18,6 +18,7 @@ from gcp_mocks import (
     CUSTOM_JOB,
     DEPLOYMENT,
     ENDPOINT,
+    GATE,
     IMAGE,
     KEY_IAM,
     MODEL,
@@ -92,6 +93,7 @@ def test_everything_that_calls_an_api_waits_for_the_apis(stack: GcpRun) -> None:
         *stack.of_type(ACCOUNT),
         stack.one(IMAGE),
         stack.one(CUSTOM_JOB),
+        stack.one(GATE),
         stack.one(MODEL),
         stack.one(DEPLOYMENT),
     ]
@@ -217,11 +219,37 @@ def test_one_image_trains_and_serves(stack: GcpRun) -> None:
     job, model = stack.one(CUSTOM_JOB), stack.one(MODEL)
     assert job.inputs["image_uri"] == image and job.inputs["command"] == list(TRAIN_COMMAND)
     assert model.inputs["image_uri"] == image and model.inputs["command"] == list(SERVE_COMMAND)
-    assert (
-        model.inputs["artifact_uri"]
-        == f"gs://{BUCKET_NAME}/{job.inputs['base_output_directory'].split('/', 3)[3]}/model"
-    )
     assert model.inputs["predict_route"] and model.inputs["health_route"] and model.inputs["port"]
+
+
+def test_the_gate_judges_the_job_and_the_model_serves_the_gates_champion(stack: GcpRun) -> None:
+    job, gate, model = stack.one(CUSTOM_JOB), stack.one(GATE), stack.one(MODEL)
+    deployment = stack.one(DEPLOYMENT)
+    job_name, job_id = job.outputs["name"], job.outputs["job_id"]
+    base = job.inputs["base_output_directory"]
+    # The gate reads the job's metrics.json and judges its SavedModel, with mnist-t10k's TF floor.
+    assert gate.inputs["challenger_id"] == job_name
+    assert gate.inputs["challenger_artifact"] == f"{base}/model"
+    assert gate.inputs["metrics_uri"] == f"{base}/metrics.json"
+    assert (gate.inputs["model"], gate.inputs["bucket"], gate.inputs["project"]) == (
+        "tensorflow",
+        BUCKET_NAME,
+        PROJECT,
+    )
+    assert gate.inputs["min_accuracy"] == 0.98
+    assert (gate.inputs["promotion_tolerance"], gate.inputs["force_promotion"]) == (0, False)
+    assert stack.depends_on(gate, job)
+    # The model is uploaded from the gate's champion copy (not from the job's output, which the next
+    # training replaces), and only once the gate has decided; model and deployment are named after the
+    # champion's job.
+    champion = f"gs://{BUCKET_NAME}/champions/tensorflow/{job_id}/"
+    assert model.inputs["artifact_uri"] == champion
+    assert model.property_dependencies["artifact_uri"] == {gate.urn}
+    assert stack.depends_on(model, gate) and not stack.depends_on(model, job)  # the job only through the gate
+    name = f"mnist-gcp-tensorflow-{job_id}"
+    assert model.inputs["display_name"] == deployment.inputs["display_name"] == name
+    assert model.property_dependencies["display_name"] == {gate.urn}
+    assert deployment.property_dependencies["display_name"] == {gate.urn}
 
 
 # -- training and serving ------------------------------------------------------------------------
@@ -265,8 +293,13 @@ def test_outputs_follow_the_design_contract(stack: GcpRun) -> None:
         "tensorflow": {"flavor": "vertex", "name": endpoint_id, "region": REGION, "project": PROJECT}
     }
     model = stack.outputs["models"]["tensorflow"]
-    assert model["artifact"].startswith(f"gs://{BUCKET_NAME}/jobs/") and model["artifact"].endswith("/model")
-    assert model["metrics"]["accuracy"] == 0.99
+    job = stack.one(CUSTOM_JOB).outputs
+    assert model["artifact"] == f"gs://{BUCKET_NAME}/champions/tensorflow/{job['job_id']}/"
+    assert model["artifact"] == stack.one(MODEL).inputs["artifact_uri"]
+    assert model["metrics"] == {"training_job": job["name"], "accuracy": 0.99}
+    assert model["champion"] == {"artifact": model["artifact"], "accuracy": 0.99, "source": job["name"]}
+    assert model["challenger"]["decision"] == "promoted"
+    assert model["challenger"]["artifact"] == job["model_dir"]
     assert stack.outputs["bucket"] == BUCKET_NAME and stack.outputs["dataset"] == "mnist-t10k"
 
 
@@ -318,10 +351,13 @@ def test_distributed_training_uses_the_configured_machines_replicas_and_customer
 
 
 def _replaced(before: GcpRun, after: GcpRun) -> list[str]:
-    """The dynamic resources whose provider's diff, as the engine runs it on `pulumi up`, replaces them."""
+    """The dynamic resources whose provider's diff, as the engine runs it on `pulumi up`, replaces them.
+
+    The gate is left out: its diff checks its champion copy in Cloud Storage, so it is run against the
+    Cloud Storage fake in test_gcp_gate.py (where a new job is an update of the gate, never a replacement)."""
     replaced = []
     for resource in after.resources:
-        if not resource.typ.startswith("pulumi-python:dynamic"):
+        if not resource.typ.startswith("pulumi-python:dynamic") or resource.typ == GATE:
             continue
         provider, news = unwrap_provider(resource.inputs), provider_props(resource.inputs)
         if provider.diff(resource.name, before.states[resource.name], news).replaces:
@@ -337,7 +373,8 @@ def test_a_rerun_replaces_nothing_and_new_hyperparameters_replace_job_model_and_
     again = run_gcp(t10k_dir, {"hyperparameters": hp})
     assert _replaced(first, again) == []
     retuned = run_gcp(t10k_dir, {"hyperparameters": {"tensorflow": {"epochs": 4}}})
-    # The image, bucket, data and endpoint stay; job, model and deployment are new.
+    # The image, bucket, data and endpoint stay; job, model and deployment are new (the mocked gate
+    # promotes every challenger; test_gcp_gate.py holds one back).
     assert _replaced(first, retuned) == ["mnist-deployment", "mnist-model", "mnist-training"]
     assert retuned.one(CUSTOM_JOB).inputs["args"][2:] == ["--set", "epochs=4"]
     assert retuned.one(ENDPOINT).inputs == first.one(ENDPOINT).inputs

@@ -2,11 +2,13 @@
 against the loopback fakes (tests/gcp/gcp_fakes) with Google's own clients.
 
 `ProviderEngine` (tests/harness.py) plays the Pulumi engine for the dynamic resources (image build,
-custom job, model, deployment); the native pulumi-gcp resources are mocked, and the mock puts what
-they would create where the fakes look for it (the uploaded objects in the Cloud Storage fake, the
-AiEndpoint in the Vertex fake). The fake runs the custom job's container command (the TF trainer) on
-mnist-t10k with Vertex's environment, serves the uploaded model with the model's serving command under
-the AIP_* environment, and `mnistctl smoke` reaches it through `aiplatform_v1.PredictionServiceClient`.
+custom job, champion gate, model, deployment); the native pulumi-gcp resources are mocked, and the mock
+puts what they would create where the fakes look for it (the uploaded objects in the Cloud Storage
+fake, the AiEndpoint in the Vertex fake). The fake runs the custom job's container command (the TF
+trainer) on mnist-t10k with Vertex's environment, the gate copies the SavedModel it exported to the
+champions prefix, the fake serves the model uploaded from that copy with the model's serving command
+under the AIP_* environment, and `mnistctl smoke` reaches it through
+`aiplatform_v1.PredictionServiceClient`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from mnistctl.smoke import smoke
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-DYNAMIC = ("mnist-image", "mnist-training", "mnist-model", "mnist-deployment")
+DYNAMIC = ("mnist-image", "mnist-training", "mnist-gate", "mnist-model", "mnist-deployment")
 
 
 @pytest.fixture
@@ -94,20 +96,26 @@ def test_gcp_stack_trains_on_vertex_serves_answers_and_rolls_forward_without_a_g
         "dataset": "mnist-t10k",
         "dataDir": str(t10k_dir),
         "hyperparameters": {"tensorflow": {"epochs": 4}},
+        "minAccuracy": 0.95,  # 4 epochs on 8,000 digits, not MNIST's 0.98; the gate is tested on its own
     }
     started = time.monotonic()
     first = stack.up(config)
-    print(f"\nup (image, job on 8,000 digits, model, deployment): {time.monotonic() - started:.1f}s")
+    print(f"\nup (image, job on 8,000 digits, gate, model, deployment): {time.monotonic() - started:.1f}s")
     assert [s for s in engine.steps if s[1] in DYNAMIC] == [("create", name) for name in DYNAMIC]
 
-    # The image pushed under its content tag, the job trained for real, the model served from its output.
+    # The image pushed under its content tag, the job trained for real, the gate scored it with the
+    # trainer's metrics.json and copied its SavedModel, and the model is served from that copy.
     image = engine.live["mnist-image"].state["image"]
     assert image in cloudbuild_fake.tags()
     job = engine.live["mnist-training"].state
     assert job["state"] == "JOB_STATE_SUCCEEDED"
     (gcs_fake.path_of(job["model_dir"]) / "saved_model.pb").stat()
     model = first.outputs["models"]["tensorflow"]
-    assert model["artifact"] == job["model_dir"] and model["metrics"]["accuracy"] >= 0.97
+    champion = f"gs://{BUCKET_NAME}/champions/tensorflow/{job['job_id']}/"
+    assert model["artifact"] == champion and model["metrics"]["accuracy"] >= 0.97
+    assert model["challenger"]["decision"] == "promoted" and model["champion"]["source"] == job["name"]
+    (gcs_fake.path_of(champion) / "saved_model.pb").stat()
+    assert engine.live["mnist-model"].state["artifact_uri"] == champion
     entry = first.outputs["endpoints"]["tensorflow"]
     assert (entry["flavor"], entry["project"], entry["region"]) == ("vertex", "mnist-test", "us-central1")
 
@@ -121,29 +129,46 @@ def test_gcp_stack_trains_on_vertex_serves_answers_and_rolls_forward_without_a_g
     stack.up(config)
     assert [s for s in engine.steps[before:] if s[0] != "same"] == []
 
-    # New hyperparameters: new job, model and deployment; the new deployment exists before the old one is
-    # undeployed, and the model goes after its deployment. Image, bucket and endpoint stay.
+    # New hyperparameters and a floor the new model cannot reach: a new job, held back by the gate; the
+    # model and the deployment stay, and the endpoint serves the champion as before.
     old_deployed = engine.live["mnist-deployment"].state["deployed_model_id"]
     config["hyperparameters"] = {"tensorflow": {"epochs": 1}}
+    config["minAccuracy"] = 0.999
+    before = len(engine.steps)
+    held = stack.up(config)
+    steps = [s for s in engine.steps[before:] if s[0] != "same"]
+    assert steps == [("replace", "mnist-training"), ("update", "mnist-gate"), ("delete", "mnist-training")]
+    assert held.outputs["models"]["tensorflow"]["challenger"]["decision"] == "held"
+    assert held.outputs["models"]["tensorflow"]["artifact"] == champion
+    (endpoint,) = vertex_fake.endpoints.values()
+    assert list(endpoint.deployed) == [old_deployed]
+    assert smoke(held.outputs, count=20, data_dir=t10k_dir).ok
+
+    # forcePromotion serves it: a new model and deployment (no retraining); the new deployment exists
+    # before the old one is undeployed, and the model goes after its deployment. Image, bucket and
+    # endpoint stay.
+    config["forcePromotion"] = True
     before = len(engine.steps)
     second = stack.up(config)
     steps = [s for s in engine.steps[before:] if s[0] != "same"]
     assert steps == [
-        ("replace", "mnist-training"),
+        ("update", "mnist-gate"),
         ("replace", "mnist-model"),
         ("replace", "mnist-deployment"),
         ("delete", "mnist-deployment"),
         ("delete", "mnist-model"),
-        ("delete", "mnist-training"),
     ]
-    (endpoint,) = vertex_fake.endpoints.values()
+    assert second.outputs["models"]["tensorflow"]["challenger"]["decision"] == "forced"
     assert old_deployed not in endpoint.deployed
     assert list(endpoint.deployed) == [engine.live["mnist-deployment"].state["deployed_model_id"]]
     assert second.outputs["endpoints"] == first.outputs["endpoints"]
     assert smoke(second.outputs, count=20, data_dir=t10k_dir).ok
 
-    # `pulumi destroy`: undeployed, model and job deleted, image tag removed, no process left.
+    # `pulumi destroy`: undeployed, model and job deleted, champion copies removed, image tag removed, no
+    # process left.
     engine.destroy()
     assert not endpoint.deployed and not vertex_fake.models and not vertex_fake.jobs
+    champions = gcs_fake.root / BUCKET_NAME / "champions"
+    assert not [p for p in champions.rglob("*") if p.is_file()]
     assert cloudbuild_fake.tags() == {}
     assert not vertex_fake.running_processes()
