@@ -60,7 +60,8 @@ class StoredModelArgs:
     archive_key: pulumi.Input[str]
     """Object key of model.tar.gz (holding model.onnx)."""
     artifact_hash: pulumi.Input[str]
-    """The training job's artifact hash: a new model, a new stored model."""
+    """What identifies the artifact (the stack passes the champion copy's URI, one per training run):
+    a new one, a new stored model."""
     region: pulumi.Input[str]
     api_key: pulumi.Input[str]
     """IBM Cloud API key (a secret)."""

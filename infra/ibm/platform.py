@@ -2,13 +2,15 @@
 
 COS instance + watsonx.ai Runtime instance (Resource Controller) -> bucket (optionally with a Key
 Protect root key, after the COS -> Key Protect authorization) -> deployment space -> the PyTorch CNN
-trained on this machine, its ONNX archive uploaded to the bucket -> the model stored in the space ->
-an online deployment. Every resource is a small dynamic provider around IBM's own SDKs (no Pulumi
+trained on this machine, its ONNX archive uploaded to the bucket -> champion gate (the new model is
+served only if it passes the promotion rule, docs/gate.md) -> the champion stored in the space -> an
+online deployment. Every resource is a small dynamic provider around IBM's own SDKs (no Pulumi
 `ibm` package on PyPI; watsonx.ai has no Terraform resource): see docs/ibm.md.
 
 Dependencies make `pulumi destroy` go deployment -> model -> space -> bucket -> instances: the
-deployment takes the model's id, the model the space's id, the space the instances' CRNs and an
-explicit dependency on the bucket, the bucket the COS instance's CRN.
+deployment takes the model's id, the model the space's id and the gate's champion, the gate the
+bucket, the space the instances' CRNs and an explicit dependency on the bucket, the bucket the COS
+instance's CRN.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from typing import Any
 
 import pulumi
 
+from infra.gate import PromotionRule
+from infra.gate_provider import models_entry
 from infra.ibm.authorization import ServiceAuthorization, ServiceAuthorizationArgs
 from infra.ibm.bucket import CosBucket, CosBucketArgs
 from infra.ibm.connection import watsonx_url
 from infra.ibm.deployment import OnlineDeployment, OnlineDeploymentArgs
+from infra.ibm.gate import WatsonxGate, WatsonxGateArgs
 from infra.ibm.model import StoredModel, StoredModelArgs
 from infra.ibm.resource_instance import ResourceInstance, ResourceInstanceArgs
 from infra.ibm.space import DeploymentSpace, DeploymentSpaceArgs
@@ -74,6 +79,8 @@ class WatsonxPlatformArgs:
     """Key Protect root key for the bucket; COS-managed keys when None."""
     endpoints: Mapping[str, str] = field(default_factory=dict)
     """IBM API URL overrides (private endpoints, test fakes); empty in production."""
+    promotion: PromotionRule = field(default_factory=lambda: PromotionRule(min_accuracy=0.0))
+    """The champion gate's rule for the PyTorch model (docs/gate.md)."""
 
     @property
     def tags(self) -> list[str]:
@@ -86,7 +93,8 @@ class WatsonxPlatform(pulumi.ComponentResource):
     endpoints: pulumi.Output[dict[str, Any]]
     """`{"pytorch": {"flavor": "watsonx", "name": <deployment id>, "region", "version", "space", "url"}}`."""
     models: pulumi.Output[dict[str, Any]]
-    """`{"pytorch": {"artifact": cos://..., "metrics": {...}}}`."""
+    """`{"pytorch": {"artifact": cos://.../champions/..., "metrics": {...}, "champion", "challenger"}}`
+    (docs/gate.md)."""
     bucket: pulumi.Output[str]
     dataset: pulumi.Output[str]
 
@@ -117,6 +125,7 @@ class WatsonxPlatform(pulumi.ComponentResource):
             dry_run=ibm.dry_run,
             kms_key_crn=ibm.kms_key_crn,
             endpoints=ibm.endpoints,
+            promotion=settings.promotion.rule(MODEL),
         )
         return cls(name, args)
 
@@ -220,14 +229,27 @@ class WatsonxPlatform(pulumi.ComponentResource):
             ),
             child,
         )
+        # The space stores the gate's champion, not the job's upload (docs/gate.md).
+        self.gate = WatsonxGate(
+            f"{name}-{MODEL.value}-gate",
+            WatsonxGateArgs(
+                model=MODEL.value,
+                job_id=self.training_job.job_id,
+                artifact=self.training_job.artifact,
+                bucket=self.cos_bucket.bucket,
+                rule=args.promotion,
+                **common,
+            ),
+            child,
+        )
         self.model = StoredModel(
             f"{name}-{MODEL.value}-model",
             StoredModelArgs(
                 name=f"{ibm_name}-{MODEL.value}",
                 space_id=self.space.space_id,
                 bucket=self.cos_bucket.bucket,
-                archive_key=self.training_job.archive_key,
-                artifact_hash=self.training_job.artifact_hash,
+                archive_key=self.gate.champion_key,
+                artifact_hash=self.gate.champion_artifact,
                 tags=args.tags,
                 **common,
             ),
@@ -263,9 +285,10 @@ class WatsonxPlatform(pulumi.ComponentResource):
                 }
             }
         )
-        self.models = pulumi.Output.all(
-            artifact=self.training_job.artifact, metrics=self.training_job.metrics
-        ).apply(lambda o: {MODEL.value: {"artifact": o["artifact"], "metrics": o["metrics"]}})
+        # What the deployment serves (the champion) and what the last training run made of the gate.
+        self.models = models_entry(self.gate.champion, self.gate.challenger).apply(
+            lambda entry: {MODEL.value: entry}
+        )
         self.bucket = self.cos_bucket.bucket
         self.dataset = pulumi.Output.from_input(args.dataset)
         self.register_outputs(

@@ -1,8 +1,9 @@
 """The watsonx.ai stack's program under Pulumi mocks, with the config of Pulumi.ibm.yaml.
 
 What `pulumi up --stack ibm` would declare: two service instances, the bucket, the deployment space,
-the training job, the stored model and the online deployment, chained so that `pulumi destroy` goes
-deployment -> model -> space -> bucket -> instances; and the API key a secret everywhere.
+the training job, the champion gate, the stored model and the online deployment, chained so that
+`pulumi destroy` goes deployment -> model -> gate and space -> bucket -> instances; and the API key a
+secret everywhere.
 """
 
 from __future__ import annotations
@@ -13,54 +14,24 @@ from typing import Any
 
 import pytest
 from harness import Resource, StackRun, run_stack
-from pulumi.runtime import rpc
-from pulumi.runtime.mocks import MockResourceArgs
-
-PLATFORM = "mnist-platform:ibm:WatsonxPlatform"
-INSTANCE = "pulumi-python:dynamic/ibm:ResourceInstance"
-AUTHORIZATION = "pulumi-python:dynamic/ibm:ServiceAuthorization"
-BUCKET = "pulumi-python:dynamic/ibm:CosBucket"
-SPACE = "pulumi-python:dynamic/ibm:DeploymentSpace"
-DATASET = "pulumi-python:dynamic/local:Dataset"
-TRAINING_JOB = "pulumi-python:dynamic/ibm:TrainingJob"
-MODEL = "pulumi-python:dynamic/ibm:Model"
-DEPLOYMENT = "pulumi-python:dynamic/ibm:Deployment"
-API_KEY = "ibm-unit-test-key-0123456789abcdefghijklmnop"
-ACCOUNT = "0123456789abcdef0123456789abcdef"
-KP_INSTANCE = "11111111-2222-3333-4444-555555555555"
-KMS_KEY_CRN = (
-    f"crn:v1:bluemix:public:kms:us-south:a/{ACCOUNT}:{KP_INSTANCE}:key:66666666-7777-8888-9999-000000000000"
+from ibm_mocks import (
+    ACCOUNT,
+    API_KEY,
+    AUTHORIZATION,
+    BUCKET,
+    DATASET,
+    DEPLOYMENT,
+    GATE,
+    INSTANCE,
+    KMS_KEY_CRN,
+    KP_INSTANCE,
+    MODEL,
+    PLATFORM,
+    SPACE,
+    TRAINING_JOB,
+    plausible_outputs,
 )
-
-
-def plausible_outputs(args: MockResourceArgs) -> dict[str, Any]:
-    """What the real providers compute, in the same shape, so the program's outputs can be checked."""
-    inputs = args.inputs
-    if args.typ == INSTANCE:
-        guid = f"guid-{inputs['service']}"
-        return {
-            "crn": f"crn:v1:bluemix:public:{inputs['service']}:{inputs['target']}:a/{ACCOUNT}:{guid}::",
-            "guid": guid,
-        }
-    if args.typ == BUCKET:
-        return {"bucket": f"{inputs['prefix']}-0a1b2c3d"}
-    if args.typ == SPACE:
-        return {"space_id": "space-1"}
-    if args.typ == DATASET:
-        return {"path": f"{inputs['root']}/data/ds-1", "content_hash": "c0ffee"}
-    if args.typ == TRAINING_JOB:
-        prefix = "models/pytorch-1/"
-        return {
-            "archive_key": prefix + "model.tar.gz",
-            "artifact": f"cos://{inputs['bucket']}/{prefix}model.tar.gz",
-            "artifact_hash": "hash-1",
-            "metrics": {"accuracy": 0.985},
-        }
-    if args.typ == MODEL:
-        return {"model_id": "model-1"}
-    if args.typ == DEPLOYMENT:
-        return {"deployment_id": "deployment-1", "url": "https://us-south.ml.cloud.ibm.com"}
-    return {}
+from pulumi.runtime import rpc
 
 
 def run_ibm(tmp_path: Path, t10k_dir: Path, overrides: dict[str, Any] | None = None) -> StackRun:
@@ -91,7 +62,7 @@ def _instance(run: StackRun, service: str) -> Resource:
 
 def test_stack_declares_every_resource_of_the_watsonx_workflow(run: StackRun):
     assert len(run.of_type(PLATFORM)) == 1
-    for typ in (BUCKET, SPACE, DATASET, TRAINING_JOB, MODEL, DEPLOYMENT):
+    for typ in (BUCKET, SPACE, DATASET, TRAINING_JOB, GATE, MODEL, DEPLOYMENT):
         assert len(run.of_type(typ)) == 1, typ
     assert sorted(r.props["service"] for r in run.of_type(INSTANCE)) == ["cloud-object-storage", "pm-20"]
     assert run.of_type(AUTHORIZATION) == []  # no Key Protect key asked for
@@ -124,13 +95,27 @@ def test_space_stores_in_cos_and_computes_on_the_runtime_instance(run: StackRun)
     assert space["runtime_name"] == _instance(run, "pm-20").props["name"]
 
 
-def test_training_feeds_the_model_and_the_model_the_deployment(run: StackRun):
-    job, model, deployment = run.one(TRAINING_JOB), run.one(MODEL), run.one(DEPLOYMENT)
+def test_training_feeds_the_gate_the_gates_champion_the_model_and_the_model_the_deployment(run: StackRun):
+    job, gate, model = run.one(TRAINING_JOB), run.one(GATE), run.one(MODEL)
+    deployment, bucket = run.one(DEPLOYMENT), run.one(BUCKET).outputs["bucket"]
     assert job.props["framework"] == "pytorch"
-    assert job.props["bucket"] == run.one(BUCKET).outputs["bucket"]
+    assert job.props["bucket"] == bucket
     assert job.props["data_hash"] == "c0ffee"
-    assert model.props["archive_key"] == "models/pytorch-1/model.tar.gz"
-    assert model.props["artifact_hash"] == "hash-1"  # a retrained model is a new stored model
+    # The gate judges the job's upload (its metrics.json beside the archive), with mnist-t10k's floor.
+    assert gate.props["challenger_id"] == "pytorch-1"
+    assert gate.props["challenger_artifact"] == f"cos://{bucket}/models/pytorch-1/model.tar.gz"
+    assert (gate.props["model"], gate.props["bucket"]) == ("pytorch", bucket)
+    assert gate.props["min_accuracy"] == 0.98
+    assert (gate.props["promotion_tolerance"], gate.props["force_promotion"]) == (0, False)
+    assert run.depends_on(gate, job)
+    # The space stores the gate's copy (not the job's upload, which the next training deletes), and only
+    # once the gate has decided: a new champion is a new stored model.
+    champion = "champions/pytorch/pytorch-1/model.tar.gz"
+    assert model.props["archive_key"] == champion
+    assert model.props["artifact_hash"] == f"cos://{bucket}/{champion}"
+    assert model.property_dependencies["archive_key"] == {gate.urn}
+    assert model.property_dependencies["artifact_hash"] == {gate.urn}
+    assert not run.depends_on(model, job)  # the job reaches the model only through the gate
     assert deployment.props["model_id"] == "model-1"
     assert (deployment.props["instance_type"], deployment.props["max_replicas"]) == ("XS", 1)
 
@@ -141,13 +126,16 @@ def test_destroy_goes_deployment_model_space_bucket_instances(run: StackRun):
     # Pulumi deletes a resource only after everything that depends on it.
     assert run.depends_on(deployment, model)
     assert run.depends_on(model, space)
+    assert run.depends_on(model, run.one(GATE)) and run.depends_on(run.one(GATE), bucket)
     assert run.depends_on(space, bucket)
     assert run.depends_on(space, cos) and run.depends_on(space, runtime)
     assert run.depends_on(bucket, cos)
     assert _delete_order(run).index(deployment.name) < _delete_order(run).index(model.name)
     order = [_delete_order(run).index(r.name) for r in (deployment, model, space, bucket)]
     assert order == sorted(order)
-    assert max(order) < min(_delete_order(run).index(r.name) for r in (cos, runtime))
+    # The bucket (and the space) live in the COS instance; the space computes on the Runtime instance.
+    assert max(order) < _delete_order(run).index(cos.name)
+    assert _delete_order(run).index(space.name) < _delete_order(run).index(runtime.name)
 
 
 def _delete_order(run: StackRun) -> list[str]:
@@ -168,7 +156,7 @@ def _delete_order(run: StackRun) -> list[str]:
 
 def test_api_key_is_a_secret_input_and_in_no_output(run: StackRun):
     ibm_resources = [r for r in run.resources if r.typ.startswith("pulumi-python:dynamic/ibm:")]
-    assert len(ibm_resources) == 7
+    assert len(ibm_resources) == 8  # instances x2, bucket, space, job, gate, model, deployment
     for resource in ibm_resources:
         assert rpc.is_rpc_secret(resource.inputs["api_key"]), resource.name
         assert rpc.unwrap_rpc_secret(resource.inputs["api_key"]) == API_KEY
@@ -191,10 +179,18 @@ def test_outputs_follow_the_contract_every_stack_exports(run: StackRun):
         }
     }
     bucket = run.one(BUCKET).outputs["bucket"]
+    champion = f"cos://{bucket}/champions/pytorch/pytorch-1/model.tar.gz"
     assert run.outputs["models"] == {
         "pytorch": {
-            "artifact": f"cos://{bucket}/models/pytorch-1/model.tar.gz",
+            "artifact": champion,
             "metrics": {"accuracy": 0.985},
+            "champion": {"artifact": champion, "accuracy": 0.985, "source": "pytorch-1"},
+            "challenger": {
+                "artifact": f"cos://{bucket}/models/pytorch-1/model.tar.gz",
+                "accuracy": 0.985,
+                "source": "pytorch-1",
+                "decision": "promoted",
+            },
         }
     }
     assert run.outputs["bucket"] == bucket

@@ -97,10 +97,12 @@ def test_ibm_stack_trains_deploys_scores_98_percent_and_destroy_leaves_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ):
     root = tmp_path / "work"
-    config = stack_config(ibm_cloud_fake, root, t10k_dir)
+    # The trainer's defaults on 8,000 digits, not full MNIST: a floor under mnist-t10k's 0.98 (the gate is
+    # tested on its own in test_ibm_gate.py).
+    config = stack_config(ibm_cloud_fake, root, t10k_dir, minAccuracy=0.95)
     started = time.monotonic()
     run = up(engine, config)
-    print(f"\nup (PyTorch on 8,000 digits, stored, deployed): {time.monotonic() - started:.1f}s")
+    print(f"\nup (PyTorch on 8,000 digits, gated, stored, deployed): {time.monotonic() - started:.1f}s")
 
     outputs = run.outputs
     (deployment_id,) = ibm_cloud_fake.state.deployments
@@ -116,12 +118,17 @@ def test_ibm_stack_trains_deploys_scores_98_percent_and_destroy_leaves_nothing(
     }
     bucket = outputs["bucket"]
     assert bucket in ibm_cloud_fake.state.buckets
+    # The gate scored the job by its metrics.json and copied its upload; the space stores that copy.
+    job_id = engine.live["mnist-pytorch-training"].state["job_id"]
     artifact = outputs["models"]["pytorch"]["artifact"]
-    assert artifact.startswith(f"cos://{bucket}/models/pytorch-") and artifact.endswith("/model.tar.gz")
-    key = artifact.removeprefix(f"cos://{bucket}/")
-    assert key in ibm_cloud_fake.state.buckets[bucket].objects
+    assert artifact == f"cos://{bucket}/champions/pytorch/{job_id}/model.tar.gz"
+    objects = ibm_cloud_fake.state.buckets[bucket].objects
+    for name in ("model.tar.gz", "model.onnx", "metrics.json"):
+        assert objects[f"champions/pytorch/{job_id}/{name}"].body == objects[f"models/{job_id}/{name}"].body
     assert outputs["models"]["pytorch"]["metrics"]["accuracy"] >= 0.97
+    assert outputs["models"]["pytorch"]["challenger"]["decision"] == "promoted"
     model = engine.live["mnist-pytorch-model"].state
+    assert model["archive_key"] == f"champions/pytorch/{job_id}/model.tar.gz"
     assert (model["model_type"], model["software_spec"]) == ("onnxruntime_1.16", "onnxruntime_opset_19")
 
     monkeypatch.setenv("IBMCLOUD_API_KEY", ibm_cloud_fake.api_key)
@@ -160,26 +167,46 @@ def test_a_failing_deployment_fails_the_update_with_its_own_message_and_destroy_
     assert_account_empty(ibm_cloud_fake, root)
 
 
-def test_new_hyperparameters_retrain_and_deploy_the_new_model_before_the_old_one_goes(
+def test_a_held_model_leaves_the_deployment_and_a_winner_is_deployed_before_the_old_one_goes(
     engine: ProviderEngine, ibm_cloud_fake: IbmCloudFake, tmp_path: Path, t10k_dir: Path
 ):
     root = tmp_path / "work"
     config = stack_config(ibm_cloud_fake, root, t10k_dir, dryRun=True)
     first = up(engine, config)
-    config["hyperparameters"] = {"pytorch": {"seed": 1}}
+    deployed = first.outputs["endpoints"]["pytorch"]["name"]
+
+    # New hyperparameters and a floor no model reaches: retrained, held back by the gate; the stored model
+    # and the deployment stay.
+    config.update(hyperparameters={"pytorch": {"seed": 1}}, minAccuracy=1.0)
+    steps_before = len(engine.steps)
+    held = up(engine, config)
+    changed = [s for s in engine.steps[steps_before:] if s[0] != "same"]
+    assert changed == [
+        ("replace", "mnist-pytorch-training"),
+        ("update", "mnist-pytorch-gate"),
+        ("delete", "mnist-pytorch-training"),
+    ]
+    assert held.outputs["models"]["pytorch"]["challenger"]["decision"] == "held"
+    assert held.outputs["endpoints"] == first.outputs["endpoints"]
+    assert list(ibm_cloud_fake.state.deployments) == [deployed]
+
+    # The rule relaxed (dry run: no floor; any accuracy within 1 of the champion's): the same challenger
+    # is promoted, stored and deployed before the old deployment and model go.
+    del config["minAccuracy"]
+    config["promotionTolerance"] = "1"
     steps_before = len(engine.steps)
     second = up(engine, config)
     changed = [s for s in engine.steps[steps_before:] if s[0] != "same"]
     assert changed == [
-        ("replace", "mnist-pytorch-training"),
+        ("update", "mnist-pytorch-gate"),
         ("replace", "mnist-pytorch-model"),
         ("replace", "mnist-pytorch-deployment"),
         ("delete", "mnist-pytorch-deployment"),
         ("delete", "mnist-pytorch-model"),
-        ("delete", "mnist-pytorch-training"),
     ]
-    old, new = first.outputs["endpoints"]["pytorch"]["name"], second.outputs["endpoints"]["pytorch"]["name"]
-    assert old != new and list(ibm_cloud_fake.state.deployments) == [new]
+    assert second.outputs["models"]["pytorch"]["challenger"]["decision"] == "promoted"
+    new = second.outputs["endpoints"]["pytorch"]["name"]
+    assert deployed != new and list(ibm_cloud_fake.state.deployments) == [new]
     assert len(ibm_cloud_fake.state.models) == 1
     engine.destroy()
     assert_account_empty(ibm_cloud_fake, root)
