@@ -79,3 +79,25 @@ def test_bad_gate_settings_name_the_key_and_the_allowed_values(config: FakeConfi
     with pytest.raises(ValueError) as error:
         load_settings("aws", config, aws_config=AWS)
     assert message in str(error.value)
+
+
+def test_the_gcp_and_ibm_stacks_take_the_same_keys_with_their_models_floors(tmp_path: Path):
+    gcp_config = FakeConfig(project="my-mnist-project")
+    gcp = load_settings(
+        "gcp", FakeConfig(promotionTolerance="0.01", forcePromotion="true"), gcp_config=gcp_config
+    )
+    assert gcp.promotion.rule(Framework.TENSORFLOW) == PromotionRule(0.98, tolerance=0.01, force=True)
+    kmnist = load_settings("gcp", FakeConfig(dataset="kmnist"), gcp_config=gcp_config)
+    assert kmnist.promotion.rule(Framework.TENSORFLOW).min_accuracy == 0.92
+    with pytest.raises(ValueError, match=r"minAccuracy names \['xgboost'\], which this stack does not train"):
+        load_settings("gcp", FakeConfig(minAccuracy='{"xgboost": 0.9}'), gcp_config=gcp_config)
+
+    ibm_config = FakeConfig(region="us-south")
+
+    def ibm(**config: str) -> PromotionRule:
+        settings = load_settings("ibm", FakeConfig(**config), ibm_config=ibm_config, project_root=tmp_path)
+        return settings.promotion.rule(Framework.PYTORCH)
+
+    assert ibm() == PromotionRule(0.98)
+    assert ibm(minAccuracy="0.97").min_accuracy == 0.97
+    assert ibm(dryRun="true").min_accuracy == 0.0  # a tiny subset: no default floor
