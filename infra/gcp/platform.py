@@ -167,6 +167,7 @@ class VertexPlatform(pulumi.ComponentResource):
         """The preflight (before any resource), the staged dataset and image context, the component."""
         from training.datasets import default_data_dir
         from training.hyperparameters import with_overrides
+        from training.presets import preset_overrides
         from training.tf_trainer import Hyperparameters
 
         gcp_settings = settings.gcp
@@ -177,6 +178,9 @@ class VertexPlatform(pulumi.ComponentResource):
             with_overrides(Hyperparameters(), overrides)  # a typo stops here, not after an hour of building
         except ValueError as error:
             raise ValueError(f"config {PROJECT}:hyperparameters.tensorflow: {error}") from None
+        # The job gets the dataset's preset spelled out (the trainer in the container reads npz files and
+        # does not know the dataset's name), with the stack's overrides on top: what `mnistctl train` uses.
+        preset = preset_overrides("tensorflow", settings.dataset, settings.training_preset.value)
         staged = stage_npz(settings.dataset, settings.data_dir)
         context = build_image_context(PROJECT_ROOT, default_data_dir() / "staging" / "vertex-image-context")
         args = VertexPlatformArgs(
@@ -186,7 +190,7 @@ class VertexPlatform(pulumi.ComponentResource):
             dataset=settings.dataset,
             staged_files=staged,
             image_context=context,
-            hyperparameters=dict(overrides),
+            hyperparameters={**preset, **overrides},
             training_machine_type=gcp_settings.training_machine_type,
             training_replica_count=gcp_settings.training_replica_count,
             training_timeout_seconds=gcp_settings.training_timeout_seconds,

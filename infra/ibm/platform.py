@@ -72,6 +72,8 @@ class WatsonxPlatformArgs:
     data_dir: str | None = None
     """Where the dataset is read from or cached; the user cache dir when None."""
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
+    training_preset: str = "standard"
+    """The dataset's hyperparameter preset (training/presets.py): standard or long."""
     """PyTorch trainer overrides."""
     dry_run: bool = False
     """Train on a tiny subset (tests and quick looks)."""
@@ -122,6 +124,7 @@ class WatsonxPlatform(pulumi.ComponentResource):
             replicas=ibm.deployment_replicas,
             data_dir=str(settings.data_dir) if settings.data_dir else None,
             hyperparameters=settings.hyperparameters.get(MODEL, {}),
+            training_preset=settings.training_preset.value,
             dry_run=ibm.dry_run,
             kms_key_crn=ibm.kms_key_crn,
             endpoints=ibm.endpoints,
@@ -223,6 +226,7 @@ class WatsonxPlatform(pulumi.ComponentResource):
                 root=args.work_root,
                 bucket=self.cos_bucket.bucket,
                 hyperparameters=dict(args.hyperparameters),
+                preset=args.training_preset,
                 dry_run=args.dry_run,
                 framework=MODEL.value,
                 **common,

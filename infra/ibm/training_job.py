@@ -43,6 +43,7 @@ _REPLACE_KEYS = (
     "data_hash",
     "code_hash",
     "hyperparameters",
+    "preset",
     "dry_run",
     "root",
     "bucket",
@@ -70,6 +71,8 @@ class TrainingJobArgs:
     """IBM Cloud API key (a secret)."""
     hyperparameters: dict[str, str] = field(default_factory=dict)
     """Overrides as the trainer takes them."""
+    preset: pulumi.Input[str] = "standard"
+    """The dataset's hyperparameter preset (training/presets.py), under the overrides."""
     dry_run: pulumi.Input[bool] = False
     """Train on a tiny subset (tests and quick looks)."""
     framework: str = "pytorch"
@@ -151,6 +154,7 @@ class TrainingJob(pulumi.dynamic.Resource, module="ibm", name="TrainingJob"):
             "code_hash": args.code_hash,
             "root": args.root,
             "hyperparameters": dict(args.hyperparameters),
+            "preset": args.preset,
             "dry_run": args.dry_run,
             "bucket": args.bucket,
             "region": args.region,

@@ -379,3 +379,10 @@ def test_a_rerun_replaces_nothing_and_new_hyperparameters_replace_job_model_and_
     assert retuned.one(CUSTOM_JOB).inputs["args"][2:] == ["--set", "epochs=4"]
     assert retuned.one(ENDPOINT).inputs == first.one(ENDPOINT).inputs
     assert retuned.one(BUCKET).inputs == first.one(BUCKET).inputs
+
+
+def test_the_job_trains_with_the_datasets_preset_under_the_stacks_overrides(t10k_dir: Path) -> None:
+    # The trainer in the container reads npz files and never learns the dataset's name, so the preset
+    # must arrive spelled out: mnist-t10k's `long` is width 32 and 20 epochs; the stack's epochs win.
+    long = run_gcp(t10k_dir, {"trainingPreset": "long", "hyperparameters": {"tensorflow": {"epochs": 3}}})
+    assert long.one(CUSTOM_JOB).inputs["args"][2:] == ["--set", "epochs=3", "--set", "width=32"]

@@ -257,3 +257,9 @@ def test_without_an_api_key_the_program_says_where_to_set_one(
 def test_bad_config_names_the_key(tmp_path: Path, t10k_dir: Path, override: dict[str, Any], message: str):
     with pytest.raises(ValueError, match=message):
         run_ibm(tmp_path, t10k_dir, override)
+
+
+def test_the_trainer_gets_the_datasets_preset(run: StackRun, tmp_path: Path, t10k_dir: Path) -> None:
+    assert run.one(TRAINING_JOB).props["preset"] == "standard"
+    long = run_ibm(tmp_path, t10k_dir, {"trainingPreset": "long"})
+    assert long.one(TRAINING_JOB).props["preset"] == "long"
