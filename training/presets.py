@@ -31,21 +31,33 @@ class Preset(str, Enum):  # noqa: UP042
 
 # Clothes are left-right symmetric, digits and characters are not: only Fashion-MNIST flips. The digits'
 # rotations and zooms cost clothes accuracy on short schedules (4 epochs: 91.0 % without, 6 epochs with
-# them: 88.9 %), so flips replace them, and dropout is lighter.
-_CLOTHES = {"flip": "true", "augment": "false", "dropout": "0.1", "label_smoothing": "0.1"}
+# them: 88.9 %), so flips and 2-pixel random crops replace them, and dropout is lighter. Full-size clothes
+# need more network than digits: two convs in the second and third blocks, a hidden dense layer and the
+# mirror average took the PyTorch CNN from 92.1 % (12 epochs of the digits' network) to 92.9-93.3 % (three
+# seeds) in 9 epochs at about the same cost; `long` reached 94.1 % (bench/results/train-fashion-mnist*.json).
+_CLOTHES = {
+    "flip": "true",
+    "augment": "false",
+    "shift": "2",
+    "dropout": "0.1",
+    "label_smoothing": "0.1",
+    "convs": "2",
+    "hidden": "128",
+    "average_mirrored": "true",
+}
 _CNN_STANDARD: dict[DatasetName, dict[str, str]] = {
-    DatasetName.FASHION_MNIST: {**_CLOTHES, "epochs": "12"},
+    DatasetName.FASHION_MNIST: {**_CLOTHES, "epochs": "9"},
 }
 _CNN_LONG: dict[DatasetName, dict[str, str]] = {
     DatasetName.MNIST_T10K: {"width": "32", "epochs": "20"},
     DatasetName.MNIST: {"width": "32", "epochs": "15"},
     DatasetName.KMNIST: {"width": "32", "epochs": "15"},
-    DatasetName.FASHION_MNIST: {**_CLOTHES, "width": "32", "epochs": "24"},
+    DatasetName.FASHION_MNIST: {**_CLOTHES, "width": "24", "epochs": "14"},
 }
 
 # framework -> preset -> dataset -> overrides (strings, as `--hp` and SageMaker take them)
 PRESETS: dict[str, dict[Preset, dict[DatasetName, dict[str, str]]]] = {
-    # The defaults already meet the Fashion-MNIST targets; no longer schedule has been measured to pay off.
+    # The defaults reach 90.1 % on Fashion-MNIST (target 90 %); no longer schedule was measured to pay off.
     "xgboost": {Preset.STANDARD: {}, Preset.LONG: {}},
     "tensorflow": {Preset.STANDARD: _CNN_STANDARD, Preset.LONG: _CNN_LONG},
     "pytorch": {Preset.STANDARD: _CNN_STANDARD, Preset.LONG: _CNN_LONG},

@@ -54,45 +54,72 @@ class Hyperparameters:
     augment: bool = True  # small random rotations, scalings and shifts of the training images
     flip: bool = False  # random horizontal flips: right for clothes, wrong for digits and characters
     label_smoothing: float = 0.0
+    shift: int = 0  # random shifts of up to this many pixels each way (zero-filled): random crops of padding
     width: int = 16  # channels of the first conv block; the next two have 2x and 4x as many
+    convs: int = 1  # convolutions in the second and third blocks (the first, at full resolution, has one)
+    hidden: int = 0  # units of a dense layer (batch norm, ReLU) before the classifier; 0: none
+    # Test-time flips: the exported model also predicts each image's mirror image and averages the two.
+    # Right for clothes (left-right symmetric), wrong for digits and characters.
+    average_mirrored: bool = False
     seed: int = 0
 
 
-def _conv_block(channels_in: int, channels_out: int) -> nn.Sequential:
+def _conv_block(channels_in: int, channels_out: int, convs: int = 1) -> nn.Sequential:
     # No conv bias: batch norm's shift replaces it; in the exported graph the norm folds into the conv.
-    return nn.Sequential(
-        nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(channels_out),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-    )
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [
+            nn.Conv2d(channels_in if i == 0 else channels_out, channels_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels_out),
+            nn.ReLU(),
+        ]
+    return nn.Sequential(*layers, nn.MaxPool2d(2))
 
 
 class Net(nn.Module):
-    """Three conv blocks (conv 3x3, batch norm, ReLU, max-pool: 28 -> 14 -> 7 -> 3) and one dense layer."""
+    """Three conv blocks (3x3 convs with batch norm and ReLU, then max-pool: 28 -> 14 -> 7 -> 3), an
+    optional hidden dense layer, and the classifier."""
 
-    def __init__(self, dropout: float = 0.25, width: int = 16) -> None:
+    def __init__(self, dropout: float = 0.25, width: int = 16, convs: int = 1, hidden: int = 0) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            _conv_block(1, width), _conv_block(width, 2 * width), _conv_block(2 * width, 4 * width)
+            _conv_block(1, width),
+            _conv_block(width, 2 * width, convs),
+            _conv_block(2 * width, 4 * width, convs),
+        )
+        flat = 4 * width * 3 * 3
+        self.hidden = (
+            nn.Sequential(nn.Linear(flat, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU())
+            if hidden
+            else nn.Identity()
         )
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(4 * width * 3 * 3, 10)
+        self.classifier = nn.Linear(hidden or flat, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.features(x), 1)
+        x = self.hidden(torch.flatten(self.features(x), 1))
         return self.classifier(self.dropout(x))  # logits; the exported graph adds the softmax
 
 
 class WithSoftmax(nn.Module):
-    """What is exported: the network followed by softmax, so that clients receive probabilities."""
+    """What is exported and evaluated: the network followed by softmax, so that clients receive
+    probabilities; with ``average_mirrored``, the mean of the probabilities of the image and its mirror."""
 
-    def __init__(self, net: Net) -> None:
+    mirror: torch.Tensor
+
+    def __init__(self, net: Net, average_mirrored: bool = False) -> None:
         super().__init__()
         self.net = net
+        self.average_mirrored = average_mirrored
+        # Mirroring as a product with the anti-diagonal matrix: MatMul is in every ONNX runtime's opset.
+        self.register_buffer("mirror", torch.eye(28).flip(0), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(x), dim=1)
+        probabilities = torch.softmax(self.net(x), dim=1)
+        if self.average_mirrored:
+            mirrored = torch.softmax(self.net(x @ self.mirror), dim=1)
+            probabilities = (probabilities + mirrored) / 2
+        return probabilities
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -120,6 +147,16 @@ def flip_horizontally(batch: torch.Tensor, generator: torch.Generator) -> torch.
     return torch.where(flipped[:, None, None, None], batch.flip(3), batch)
 
 
+def shift_randomly(batch: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
+    """Move each image by up to ``pixels`` each way, filling with black: a random crop of the padded image."""
+    n, size = batch.shape[0], batch.shape[-1]
+    padded = F.pad(batch, (pixels, pixels, pixels, pixels))
+    dy, dx = torch.randint(0, 2 * pixels + 1, (2, n), generator=generator)
+    rows = (torch.arange(size)[None, :] + dy[:, None])[:, :, None]
+    cols = (torch.arange(size)[None, :] + dx[:, None])[:, None, :]
+    return padded[torch.arange(n)[:, None, None], 0, rows, cols].unsqueeze(1)
+
+
 def train(
     x_train: torch.Tensor,
     y_train: torch.Tensor,
@@ -128,7 +165,10 @@ def train(
 ) -> Net:
     torch.manual_seed(hp.seed)
     generator = torch.Generator().manual_seed(hp.seed)
-    model = Net(hp.dropout, hp.width)
+    model = Net(hp.dropout, hp.width, hp.convs, hp.hidden)
+    # Channels-last: oneDNN's CPU convolutions ran 25-45 % faster on it here (a training step of the
+    # width-16 network: 44 vs 60 ms). Module.to documents memory_format; torch's type overloads omit it.
+    model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
     steps_per_epoch = math.ceil(len(x_train) / hp.batch_size)
     total = hp.epochs * steps_per_epoch
@@ -144,6 +184,9 @@ def train(
                 images = flip_horizontally(images, generator)
             if hp.augment:
                 images = augment(images, generator)
+            if hp.shift:
+                images = shift_randomly(images, hp.shift, generator)
+            images = images.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad()
             loss = F.cross_entropy(model(images), labels, label_smoothing=hp.label_smoothing)
             loss.backward()
@@ -153,20 +196,19 @@ def train(
             if progress and (step % 10 == 0 or step == total):
                 progress(step, total, f"epoch {epoch}/{hp.epochs} loss {loss.item():.4f}")
     model.eval()
+    model.to(memory_format=torch.contiguous_format)  # pyright: ignore[reportCallIssue]  (as exported)
     return model
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
-    model.eval()
-    parts = [
-        torch.softmax(model(images[i : i + batch_size]), dim=1) for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(parts).numpy()
+def predict_proba(served: WithSoftmax, images: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+    served.eval()
+    return torch.cat([served(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]).numpy()
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    predicted = predict_proba(model, images).argmax(axis=1)
+def evaluate(served: WithSoftmax, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy of what is exported (softmax, and the mirror average if the model has it)."""
+    predicted = predict_proba(served, images).argmax(axis=1)
     return float(np.mean(predicted == labels.numpy()))
 
 
@@ -192,13 +234,13 @@ def conform_to_runtime(proto: onnx.ModelProto) -> bool:
     return True
 
 
-def export_onnx(model: Net, out_dir: Path) -> Path:
+def export_onnx(model: Net | WithSoftmax, out_dir: Path) -> Path:
     """Write ``model.onnx`` (softmax included, dynamic batch) and check it with onnx and onnxruntime."""
     import onnx
     import onnxruntime as ort
 
     path = Path(out_dir) / ONNX_FILE
-    exported = WithSoftmax(model).eval()
+    exported = (model if isinstance(model, WithSoftmax) else WithSoftmax(model)).eval()
     example = torch.zeros(2, 1, 28, 28)
     # The TorchScript exporter (dynamo=False) writes a single self-contained file at IR version 9; the
     # dynamo exporter writes IR 10 (too new for ONNX Runtime 1.16) with weights in a separate file.
@@ -251,11 +293,12 @@ def train_and_evaluate(
     started = time.perf_counter()
     model = train(x_train, y_train, hp, progress)
     train_seconds = time.perf_counter() - started
-    onnx_path = export_onnx(model, out_dir)
+    served = WithSoftmax(model, hp.average_mirrored).eval()
+    onnx_path = export_onnx(served, out_dir)
     write_tar_gz(out_dir / MODEL_ARCHIVE, {ONNX_FILE: onnx_path.read_bytes()})
     save_hyperparameters(hp, out_dir)
     return {
-        "accuracy": evaluate(model, x_test, y_test),
+        "accuracy": evaluate(served, x_test, y_test),
         "n_train": split.n_train,
         "n_test": split.n_test,
         "train_seconds": round(train_seconds, 3),

@@ -64,7 +64,7 @@ def test_user_overrides_and_dry_run_win_over_the_preset() -> None:
     hp = hyperparameters_for("pytorch", overrides, dry_run=True, dataset="fashion-mnist", preset="long")
     assert hp.flip is False  # the user
     assert hp.epochs == 3  # the dry run
-    assert hp.width == 32  # the preset
+    assert hp.width == 24  # the preset
 
 
 def test_unknown_preset_lists_the_allowed_ones(t10k_dir: Path, tmp_path: Path) -> None:

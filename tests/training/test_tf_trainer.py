@@ -23,6 +23,8 @@ LONG_STANDING_OPS = {
     "Pack", "Placeholder", "ReadVariableOp", "Relu", "Reshape", "Rsqrt", "Shape", "Softmax", "Squeeze",
     "StatefulPartitionedCall", "StridedSlice", "Sub",
 }  # fmt: skip
+# The mirror average of the fashion-mnist preset adds these, in TensorFlow since 1.0.
+MIRROR_AVERAGE_OPS = {"ReverseV2", "RealDiv", "AddN"}
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +93,20 @@ def test_main_reads_npz_and_exports_to_aip_model_dir(
     assert json.loads((tmp_path / "output" / "hyperparameters.json").read_text())["batch_size"] == 100
     assert json.loads((tmp_path / "output" / "metrics.json").read_text())["n_train"] == small_split.n_train
     assert metrics["hyperparameters"]["epochs"] == 3
+
+
+def test_the_clothes_network_is_exported_with_its_mirror_average(
+    t10k_dir: Path, t10k_split: Split, tmp_path: Path
+) -> None:
+    overrides = {"convs": "2", "hidden": "32", "shift": "2", "flip": "true", "average_mirrored": "true"}
+    metrics = train_model("tensorflow", "mnist-t10k", t10k_dir, tmp_path, overrides, dry_run=True, threads=2)
+    serve = tf.saved_model.load(str(tmp_path / "model")).signatures["serving_default"]
+    images = t10k_split.x_test[:256].astype(np.float32) / 255
+    probabilities = serve(images=tf.constant(images))["probabilities"].numpy()
+    mirrored = serve(images=tf.constant(np.ascontiguousarray(images[..., ::-1])))["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities, mirrored, atol=1e-6)
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == t10k_split.y_test[:256]))
+    assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-6)
+    graph = serve.graph.as_graph_def()
+    ops = {node.op for node in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    assert ops <= LONG_STANDING_OPS | MIRROR_AVERAGE_OPS, ops - LONG_STANDING_OPS - MIRROR_AVERAGE_OPS

@@ -91,3 +91,21 @@ def test_onnx_accuracy_matches_the_reported_accuracy(
     accuracy = float(np.mean(probabilities.argmax(axis=1) == t10k_split.y_test[:256]))
     assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-6)
     assert accuracy > 0.5  # two epochs on 512 images: far above chance (0.1)
+
+
+def test_the_clothes_network_is_exported_with_its_mirror_average(
+    t10k_dir: Path, t10k_split: Split, tmp_path: Path
+) -> None:
+    # The fashion-mnist preset's network (two convs per block, hidden layer, random crops) with test-time
+    # flips in the graph: mirror-invariant answers, and the accuracy reported is the exported graph's.
+    overrides = {"convs": "2", "hidden": "32", "shift": "2", "flip": "true", "average_mirrored": "true"}
+    metrics = train_model("pytorch", "mnist-t10k", t10k_dir, tmp_path, overrides, dry_run=True, threads=2)
+    model = onnx.load(str(tmp_path / "model.onnx"))
+    assert {(o.domain, o.version) for o in model.opset_import} == {("", torch_trainer.ONNX_OPSET)}
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    images = (t10k_split.x_test[:256].astype(np.float32) / 255)[:, np.newaxis]
+    probabilities = np.asarray(session.run(None, {"input": images})[0])
+    mirrored = np.asarray(session.run(None, {"input": np.ascontiguousarray(images[..., ::-1])})[0])
+    np.testing.assert_allclose(probabilities, mirrored, atol=1e-6)
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == t10k_split.y_test[:256]))
+    assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-6)
