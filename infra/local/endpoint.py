@@ -22,14 +22,14 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
 from infra.dynamic import changed_keys, file_tail, log, state_of
 from infra.local.support import (
-    LOOPBACK,
     LocalProviderError,
     answers,
     free_port,
     is_our_process,
     port_taken,
-    process_start,
     reap,
+    served_state,
+    start_detached,
     stop_process_group,
     wait_port_closed,
 )
@@ -157,23 +157,9 @@ def _start_on_a_free_port(props: dict[str, Any], endpoint_id: str) -> dict[str, 
 def _start(props: dict[str, Any], endpoint_id: str, port: int) -> dict[str, Any]:
     root = Path(props["root"])
     log_path = root / "logs" / f"{endpoint_id}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = server_command(props, port)
     log(f"starting endpoint {props['name']} ({props['flavor']}) on port {port}; log: {log_path}")
-    with log_path.open("ab") as log_file:
-        try:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=root,
-                env={**os.environ, **(props.get("environment") or {})},
-                start_new_session=True,  # its own process group: survives `pulumi up`, stopped as a group
-                close_fds=True,
-            )
-        except OSError as error:
-            raise LocalProviderError(f"could not start the server ({command[0]}): {error}") from error
+    environment = {**os.environ, **(props.get("environment") or {})}
+    process = start_detached(server_command(props, port), log_path, root, "the server", environment)
     try:
         _wait_ready(process, port, log_path, str(props["name"]))
     except BaseException:
@@ -181,15 +167,9 @@ def _start(props: dict[str, Any], endpoint_id: str, port: int) -> dict[str, Any]
             stop_process_group(process.pid, STOP_TIMEOUT_SECONDS)
         process.wait()
         raise
-    url = f"http://{LOOPBACK}:{port}"
-    log(f"endpoint {props['name']} ready at {url} (pid {process.pid})")
-    return {
-        "pid": process.pid,
-        "port": port,
-        "url": url,
-        "started": process_start(process.pid),
-        "log_path": str(log_path),
-    }
+    state = served_state(process.pid, port, log_path)
+    log(f"endpoint {props['name']} ready at {state['url']} (pid {process.pid})")
+    return state
 
 
 def _wait_ready(process: subprocess.Popen, port: int, log_path: Path, name: str) -> None:

@@ -215,3 +215,36 @@ def answers(port: int, route: str) -> bool:
         return requests.get(f"http://{LOOPBACK}:{port}{route}", timeout=2).status_code == 200
     except requests.RequestException:
         return False
+
+
+def start_detached(
+    command: list[str], log_path: Path, cwd: Path, what: str, env: dict | None = None
+) -> subprocess.Popen:
+    """Start ``command`` in its own process group (it outlives `pulumi up` and is stopped as a group),
+    its output appended to ``log_path``; failing to start is a LocalProviderError naming ``what``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log_file:
+        try:
+            return subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as error:
+            raise LocalProviderError(f"could not start {what} ({command[0]}): {error}") from error
+
+
+def served_state(pid: int, port: int, log_path: Path) -> dict:
+    """What an endpoint's or the ui's state records of its running server."""
+    return {
+        "pid": pid,
+        "port": port,
+        "url": f"http://{LOOPBACK}:{port}",
+        "started": process_start(pid),
+        "log_path": str(log_path),
+    }

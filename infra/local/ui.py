@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +19,13 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 
 from infra.dynamic import changed_keys, file_tail, log, state_of
 from infra.local.support import (
-    LOOPBACK,
     LocalProviderError,
     answers,
     free_port,
     is_our_process,
-    process_start,
     reap,
+    served_state,
+    start_detached,
     stop_process_group,
     wait_port_closed,
 )
@@ -100,22 +99,8 @@ def _start(props: dict[str, Any], ui_id: str, port: int) -> dict[str, Any]:
     outputs = {"endpoints": props["endpoints"], "dataset": props["dataset"], "stack": props["stack"]}
     outputs_path.write_text(json.dumps(outputs))
     log_path = root / "logs" / f"{ui_id}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = ui_command(outputs_path, port)
     log(f"starting the ui on port {port}; log: {log_path}")
-    with log_path.open("ab") as log_file:
-        try:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=root,
-                start_new_session=True,  # its own process group: survives `pulumi up`, stopped as a group
-                close_fds=True,
-            )
-        except OSError as error:
-            raise LocalProviderError(f"could not start the ui ({command[0]}): {error}") from error
+    process = start_detached(ui_command(outputs_path, port), log_path, root, "the ui")
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while not answers(port, UI_READY_ROUTE):
         returncode = process.poll()
@@ -128,15 +113,9 @@ def _start(props: dict[str, Any], ui_id: str, port: int) -> dict[str, Any]:
                 f"{file_tail(log_path)}\nFull log: {log_path}."
             )
         time.sleep(0.25)
-    url = f"http://{LOOPBACK}:{port}"
-    log(f"ui ready at {url} (pid {process.pid})")
-    return {
-        "pid": process.pid,
-        "port": port,
-        "url": url,
-        "started": process_start(process.pid),
-        "log_path": str(log_path),
-    }
+    state = served_state(process.pid, port, log_path)
+    log(f"ui ready at {state['url']} (pid {process.pid})")
+    return state
 
 
 class LocalUi(pulumi.dynamic.Resource, module="local", name="Ui"):
