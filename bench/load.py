@@ -71,7 +71,17 @@ CLIENTS = (1, 8, 32, 128)
 IMAGES_PER_REQUEST = (1, 100)
 WARMUP_REQUESTS = 50
 START_TIMEOUT = 300  # TensorFlow imports slowly on a busy machine
-PACKAGES = ("numpy", "starlette", "uvicorn", "httptools", "xgboost", "tensorflow-cpu", "onnxruntime")
+PACKAGES = (
+    "numpy",
+    "starlette",
+    "uvicorn",
+    "httptools",
+    "orjson",
+    "uvloop",
+    "xgboost",
+    "tensorflow-cpu",
+    "onnxruntime",
+)
 
 # Targets of issue 12 (32 concurrent single-image clients unless said otherwise).
 TARGET_SPEEDUP = {Flavor.SAGEMAKER: 1.5, Flavor.VERTEX: 2.0, Flavor.WATSONX: 1.5}

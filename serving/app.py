@@ -13,25 +13,30 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from serving.batching import BatchingConfig, MicroBatcher
 from serving.constants import (
     AIP_HEALTH_ROUTE_ENV,
     AIP_PREDICT_ROUTE_ENV,
+    BODY_BYTES_IN_FLIGHT,
     BODY_READ_TIMEOUT_SECONDS,
     DRAIN_TIMEOUT_SECONDS,
     LOOPBACK_HOST,
     PING_ROUTE,
+    SLOW_BODY_SECONDS,
     Flavor,
 )
 from serving.errors import (
@@ -90,9 +95,13 @@ def app_for(
     model: ServedModel,
     batching: BatchingConfig | None = None,
     body_timeout: float = BODY_READ_TIMEOUT_SECONDS,
+    body_budget: int = BODY_BYTES_IN_FLIGHT,
+    slow_body_seconds: float = SLOW_BODY_SECONDS,
 ) -> Starlette:
     """The Starlette app around an already loaded model; concurrent requests share model calls as
-    `batching` says (default: on). `app.state.batcher` is the `MicroBatcher` (its `stats`, `close()`)."""
+    `batching` says (default: on). `app.state.batcher` is the `MicroBatcher` (its `stats`, `close()`).
+    At most `body_budget` bytes of request bodies are admitted at once (`app.state.body_budget`, with its
+    `peak`); a body still arriving `slow_body_seconds` after admission stops counting."""
     batcher = MicroBatcher(model, batching)
 
     def error_response(status: int, error: ServingError) -> JSONResponse:
@@ -123,22 +132,9 @@ def app_for(
             raise ModelNotReady(f"model {model.name!r} is still loading")
         return JSONResponse({"status": "ready", "flavor": model.flavor.value, "name": model.name})
 
-    async def predict(request: Request) -> Response:
-        name = request.path_params.get("name")
-        if name is not None and name != model.name:
-            raise EndpointNotFound(f"no endpoint named {name!r} here; this server serves {model.name!r}")
-        with batcher.receiving():
-            body = await _read_body(request, model.max_payload_bytes, body_timeout)
-        reply = await batcher.infer(
-            InferenceRequest(
-                body=body,
-                content_type=request.headers.get("content-type"),
-                accept=request.headers.get("accept"),
-                query=request.query_params,
-                path=request.path_params,
-            )
-        )
-        return Response(reply.body, media_type=reply.media_type)
+    predict = _PredictEndpoint(
+        model, batcher, body_timeout, error_response, _BodyBudget(body_budget, slow_body_seconds)
+    )
 
     routes = [Route(PING_ROUTE, ping, methods=["GET"])]
     routes += [Route(path, predict, methods=["POST"]) for path in model.routes]
@@ -158,25 +154,187 @@ def app_for(
     )
     app.state.model = model
     app.state.batcher = batcher
+    app.state.body_budget = predict.budget
     return app
 
 
-async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+class _ClientGone(Exception):
+    """The client closed the connection before its body was complete: there is nobody to answer."""
+
+
+class _BodyBudget:
+    """Request bodies admitted at once, in bytes: FIFO, and a body larger than the limit is admitted alone.
+
+    A ticket is held from before the body is read until the reply is sent, so requests that wait leave
+    their bodies unread in uvicorn's paused connections (the kernel's buffers, not the server's memory).
+    A body still arriving `slow_body_seconds` after admission gives its ticket back: a slow client costs
+    only the bytes it has sent, and cannot hold the budget for the 20 s it has to finish.
+    """
+
+    def __init__(self, limit: int, slow_body_seconds: float) -> None:
+        self.limit = limit
+        self.slow_body_seconds = slow_body_seconds
+        self.used = 0
+        self.peak = 0
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    async def admit(self, size: int) -> _Ticket:
+        if not self._waiting and self._fits(size):
+            self._take(size)
+            return _Ticket(self, size)
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((size, granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():  # granted just as the request was cancelled
+                self.give_back(size)
+            raise
+        return _Ticket(self, size)
+
+    def give_back(self, size: int) -> None:
+        self.used -= size
+        while self._waiting and self._fits(self._waiting[0][0]):
+            size, granted = self._waiting.popleft()
+            if not granted.done():  # a cancelled waiter is skipped
+                self._take(size)
+                granted.set_result(None)
+
+    def _fits(self, size: int) -> bool:
+        return self.used == 0 or self.used + size <= self.limit
+
+    def _take(self, size: int) -> None:
+        self.used += size
+        self.peak = max(self.peak, self.used)
+
+
+class _Ticket:
+    """One request's share of the body budget; `release` is idempotent."""
+
+    def __init__(self, budget: _BodyBudget, size: int) -> None:
+        self._budget = budget
+        self._size = size
+
+    def release(self) -> None:
+        if self._size:
+            self._budget.give_back(self._size)
+            self._size = 0
+
+
+class _PredictEndpoint:
+    """The predict routes, as a plain ASGI endpoint.
+
+    The hot path of every flavor: at 32 concurrent single-image clients the event loop, not the model, is
+    what limits a server (docs/serving.md, "Load benchmark"). Starlette's `Request`, its exception
+    middleware and the send wrappers around a function endpoint were about a fifth of a watsonx request's
+    CPU; as a plain ASGI endpoint the route reads the body and answers itself, errors included, and
+    Starlette still routes it (404/405 stay Starlette's, worded by the flavor).
+    """
+
+    def __init__(
+        self,
+        model: ServedModel,
+        batcher: MicroBatcher,
+        body_timeout: float,
+        error_response: Callable[[int, ServingError], Response],
+        budget: _BodyBudget,
+    ) -> None:
+        self._model = model
+        self._batcher = batcher
+        self._body_timeout = body_timeout
+        self._error_response = error_response
+        self.budget = budget
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _headers(scope, (b"content-type", b"accept", b"content-length"))
+        declared = headers.get(b"content-length")
+        # A chunked body is counted at the flavor's limit: that is what it may grow to.
+        size = int(declared) if declared and declared.isdigit() else self._model.max_payload_bytes
+        if size > self._model.max_payload_bytes:  # refused before it is read: holds nothing
+            size = 0
+        ticket = await self.budget.admit(size)
+        try:
+            await self._respond(scope, receive, send, headers, ticket)
+        finally:
+            ticket.release()
+
+    async def _respond(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, str], ticket: _Ticket
+    ) -> None:
+        try:
+            response = await self._answer(scope, receive, headers, ticket)
+        except _ClientGone:
+            return
+        except ServingError as error:
+            status = status_for(error)
+            if status >= 500:
+                log.error("POST %s failed: %s", scope["path"], error.message)
+            response = self._error_response(status, error)
+        except Exception as error:  # a bug, not a bad request: say what broke, keep the traceback in the log
+            log.exception("POST %s failed", scope["path"])
+            response = self._error_response(
+                500, PlatformError(f"internal error: {type(error).__name__}: {error}")
+            )
+        await response(scope, receive, send)
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, headers: dict[bytes, str], ticket: _Ticket
+    ) -> Response:
+        model = self._model
+        path = scope.get("path_params", {})
+        name = path.get("name")
+        if name is not None and name != model.name:
+            raise EndpointNotFound(f"no endpoint named {name!r} here; this server serves {model.name!r}")
+        slow = asyncio.get_running_loop().call_later(self.budget.slow_body_seconds, ticket.release)
+        try:
+            with self._batcher.receiving():
+                body = await _read_body(
+                    receive, headers.get(b"content-length"), model.max_payload_bytes, self._body_timeout
+                )
+        finally:
+            slow.cancel()
+        reply = await self._batcher.infer(
+            InferenceRequest(
+                body=body,
+                content_type=headers.get(b"content-type"),
+                accept=headers.get(b"accept"),
+                query=QueryParams(scope.get("query_string", b"")),
+                path=path,
+            )
+        )
+        return Response(reply.body, media_type=reply.media_type)
+
+
+def _headers(scope: Scope, wanted: tuple[bytes, ...]) -> dict[bytes, str]:
+    """The first value of each `wanted` header (ASGI names are lower case), decoded as latin-1."""
+    found: dict[bytes, str] = {}
+    for key, value in scope["headers"]:
+        if key in wanted and key not in found:
+            found[key] = value.decode("latin-1")
+    return found
+
+
+async def _read_body(receive: Receive, declared: str | None, limit: int, timeout: float) -> bytes:
     """The body; `PayloadTooLarge` before any of it is read when Content-Length says it is over `limit`
     (uvicorn then discards the bytes as they come, so the client still reads the 413 on its keep-alive
     connection), or as soon as a chunked body passes `limit`; `RequestTimeout` after `timeout` seconds."""
-    declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(f"{int(declared)} bytes", limit)
     chunks: list[bytes] = []
     received = 0
     try:
         async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _ClientGone
+                chunk = message.get("body", b"")
                 received += len(chunk)
                 if received > limit:
                     raise _too_large(f"over {limit} bytes", limit)
                 chunks.append(chunk)
+                more = message.get("more_body", False)
     except TimeoutError:
         raise RequestTimeout(
             f"the request body was not complete after {timeout:g} s ({received} bytes received): "

@@ -74,6 +74,23 @@ ALL_INTERFACES_HOSTS = frozenset({"0.0.0.0", "::"})
 # waits for requests whose bodies are still arriving (never when none are: a lone request does not wait).
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_WAIT_MS = 1.0
+# A single-image request alone in the server runs on the event loop's thread when the model's last
+# single-image call took less than this: the hop to the worker thread and back costs a lone request
+# 0.2-0.4 ms on our 2-core VM (bench/load.py, 1 client), more than ONNX Runtime's whole call (0.1 ms).
+# TensorFlow's single-image call takes 0.9 ms on the loop's thread but 2.0 ms on the worker's (measured
+# with the bench model), hence 5 ms. It bounds how long /ping can wait behind such a call; slower models
+# always use the worker thread.
+INLINE_CALL_MAX_MS = 5.0
+# Request bodies admitted at once (counted by Content-Length from when the body is read until the reply
+# is sent); later requests wait, unread, in uvicorn's paused connections. 128 clients sending 100-image
+# bodies (0.25-0.45 MB each) would otherwise all be read, parsed and queued together, for no throughput:
+# the model takes one such request per call. 4 MiB is about ten such bodies: the watsonx server's peak
+# RSS under that load was 1.49x idle with it, 1.54x with 8 MiB, 2.1x without (bench/load.py). A single
+# body larger than this is admitted alone.
+BODY_BYTES_IN_FLIGHT = 4 * 1024 * 1024
+# A body still arriving this long after admission stops counting (its client is slow, not busy): a slow
+# client may delay others by this much at most, never by the 20 s it has to finish its body.
+SLOW_BODY_SECONDS = 1.0
 # A client that has not sent its whole body within this many seconds gets 408 and its connection closed.
 BODY_READ_TIMEOUT_SECONDS = 20.0
 # On SIGTERM, requests in flight get this long to finish before the server exits anyway (Kubernetes, and

@@ -38,12 +38,14 @@ class ScriptedModel(SageMakerXGBoostModel):
     def __init__(self) -> None:
         super().__init__(name="stub", model_dir=Path("."))
         self.batch_sizes: list[int] = []
+        self.threads: list[str] = []
 
     def load(self) -> None:
         self.ready = True
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         self.batch_sizes.append(len(images))
+        self.threads.append(threading.current_thread().name)
         if (images[:, 0] == POISON_MARK).any():
             raise ModelError("the poisoned image broke the model call")
         if (images[:, 0] == BLOCKER_MARK).any():
@@ -156,6 +158,50 @@ def test_a_lone_request_goes_to_the_model_at_once_even_with_a_long_max_wait() ->
     assert took < 0.5, f"a lone request took {took:.3f} s: it waited for a batch that could not come"
 
 
+def test_a_lone_single_image_request_to_a_fast_model_runs_on_the_loop_thread() -> None:
+    model = ScriptedModel()  # its calls take microseconds, far under INLINE_CALL_MAX_MS
+    bodies = [csv_of(image_batch(seed, 1)) for seed in range(1, 5)]
+    with serving(model) as (url, app):
+        replies = [requests.post(url + "/invocations", data=b, headers=CSV, timeout=30) for b in bodies]
+        stats = app.state.batcher.stats
+    assert [r.content for r in replies] == [alone(model, body) for body in bodies]
+    # The first call is measured on the worker thread; the later lone ones skip the hop.
+    assert model.threads[0].startswith("mnist-sagemaker-model")
+    assert model.threads[1:4] == ["mnist-serving"] * 3
+    assert stats.inline_calls == 3
+
+
+def test_a_lone_request_to_a_slow_model_never_holds_the_event_loop() -> None:
+    model = ScriptedModel()
+    with serving(model) as (url, app):
+        with model_held(url):  # measured on the worker: 0.6 s, over INLINE_CALL_MAX_MS
+            pass
+        with model_held(url):  # so this lone blocker goes to the worker too, and /ping answers meanwhile
+            started = time.perf_counter()
+            ping = requests.get(url + "/ping", timeout=30)
+            took = time.perf_counter() - started
+        stats = app.state.batcher.stats
+    assert ping.status_code == 200
+    assert took < BLOCK_SECONDS / 2, f"/ping took {took:.3f} s behind a slow lone request"
+    assert stats.inline_calls == 0
+    assert all(name.startswith("mnist-sagemaker-model") for name in model.threads)
+
+
+def test_bodies_in_flight_stay_within_the_budget_and_every_request_is_answered() -> None:
+    bodies = [csv_of(image_batch(seed, 1)) for seed in range(1, 17)]
+    budget = 3 * max(len(body) for body in bodies)
+    model = ScriptedModel()
+    model.load()
+    app = app_for(model, body_budget=budget)
+    with serve_in_thread(app) as url:
+        with model_held(url):  # the model is busy: without the budget all 16 bodies would be read and queued
+            replies = post_all(url, bodies)
+        peak = app.state.body_budget.peak
+    assert [r.status_code for r in replies] == [200] * len(bodies)
+    assert len({r.content for r in replies}) == len(bodies)  # each got its own answer
+    assert 2 * len(bodies[0]) <= peak <= budget, f"peak {peak} bytes of bodies in flight, budget {budget}"
+
+
 def test_max_batch_bounds_the_images_in_one_model_call() -> None:
     model = ScriptedModel()
     bodies = [csv_of(image_batch(seed, 1)) for seed in range(1, 13)]
@@ -254,3 +300,25 @@ def test_real_runtimes_answer_batched_requests_as_alone_byte_for_byte_but_tensor
             break
     else:
         pytest.fail("24 concurrent requests never shared a model call in 5 rounds")
+
+
+def test_an_unexpected_failure_is_a_500_naming_it_and_the_server_keeps_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Buggy(ScriptedModel):
+        def postprocess(self, probabilities: np.ndarray, request: InferenceRequest):  # type: ignore[override]
+            if len(probabilities) == 2:
+                raise KeyError("a bug in the reply")
+            return super().postprocess(probabilities, request)
+
+    model = Buggy()
+    with serving(model) as (url, _):
+        broken = requests.post(url + "/invocations", data=csv_of(image_batch(1, 2)), headers=CSV, timeout=30)
+        fine = requests.post(url + "/invocations", data=csv_of(image_batch(2, 1)), headers=CSV, timeout=30)
+    assert broken.status_code == 500
+    assert broken.headers["x-amzn-ErrorType"] == "InternalFailure"
+    assert "internal error: KeyError" in broken.json()["message"]
+    assert fine.status_code == 200
+    assert any(
+        record.exc_info and "a bug in the reply" in str(record.exc_info[1]) for record in caplog.records
+    )

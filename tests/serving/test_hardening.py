@@ -170,3 +170,24 @@ def test_sigterm_lets_requests_in_flight_finish_with_200_then_exits_0() -> None:
             server.kill()
             server.wait()
         server.stdout.close()  # type: ignore[union-attr]
+
+
+def test_a_slow_client_holds_the_body_budget_for_slow_body_seconds_only() -> None:
+    model = InstantModel()
+    model.load()
+    # The budget fits one body: the slow client's declared 5000 bytes would block everyone for the 10 s
+    # body timeout if its ticket were held until then.
+    app = app_for(model, body_timeout=10.0, body_budget=6000, slow_body_seconds=0.3)
+    with serve_in_thread(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=15) as slow:
+            slow.sendall(
+                b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                b"Content-Length: 5000\r\n\r\n0,0,0"
+            )
+            time.sleep(0.1)  # admitted first
+            started = time.perf_counter()
+            reply = requests.post(url + "/invocations", data=ONE_IMAGE, headers={"Content-Type": "text/csv"})
+            took = time.perf_counter() - started
+    assert reply.status_code == 200
+    assert 0.1 < took < 2.0, f"the next request waited {took:.2f} s behind a slow client"
