@@ -101,7 +101,12 @@ def is_service_disabled(error: BaseException) -> bool:
 
 
 def is_transient(error: BaseException) -> bool:
-    """429, 503 (and 502/504 from Google's front ends), or an API enabled moments ago."""
+    """429, 503 (and 502/504 from Google's front ends), or an API enabled moments ago.
+
+    Not 500: google-api-core's `if_transient_error` retries it, but Google's generated clients apply
+    that only to idempotent calls (gets and lists). This predicate also guards creates (a custom job, a
+    model upload, a deployment), where a 500 may come after the resource was made; a retry would then
+    start a second, billed, job."""
     transient = (
         exceptions.TooManyRequests,
         exceptions.ServiceUnavailable,

@@ -29,6 +29,7 @@ from infra.ibm.connection import (
     update_connection,
 )
 from infra.local.support import remove_tree
+from infra.local.training_job import TRAINER_INPUTS
 from infra.local.training_job import run_trainer as train_locally
 from training.hyperparameters import METRICS_FILE
 
@@ -36,18 +37,7 @@ from training.hyperparameters import METRICS_FILE
 ONNX_FILE = "model.onnx"
 MODEL_ARCHIVE = "model.tar.gz"
 UPLOADED_FILES = (MODEL_ARCHIVE, ONNX_FILE, METRICS_FILE)
-_REPLACE_KEYS = (
-    "framework",
-    "dataset",
-    "data_dir",
-    "data_hash",
-    "code_hash",
-    "hyperparameters",
-    "preset",
-    "dry_run",
-    "root",
-    "bucket",
-)
+_REPLACE_KEYS = (*TRAINER_INPUTS, "bucket")  # the same trainer; its result goes to another bucket
 
 
 @dataclass

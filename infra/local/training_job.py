@@ -42,7 +42,8 @@ TRAINER_ENV = {
 }
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
-_REPLACE_KEYS = (
+# What the trainer's result depends on: a change to any of them trains again (replaces the job).
+TRAINER_INPUTS = (
     "framework",
     "dataset",
     "data_dir",
@@ -95,7 +96,7 @@ class LocalTrainingJobProvider(ResourceProvider):
         return CreateResult(id_=job_id, outs={**state_of(props), **outs})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        replaces = changed_keys(olds, news, _REPLACE_KEYS)
+        replaces = changed_keys(olds, news, TRAINER_INPUTS)
         if not replaces and not _artifact_intact(olds):
             replaces = ["artifact"]  # removed behind the stack's back: train again
         return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=False)
