@@ -20,7 +20,7 @@ from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.datastructures import QueryParams
+from starlette.datastructures import Headers, QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -194,11 +194,16 @@ class _BodyBudget:
 
     def give_back(self, size: int) -> None:
         self.used -= size
-        while self._waiting and self._fits(self._waiting[0][0]):
-            size, granted = self._waiting.popleft()
-            if not granted.done():  # a cancelled waiter is skipped
-                self._take(size)
-                granted.set_result(None)
+        while self._waiting:
+            waiting, granted = self._waiting[0]
+            if granted.done():  # cancelled while it waited: it must not hold back those behind it
+                self._waiting.popleft()
+                continue
+            if not self._fits(waiting):
+                return
+            self._waiting.popleft()
+            self._take(waiting)
+            granted.set_result(None)
 
     def _fits(self, size: int) -> bool:
         return self.used == 0 or self.used + size <= self.limit
@@ -246,23 +251,30 @@ class _PredictEndpoint:
         self.budget = budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = _headers(scope, (b"content-type", b"accept", b"content-length"))
-        declared = headers.get(b"content-length")
-        # A chunked body is counted at the flavor's limit: that is what it may grow to.
-        size = int(declared) if declared and declared.isdigit() else self._model.max_payload_bytes
-        if size > self._model.max_payload_bytes:  # refused before it is read: holds nothing
-            size = 0
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length", "")
+        length = int(declared) if declared.isdigit() else None
+        limit = self._model.max_payload_bytes
+        # A chunked body is counted at the flavor's limit: that is what it may grow to. A body declared
+        # over the limit is refused before it is read, so it holds nothing.
+        size = limit if length is None else (length if length <= limit else 0)
         ticket = await self.budget.admit(size)
         try:
-            await self._respond(scope, receive, send, headers, ticket)
+            await self._respond(scope, receive, send, headers, length, ticket)
         finally:
             ticket.release()
 
     async def _respond(
-        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, str], ticket: _Ticket
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: Headers,
+        length: int | None,
+        ticket: _Ticket,
     ) -> None:
         try:
-            response = await self._answer(scope, receive, headers, ticket)
+            response = await self._answer(scope, receive, headers, length, ticket)
         except _ClientGone:
             return
         except ServingError as error:
@@ -278,7 +290,7 @@ class _PredictEndpoint:
         await response(scope, receive, send)
 
     async def _answer(
-        self, scope: Scope, receive: Receive, headers: dict[bytes, str], ticket: _Ticket
+        self, scope: Scope, receive: Receive, headers: Headers, length: int | None, ticket: _Ticket
     ) -> Response:
         model = self._model
         path = scope.get("path_params", {})
@@ -288,16 +300,14 @@ class _PredictEndpoint:
         slow = asyncio.get_running_loop().call_later(self.budget.slow_body_seconds, ticket.release)
         try:
             with self._batcher.receiving():
-                body = await _read_body(
-                    receive, headers.get(b"content-length"), model.max_payload_bytes, self._body_timeout
-                )
+                body = await _read_body(receive, length, model.max_payload_bytes, self._body_timeout)
         finally:
             slow.cancel()
         reply = await self._batcher.infer(
             InferenceRequest(
                 body=body,
-                content_type=headers.get(b"content-type"),
-                accept=headers.get(b"accept"),
+                content_type=headers.get("content-type"),
+                accept=headers.get("accept"),
                 query=QueryParams(scope.get("query_string", b"")),
                 path=path,
             )
@@ -305,21 +315,13 @@ class _PredictEndpoint:
         return Response(reply.body, media_type=reply.media_type)
 
 
-def _headers(scope: Scope, wanted: tuple[bytes, ...]) -> dict[bytes, str]:
-    """The first value of each `wanted` header (ASGI names are lower case), decoded as latin-1."""
-    found: dict[bytes, str] = {}
-    for key, value in scope["headers"]:
-        if key in wanted and key not in found:
-            found[key] = value.decode("latin-1")
-    return found
-
-
-async def _read_body(receive: Receive, declared: str | None, limit: int, timeout: float) -> bytes:
-    """The body; `PayloadTooLarge` before any of it is read when Content-Length says it is over `limit`
-    (uvicorn then discards the bytes as they come, so the client still reads the 413 on its keep-alive
-    connection), or as soon as a chunked body passes `limit`; `RequestTimeout` after `timeout` seconds."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(f"{int(declared)} bytes", limit)
+async def _read_body(receive: Receive, length: int | None, limit: int, timeout: float) -> bytes:
+    """The body; `PayloadTooLarge` before any of it is read when its Content-Length (`length`) is over
+    `limit` (uvicorn then discards the bytes as they come, so the client still reads the 413 on its
+    keep-alive connection), or as soon as a chunked body passes `limit`; `RequestTimeout` after `timeout`
+    seconds."""
+    if length is not None and length > limit:
+        raise _too_large(f"{length} bytes", limit)
     chunks: list[bytes] = []
     received = 0
     try:

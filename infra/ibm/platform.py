@@ -72,9 +72,9 @@ class WatsonxPlatformArgs:
     data_dir: str | None = None
     """Where the dataset is read from or cached; the user cache dir when None."""
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
+    """PyTorch trainer overrides."""
     training_preset: str = "standard"
     """The dataset's hyperparameter preset (training/presets.py): standard or long."""
-    """PyTorch trainer overrides."""
     dry_run: bool = False
     """Train on a tiny subset (tests and quick looks)."""
     kms_key_crn: str | None = None

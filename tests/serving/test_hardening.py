@@ -3,6 +3,7 @@ stalls in its body times out without blocking anyone, and SIGTERM lets requests 
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import subprocess
@@ -191,3 +192,21 @@ def test_a_slow_client_holds_the_body_budget_for_slow_body_seconds_only() -> Non
             took = time.perf_counter() - started
     assert reply.status_code == 200
     assert 0.1 < took < 2.0, f"the next request waited {took:.2f} s behind a slow client"
+
+
+def test_a_request_cancelled_while_waiting_for_the_body_budget_holds_back_nobody() -> None:
+    from serving.app import _BodyBudget
+
+    async def scenario() -> list[str]:
+        budget = _BodyBudget(limit=10, slow_body_seconds=1.0)
+        first, second = await budget.admit(4), await budget.admit(4)
+        big = asyncio.create_task(budget.admit(8))  # must wait: 4 + 4 + 8 > 10
+        small = asyncio.create_task(budget.admit(2))  # fits, but waits behind it (first come, first served)
+        await asyncio.sleep(0)
+        big.cancel()  # its client went away
+        first.release()  # 4 in use: the small one fits now
+        await asyncio.wait_for(small, timeout=1)
+        second.release()
+        return [f"used {budget.used}", f"waiting {len(budget._waiting)}"]
+
+    assert asyncio.run(scenario()) == ["used 2", "waiting 0"]
