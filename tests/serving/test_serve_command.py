@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,3 +57,25 @@ def _first_line(server: subprocess.Popen) -> str:
         server.kill()
         pytest.fail(f"the server printed nothing; stderr: {server.stderr.read()[-2000:]}")  # type: ignore[union-attr]
     return lines[0].rstrip("\n")
+
+
+def test_serve_takes_the_loaded_model_and_app_out_of_the_collectors_full_passes(
+    model_dir: Callable[[Flavor], Path],
+) -> None:
+    # A full collection walking the runtime's objects stopped the event loop for 50-65 ms under load, the
+    # p99 of a batching server (docs/serving.md): serve() freezes what it loaded before it listens.
+    script = "\n".join(
+        [
+            "import gc, os, signal",
+            "from serving.app import serve",
+            "def ready(url):",
+            "    print(gc.get_freeze_count(), flush=True)",
+            "    os.kill(os.getpid(), signal.SIGTERM)",
+            f"serve('watsonx', {str(model_dir(Flavor.WATSONX))!r}, port=0, name='digits', on_ready=ready)",
+        ]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=START_TIMEOUT, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[0]) > 10_000, done.stdout  # onnxruntime, numpy, starlette, the model
