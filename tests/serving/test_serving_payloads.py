@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import warnings
+
 import numpy as np
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from serving import payloads
 from serving.errors import NotAcceptable, UnsupportedMediaType, UserError
@@ -16,6 +21,53 @@ def test_csv_lines_become_one_row_of_784_floats_per_image() -> None:
     rows = payloads.parse_csv(body)
     assert rows.dtype == np.float32
     np.testing.assert_array_equal(rows, expected)
+
+
+def test_a_clients_csv_body_takes_the_fast_path_and_reads_as_loadtxt_reads_it() -> None:
+    # What `mnistctl smoke`, the SageMaker SDK's CSVSerializer and bench/load.py send: repr of each value.
+    images = np.random.default_rng(0).random((3, 784), dtype=np.float32)
+    body = b"\n".join(",".join(map(repr, row)).encode() for row in images.tolist())
+    fast = payloads._plain_csv_rows(body)
+    assert fast is not None, "a plain CSV body fell back to loadtxt: the fast path is lost"
+    assert fast.tobytes() == _loadtxt(body).tobytes()
+
+
+_NUMBER_TEXTS = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(width=32, allow_nan=False, allow_infinity=False).map(lambda v: f"{v:.9g}"),
+    st.floats(-1e6, 1e6).map(lambda v: f"{v:e}"),
+    st.integers(-(10**25), 10**25).map(str),
+    st.from_regex(r"-?0\.[0-9]{17,40}", fullmatch=True),  # more digits than a double holds: rounding
+    st.decimals(allow_nan=False, allow_infinity=False).map(str),  # "1.5E+7", "0E-12", ...
+    st.sampled_from(["-0", "0", "-0.0", "1E5", "1e-400", "1e400", ".5", "5.", "+1", " 1", "nan", "-inf", ""]),
+)
+_CSV_ROWS = st.integers(1, 4).flatmap(
+    lambda columns: st.lists(
+        st.lists(_NUMBER_TEXTS, min_size=columns, max_size=columns), min_size=1, max_size=4
+    )
+)
+
+
+@given(rows=_CSV_ROWS, ending=st.sampled_from(["", "\n", "\n\n"]))
+@example(rows=[["-0", "0.5"]], ending="\n")  # JSON reads "-0" as the integer 0; loadtxt as -0.0
+@example(rows=[["0.1", "0.2"], ["3"]], ending="")  # ragged
+def test_the_csv_fast_path_reads_every_number_to_the_bit_as_loadtxt_or_leaves_it_to_loadtxt(
+    rows: list[list[str]], ending: str
+) -> None:
+    body = ("\n".join(",".join(row) for row in rows) + ending).encode()
+    fast = payloads._plain_csv_rows(body)
+    if fast is None:
+        return  # loadtxt reads it (test above and below: its values, or its error)
+    expected = _loadtxt(body)
+    assert fast.dtype == np.float32
+    assert fast.shape == expected.shape
+    assert fast.tobytes() == expected.tobytes()  # -0.0 and every rounding included
+
+
+def _loadtxt(body: bytes) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.float32, ndmin=2)
 
 
 @pytest.mark.parametrize("body", [b"", b"\n\n", b"1,2\n3", b"0.1,zero"])
