@@ -61,13 +61,19 @@ def parse_csv(body: bytes) -> np.ndarray:
     if rows is not None:
         return rows
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # numpy only warns on some malformed input; make it an error
-            return np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.float32, ndmin=2)
+        return loadtxt_rows(body)
     except (ValueError, UserWarning) as error:
         raise UserError(
             f"malformed CSV ({error}): send one line of {PIXELS} comma-separated numbers per image, no header"
         ) from error
+
+
+def loadtxt_rows(body: bytes) -> np.ndarray:
+    """NumPy's reading of a CSV body, which defines what `parse_csv` accepts and the bits of each value;
+    raises ValueError, or UserWarning for what numpy only warns about."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy only warns on some malformed input; make it an error
+        return np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.float32, ndmin=2)
 
 
 # The bytes of a body that `_plain_csv_rows` reads itself: JSON numbers, commas, newlines.
