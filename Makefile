@@ -11,12 +11,30 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install test lint typecheck unit up down clean
 
+# pip with patience. A network that drops mid-download is not a broken build: CI once failed when the
+# 95 MB xgboost wheel stalled at 38 MB through all of pip's immediate resume attempts. So pip resumes a
+# download up to PIP_RESUME_RETRIES times (an older pip ignores the variable), and a failed install is run
+# again after a pause of 30 s, then 60 s; the wheels it had finished come from pip's cache.
+export PIP_RESUME_RETRIES ?= 20
+export PIP_RETRIES ?= 10
+PIP_ATTEMPTS ?= 3
+PIP_PAUSE_S ?= 30
+define pip_install
+@echo "pip install $(1)"; \
+for attempt in $$(seq $(PIP_ATTEMPTS)); do \
+  $(BIN)/pip install --quiet $(1) && break; \
+  [ $$attempt -lt $(PIP_ATTEMPTS) ] || { echo "error: pip install $(1) failed $(PIP_ATTEMPTS) times (see above)" >&2; exit 1; }; \
+  echo "pip install $(1) failed (attempt $$attempt of $(PIP_ATTEMPTS)): trying again in $$((attempt * $(PIP_PAUSE_S))) s" >&2; \
+  sleep $$((attempt * $(PIP_PAUSE_S))); \
+done
+endef
+
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(call pip_install,--upgrade pip)
 	# torch first, pinned, from PyTorch's CPU index: on Linux PyPI's torch pulls GBs of CUDA wheels.
-	$(BIN)/pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(call pip_install,torch==2.13.0 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)))
+	$(call pip_install,-e '.[dev]')
 	touch $@
 
 install: $(INSTALLED)
