@@ -140,6 +140,24 @@ def test_an_expired_token_is_renewed_between_calls(ibm_cloud_fake: IbmCloudFake)
     assert ibm_cloud_fake.state.iam.issued > issued
 
 
+def test_a_token_refused_in_flight_is_retried_once(ibm_cloud_fake: IbmCloudFake):
+    # A token the SDK sent while still valid can expire before the service checks it: IBM answers 401.
+    instance = create_instance(ibm_cloud_fake)
+    ibm_cloud_fake.fail_next("DELETE", r"^/v2/resource_instances/", 401)
+    ResourceInstanceProvider().delete(instance["id"], instance)
+    assert len(ibm_cloud_fake.requests_to("resource-controller", "DELETE", r"^/v2/resource_instances/")) == 2
+    left = ibm_cloud_fake.state.instances.get(instance["guid"])
+    assert left is None or left["state"] == "removed"
+
+
+def test_a_second_401_is_reported_not_retried_again(ibm_cloud_fake: IbmCloudFake):
+    instance = create_instance(ibm_cloud_fake)
+    ibm_cloud_fake.fail_next("DELETE", r"^/v2/resource_instances/", 401, times=3)
+    with pytest.raises(IbmProviderError, match=r"\(HTTP 401\)"):
+        ResourceInstanceProvider().delete(instance["id"], instance)
+    assert len(ibm_cloud_fake.requests_to("resource-controller", "DELETE", r"^/v2/resource_instances/")) == 2
+
+
 def test_a_rotated_api_key_is_recorded_by_update_and_used_by_delete(ibm_cloud_fake: IbmCloudFake):
     instance = create_instance(ibm_cloud_fake)
     rotated = {**instance, "api_key": "rotated-key"}
