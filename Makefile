@@ -12,11 +12,10 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 .PHONY: install test lint typecheck unit up down clean
 
 # pip with patience. A network that drops mid-download is not a broken build: CI once failed when the
-# 95 MB xgboost wheel stalled at 38 MB through all of pip's immediate resume attempts. So pip resumes a
-# download up to PIP_RESUME_RETRIES times (an older pip ignores the variable), and a failed install is run
-# again after a pause of 30 s, then 60 s; the wheels it had finished come from pip's cache.
-export PIP_RESUME_RETRIES ?= 20
-export PIP_RETRIES ?= 10
+# 95 MB xgboost wheel stalled at 38 MB through all of pip's resume attempts, which follow each other without
+# a pause. So a failed install is run again after 30 s, then 60 s; the wheels it had finished come from
+# pip's cache. (More connection retries, PIP_RETRIES, would not do it: pip waits between them, and each
+# of the many index pages that fail to resolve on a machine without the PyTorch index waits its full round.)
 PIP_ATTEMPTS ?= 3
 PIP_PAUSE_S ?= 30
 define pip_install
