@@ -686,6 +686,39 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def median_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per server, request size and number of clients: the median over its rounds (errors summed,
+    peak RSS the highest), with each round's throughput."""
+    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["server"], r["images_per_request"], r["clients"]), []).append(r)
+    summary = []
+    for (server, images, clients), runs in groups.items():
+
+        def median(key: str, runs: list[dict[str, Any]] = runs) -> float:
+            return round(statistics.median(r[key] for r in runs), 2)
+
+        summary.append(
+            {
+                "server": server,
+                "images_per_request": images,
+                "clients": clients,
+                "rounds": len(runs),
+                "requests_per_s": median("requests_per_s"),
+                "requests_per_s_rounds": [r["requests_per_s"] for r in runs],
+                "images_per_s": median("images_per_s"),
+                "p50_ms": median("p50_ms"),
+                "p95_ms": median("p95_ms"),
+                "p99_ms": median("p99_ms"),
+                "errors": sum(r["errors"] for r in runs),
+                "cpu_cores": median("cpu_cores"),
+                "idle_rss_mb": max(r["idle_rss_mb"] for r in runs),
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            }
+        )
+    return summary
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     cpuinfo = Path("/proc/cpuinfo")
@@ -766,16 +799,17 @@ def main(argv: list[str] | None = None) -> int:
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     judged = verdicts(rows)
 
+    summary = median_rows(rows)
     table = Table(
-        title=f"load on loopback ({args.generator}; "
-        f"at most {args.max_requests} requests / {args.seconds:g} s per run)"
+        title=f"load on loopback ({args.generator}; at most {args.max_requests} requests / "
+        f"{args.seconds:g} s per run; medians of {args.repeats} round(s), peak RSS the highest)"
     )
     for column in (
         "server",
         "images",
         "clients",
-        "run",
         "req/s",
+        "req/s of each round",
         "images/s",
         "p50 ms",
         "p95 ms",
@@ -783,16 +817,15 @@ def main(argv: list[str] | None = None) -> int:
         "errors",
         "cpu",
         "peak RSS MB",
-        "load",
     ):
         table.add_column(column, justify="left" if column == "server" else "right")
-    for r in rows:
+    for r in summary:
         table.add_row(
             r["server"],
             str(r["images_per_request"]),
             str(r["clients"]),
-            str(r["repeat"]),
             f"{r['requests_per_s']:.0f}",
+            " / ".join(f"{x:.0f}" for x in r["requests_per_s_rounds"]),
             f"{r['images_per_s']:.0f}",
             f"{r['p50_ms']:.2f}",
             f"{r['p95_ms']:.2f}",
@@ -800,7 +833,6 @@ def main(argv: list[str] | None = None) -> int:
             str(r["errors"]),
             f"{r['cpu_cores']:.2f}",
             f"{r['peak_rss_mb']:.0f}",
-            f"{r['load_average_1m']:.1f}",
         )
     console.print(table)
     console.print_json(data=judged)
@@ -825,6 +857,7 @@ def main(argv: list[str] | None = None) -> int:
             "servers": "mnistctl serve subprocesses (uvicorn, 127.0.0.1); kserve: bench/kserve_peer.py",
         },
         "targets": judged,
+        "medians": summary,
         "results": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

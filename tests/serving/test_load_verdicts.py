@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.load import interleaved, verdicts
+from bench.load import interleaved, median_rows, verdicts
 
 
 def run(
@@ -18,7 +18,10 @@ def run(
         "repeat": repeat,
         "requests": int(rps),
         "requests_per_s": rps,
+        "images_per_s": rps,
+        "cpu_cores": 1.0,
         "p50_ms": p50,
+        "p95_ms": p99,
         "p99_ms": p99,
         "errors": 0,
         "idle_rss_mb": 100.0,
@@ -91,3 +94,17 @@ def test_watsonx_against_kserve_needs_both_the_ratio_and_a_lower_p99():
     assert against["p99_ms"] == {"watsonx": 21, "kserve": 35}
     assert against["met"]
     assert [r["throughput_ratio"] for r in against["rounds"]] == [2.0, 1.67, 2.0]
+
+
+def test_the_table_gives_each_level_its_median_and_every_round():
+    rows = [
+        run("vertex on", 32, n + 1, rps, p99=p99)
+        for n, (rps, p99) in enumerate([(1500, 30), (1100, 50), (1300, 33)])
+    ]
+    rows[1] = {**rows[1], "errors": 2, "peak_rss_mb": 140.0}
+    (level,) = median_rows(rows)
+    assert level["requests_per_s"] == 1300
+    assert level["requests_per_s_rounds"] == [1500, 1100, 1300]
+    assert level["p99_ms"] == 33
+    assert level["errors"] == 2
+    assert level["peak_rss_mb"] == 140.0
