@@ -17,8 +17,8 @@ within a round), and every round's figure is kept beside it.
 Each run is bounded (at most --max-requests requests and --seconds seconds) and on loopback only. The
 generator is `wrk` (C, so the client does not eat the server's CPU) or, without it, the asyncio client
 below. Reported: throughput, p50/p95/p99 latency, errors (connect/read/write/timeout/non-200), the
-server's CPU (cores busy) and peak RSS (sampled every 20 ms; idle RSS before the first level). Prints a
-table and writes bench/results/load.json.
+server's CPU (cores busy while the requests ran, and CPU ms per request) and peak RSS (sampled every
+20 ms; idle RSS before the first level). Prints a table and writes bench/results/load.json.
 """
 
 from __future__ import annotations
@@ -345,7 +345,6 @@ class Usage:
 
     def __enter__(self) -> Usage:
         self._cpu = _cpu_seconds(self.pids)
-        self._started = time.perf_counter()
         self._sampler.start()
         return self
 
@@ -353,7 +352,6 @@ class Usage:
         self._stop.set()
         self._sampler.join()
         self.cpu_s = _cpu_seconds(self.pids) - self._cpu
-        self.wall_s = time.perf_counter() - self._started
 
 
 class Server:
@@ -556,7 +554,12 @@ def measure_group(
                     "repeat": repeat,
                     **stats,
                     "images_per_s": round(stats["requests_per_s"] * batch, 1),
-                    "cpu_cores": round(usage.cpu_s / usage.wall_s, 2),
+                    # Over the requests' own time: wrk idles out its whole duration after the budget (the
+                    # server with it), so the CPU over the whole run would understate the cores used.
+                    "cpu_cores": round(usage.cpu_s / stats["seconds"], 2) if stats["seconds"] else 0.0,
+                    "cpu_ms_per_request": round(1000 * usage.cpu_s / stats["requests"], 3)
+                    if stats["requests"]
+                    else None,
                     "idle_rss_mb": round(idle[server.label] / 2**20, 1),
                     "peak_rss_mb": round(usage.peak_rss / 2**20, 1),
                     "load_average_1m": round(load_before, 2),
@@ -694,6 +697,7 @@ def median_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((r["server"], r["images_per_request"], r["clients"]), []).append(r)
     summary = []
     for (server, images, clients), runs in groups.items():
+        per_request = [r["cpu_ms_per_request"] for r in runs if r.get("cpu_ms_per_request") is not None]
 
         def median(key: str, runs: list[dict[str, Any]] = runs) -> float:
             return round(statistics.median(r[key] for r in runs), 2)
@@ -712,6 +716,7 @@ def median_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "p99_ms": median("p99_ms"),
                 "errors": sum(r["errors"] for r in runs),
                 "cpu_cores": median("cpu_cores"),
+                "cpu_ms_per_request": round(statistics.median(per_request), 3) if per_request else None,
                 "idle_rss_mb": max(r["idle_rss_mb"] for r in runs),
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
             }
@@ -816,6 +821,7 @@ def main(argv: list[str] | None = None) -> int:
         "p99 ms",
         "errors",
         "cpu",
+        "cpu ms/req",
         "peak RSS MB",
     ):
         table.add_column(column, justify="left" if column == "server" else "right")
@@ -832,6 +838,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['p99_ms']:.2f}",
             str(r["errors"]),
             f"{r['cpu_cores']:.2f}",
+            "-" if r["cpu_ms_per_request"] is None else f"{r['cpu_ms_per_request']:.2f}",
             f"{r['peak_rss_mb']:.0f}",
         )
     console.print(table)

@@ -20,6 +20,7 @@ def run(
         "requests_per_s": rps,
         "images_per_s": rps,
         "cpu_cores": 1.0,
+        "cpu_ms_per_request": 0.5,
         "p50_ms": p50,
         "p95_ms": p99,
         "p99_ms": p99,
