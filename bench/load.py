@@ -585,6 +585,11 @@ def interleaved(servers: Sequence[S], repeats: int) -> list[tuple[int, S]]:
     ]
 
 
+def throughput_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Requests per second of run `a` over run `b` (0 when `b` completed nothing)."""
+    return a["requests_per_s"] / b["requests_per_s"] if b["requests_per_s"] else 0.0
+
+
 def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Each target of issue 12, judged on the median over the rounds of the figure it names (a ratio is
     taken within each round first: the two servers ran seconds apart), with every round's figure."""
@@ -641,7 +646,7 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
         rss = [r for r in rows if r["server"] == on and r["clients"] == most_clients]
         out[flavor.value] = {
             "speedup_at_32": judged(
-                [x["requests_per_s"] / y["requests_per_s"] if y["requests_per_s"] else 0.0 for x, y in at_32],
+                [throughput_ratio(x, y) for x, y in at_32],
                 lambda v, t=target_speedup: v >= t,
                 target_speedup,
             ),
@@ -658,10 +663,7 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
         }
     if against_peer := pairs("watsonx on", "kserve", 32):
         ratio = judged(
-            [
-                x["requests_per_s"] / y["requests_per_s"] if y["requests_per_s"] else 0.0
-                for x, y in against_peer
-            ],
+            [throughput_ratio(x, y) for x, y in against_peer],
             lambda v: v >= TARGET_OVER_KSERVE,
             TARGET_OVER_KSERVE,
         )
@@ -674,9 +676,7 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "met": ratio["met"] and p99_watsonx < p99_kserve,
             "rounds": [
                 {
-                    "throughput_ratio": round(x["requests_per_s"] / y["requests_per_s"], 2)
-                    if y["requests_per_s"]
-                    else 0.0,
+                    "throughput_ratio": round(throughput_ratio(x, y), 2),
                     "p99_ms": {"watsonx": x["p99_ms"], "kserve": y["p99_ms"]},
                 }
                 for x, y in against_peer
