@@ -188,23 +188,28 @@ def is_transient(error: BaseException) -> bool:
     return status_of(error) in TRANSIENT_STATUSES
 
 
-def _worth_retrying(state: RetryCallState) -> bool:
-    """Transient errors, and one 401: an IAM token that was valid when the SDK sent the call can expire
-    before the service checks it. The SDK renews a token once 80 % of its life has passed, so the retry
-    goes out with a new one; a 401 is answered before anything is done, so even a POST is safe to repeat.
-    A second 401 is a real refusal (a revoked key) and is reported."""
-    error = state.outcome.exception() if state.outcome else None
-    if error is None:
-        return False
-    return is_transient(error) or (status_of(error) == 401 and state.attempt_number == 1)
-
-
 def retrying(call: Callable[[], T]) -> T:
     """Run one API call, retrying with exponential backoff on 429, 5xx and dropped connections, and
-    once on a 401 (a token that expired in flight)."""
+    once on a 401.
+
+    The 401: an IAM token that was valid when the SDK sent the call can expire before the service checks
+    it. The SDK renews a token once 80 % of its life has passed, so the retry goes out with a new one; a
+    401 is answered before anything is done, so even a POST is safe to repeat. A second 401 is a real
+    refusal (a revoked key) and is reported."""
+    refusals = 0
+
+    def worth_retrying(state: RetryCallState) -> bool:
+        nonlocal refusals
+        error = state.outcome.exception() if state.outcome else None
+        if error is None:
+            return False
+        if status_of(error) == 401:
+            refusals += 1
+            return refusals == 1
+        return is_transient(error)
 
     @retry(
-        retry=_worth_retrying,
+        retry=worth_retrying,
         wait=wait_exponential(multiplier=0.5, max=30),
         stop=stop_after_attempt(RETRY_ATTEMPTS),
         reraise=True,

@@ -150,6 +150,14 @@ def test_a_token_refused_in_flight_is_retried_once(ibm_cloud_fake: IbmCloudFake)
     assert left is None or left["state"] == "removed"
 
 
+def test_a_401_after_a_transient_error_is_still_retried_once(ibm_cloud_fake: IbmCloudFake):
+    instance = create_instance(ibm_cloud_fake)
+    ibm_cloud_fake.fail_next("DELETE", r"^/v2/resource_instances/", 503)
+    ibm_cloud_fake.fail_next("DELETE", r"^/v2/resource_instances/", 401)  # the token expired meanwhile
+    ResourceInstanceProvider().delete(instance["id"], instance)
+    assert len(ibm_cloud_fake.requests_to("resource-controller", "DELETE", r"^/v2/resource_instances/")) == 3
+
+
 def test_a_second_401_is_reported_not_retried_again(ibm_cloud_fake: IbmCloudFake):
     instance = create_instance(ibm_cloud_fake)
     ibm_cloud_fake.fail_next("DELETE", r"^/v2/resource_instances/", 401, times=3)
