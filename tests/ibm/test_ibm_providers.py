@@ -140,12 +140,17 @@ def test_an_expired_token_is_renewed_between_calls(ibm_cloud_fake: IbmCloudFake)
     assert ibm_cloud_fake.state.iam.issued > issued
 
 
+def instance_deletes(fake: IbmCloudFake) -> int:
+    """DELETE requests that reached the Resource Controller's instances (refused ones included)."""
+    return len(fake.requests_to("resource-controller", "DELETE", r"^/v2/resource_instances/"))
+
+
 def test_a_token_refused_in_flight_is_retried_once(ibm_cloud_fake: IbmCloudFake):
     # A token the SDK sent while still valid can expire before the service checks it: IBM answers 401.
     instance = create_instance(ibm_cloud_fake)
     ibm_cloud_fake.fail_next("DELETE", r"^/v2/resource_instances/", 401)
     ResourceInstanceProvider().delete(instance["id"], instance)
-    assert len(ibm_cloud_fake.requests_to("resource-controller", "DELETE", r"^/v2/resource_instances/")) == 2
+    assert instance_deletes(ibm_cloud_fake) == 2
     left = ibm_cloud_fake.state.instances.get(instance["guid"])
     assert left is None or left["state"] == "removed"
 
@@ -155,7 +160,7 @@ def test_a_401_after_a_transient_error_is_still_retried_once(ibm_cloud_fake: Ibm
     ibm_cloud_fake.fail_next("DELETE", r"^/v2/resource_instances/", 503)
     ibm_cloud_fake.fail_next("DELETE", r"^/v2/resource_instances/", 401)  # the token expired meanwhile
     ResourceInstanceProvider().delete(instance["id"], instance)
-    assert len(ibm_cloud_fake.requests_to("resource-controller", "DELETE", r"^/v2/resource_instances/")) == 3
+    assert instance_deletes(ibm_cloud_fake) == 3
 
 
 def test_a_second_401_is_reported_not_retried_again(ibm_cloud_fake: IbmCloudFake):
@@ -163,7 +168,7 @@ def test_a_second_401_is_reported_not_retried_again(ibm_cloud_fake: IbmCloudFake
     ibm_cloud_fake.fail_next("DELETE", r"^/v2/resource_instances/", 401, times=3)
     with pytest.raises(IbmProviderError, match=r"\(HTTP 401\)"):
         ResourceInstanceProvider().delete(instance["id"], instance)
-    assert len(ibm_cloud_fake.requests_to("resource-controller", "DELETE", r"^/v2/resource_instances/")) == 2
+    assert instance_deletes(ibm_cloud_fake) == 2
 
 
 def test_a_rotated_api_key_is_recorded_by_update_and_used_by_delete(ibm_cloud_fake: IbmCloudFake):
