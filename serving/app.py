@@ -27,6 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving.batching import BatchingConfig, MicroBatcher
 from serving.constants import (
@@ -389,6 +391,24 @@ class LocalServer(uvicorn.Server):
         self.should_exit = True
 
 
+class BoundedReadsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, reading a connection at most `HIGH_WATER_LIMIT` (64 KiB) at a time.
+
+    A request waiting for the body budget has not read its body yet, but uvicorn already holds what has
+    arrived: it stops reading a connection only once it holds more than `HIGH_WATER_LIMIT` of body, and
+    asyncio's socket transport reads up to 256 KiB at once. So each waiting connection held up to ~320
+    KiB, and 128 clients of 100-image bodies took the watsonx server from 106 MB idle to 161 MB (1.52x).
+    Reads of 64 KiB bound it to 128 KiB: 134-140 MB (docs/serving.md, "Memory under load").
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # `max_size` is what asyncio's selector transport passes to recv() (a class attribute, 256 KiB, since
+        # Python 3.4); a loop without it (uvloop) keeps its own read size.
+        if hasattr(transport, "max_size"):
+            transport.max_size = HIGH_WATER_LIMIT  # type: ignore[attr-defined]
+        super().connection_made(transport)
+
+
 def _config(app: Starlette, host: str, port: int) -> uvicorn.Config:
     if not may_bind(host, os.environ):
         raise ValueError(
@@ -402,6 +422,7 @@ def _config(app: Starlette, host: str, port: int) -> uvicorn.Config:
         log_level="warning",
         access_log=False,
         lifespan="off",
+        http=BoundedReadsProtocol,
         # SIGTERM: stop accepting, let requests in flight finish (bounded), then exit.
         timeout_graceful_shutdown=DRAIN_TIMEOUT_SECONDS,
     )
