@@ -53,6 +53,7 @@ from rich.table import Table
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout
 
+from bench.host import cpu_description, cpu_line  # noqa: E402
 from mnistctl.cli import serve_command  # noqa: E402
 from mnistctl.client import csv_payload, json_pixels  # noqa: E402
 from serving.constants import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, THREADS_ENV, Flavor  # noqa: E402
@@ -725,17 +726,6 @@ def median_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        cpu = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in cpuinfo.read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            cpu,
-        )
     versions = {}
     for package in PACKAGES:
         try:
@@ -745,7 +735,7 @@ def machine() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu": cpu,
+        "cpu": cpu_description(),
         "cpu_count": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "runtime_threads": os.environ.get(THREADS_ENV, "1"),
@@ -844,7 +834,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     console.print_json(data=judged)
     console.print(
-        f"machine: {info['cpu']}, {info['cpu_count']} cores, load {info['load_average_at_start']} -> "
+        f"machine: {cpu_line(info['cpu'])}, {info['cpu_count']} cores, "
+        f"load {info['load_average_at_start']} -> "
         f"{info['load_average_at_end']}, {THREADS_ENV}={info['runtime_threads']}"
     )
     result = {

@@ -35,6 +35,7 @@ from rich.table import Table
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout
 
+from bench.host import cpu_description, cpu_line  # noqa: E402
 from mnistctl.cli import serve_command  # noqa: E402
 from mnistctl.client import csv_payload, json_pixels  # noqa: E402
 from serving.constants import THREADS_ENV, Flavor  # noqa: E402
@@ -205,17 +206,6 @@ def summary(times: list[float], wall: float, batch: int) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        cpu = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in cpuinfo.read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            cpu,
-        )
     versions = {}
     for package in PACKAGES:
         try:
@@ -232,7 +222,7 @@ def machine() -> dict[str, Any]:
         "uvicorn_http": uvicorn_http,
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu": cpu,
+        "cpu": cpu_description(),
         "cpu_count": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "runtime_threads": os.environ.get(THREADS_ENV, "1"),
@@ -331,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     console.print(table)
     console.print(
-        f"machine: {info['cpu']}, {info['cpu_count']} cores, load {info['load_average_at_start']} -> "
+        f"machine: {cpu_line(info['cpu'])}, {info['cpu_count']} cores, "
+        f"load {info['load_average_at_start']} -> "
         f"{info['load_average_at_end']}, {THREADS_ENV}={info['runtime_threads']}, "
         f"uvicorn http: {info['uvicorn_http']}"
     )

@@ -42,6 +42,10 @@ from rich.console import Console
 from rich.table import Table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout
+
+from bench.host import cpu_description  # noqa: E402
+
 DEFAULT_T10K_DIR = REPO_ROOT / "tests" / "data" / "mnist"
 RESULTS = REPO_ROOT / "bench" / "results"
 DEFAULT_RESULT = RESULTS / "train.json"
@@ -184,13 +188,7 @@ def seed_spread(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def machine_info() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_description()
     versions = {"python": platform.python_version()}
     for package in PACKAGES:
         try:
@@ -199,7 +197,8 @@ def machine_info() -> dict[str, Any]:
             versions[package] = "not installed"
     return {
         "cpu_count": os.cpu_count(),
-        "cpu_model": model,
+        "cpu_model": cpu["name"],
+        "cpu": cpu,
         "platform": platform.platform(),
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
         "versions": versions,

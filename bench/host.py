@@ -1,0 +1,35 @@
+"""What the benchmarks record about the CPU they ran on.
+
+Our VMs name their CPU only "AMD EPYC", and the same benchmark has taken half the CPU seconds on one VM
+that it took on another (docs/training.md). The family, model and stepping tell host generations apart
+(AMD family 25 is Zen 3 and 4, 26 is Zen 5), so a result can be compared with those of the same kind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CPUINFO = Path("/proc/cpuinfo")
+_FIELDS = {"model name": "name", "cpu family": "family", "model": "model", "stepping": "stepping"}
+
+
+def cpu_description(cpuinfo: str | None = None) -> dict[str, str]:
+    """The first processor's name, family, model and stepping from /proc/cpuinfo (``cpuinfo``: its text);
+    {"name": "unknown"} where there is none (macOS, Windows)."""
+    if cpuinfo is None:
+        cpuinfo = CPUINFO.read_text() if CPUINFO.exists() else ""
+    found: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():  # the end of the first processor's block
+            break
+        key, _, value = line.partition(":")
+        field = _FIELDS.get(key.strip())
+        if field is not None:
+            found[field] = value.strip()
+    return found or {"name": "unknown"}
+
+
+def cpu_line(cpu: dict[str, str]) -> str:
+    """``cpu_description()`` in one line: "AMD EPYC (family 26, model 2, stepping 1)"."""
+    details = ", ".join(f"{field} {cpu[field]}" for field in ("family", "model", "stepping") if field in cpu)
+    return f"{cpu.get('name', 'unknown')} ({details})" if details else cpu.get("name", "unknown")

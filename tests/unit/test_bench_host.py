@@ -1,0 +1,33 @@
+"""What the benchmarks record about the CPU (bench/host.py)."""
+
+from __future__ import annotations
+
+from bench.host import cpu_description, cpu_line
+
+# /proc/cpuinfo of one of our VMs (abridged): the name alone does not tell its host generation apart.
+TWO_PROCESSORS = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 26
+model\t\t: 2
+model name\t: AMD EPYC
+stepping\t: 1
+flags\t\t: fpu avx512_bf16
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: Other
+stepping\t: 0
+"""
+
+
+def test_the_first_processor_is_described_by_name_family_model_and_stepping() -> None:
+    cpu = cpu_description(TWO_PROCESSORS)
+    assert cpu == {"family": "26", "model": "2", "name": "AMD EPYC", "stepping": "1"}
+    assert cpu_line(cpu) == "AMD EPYC (family 26, model 2, stepping 1)"
+
+
+def test_a_machine_without_cpuinfo_is_unknown() -> None:
+    assert cpu_description("") == {"name": "unknown"}
+    assert cpu_line(cpu_description("")) == "unknown"
