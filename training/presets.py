@@ -46,8 +46,14 @@ _CLOTHES = {
     "hidden": "128",
     "average_mirrored": "true",
 }
-_CNN_STANDARD: dict[DatasetName, dict[str, str]] = {
+_TF_STANDARD: dict[DatasetName, dict[str, str]] = {
     DatasetName.FASHION_MNIST: {**_CLOTHES, "epochs": "9"},
+}
+# PyTorch's step is the cheaper one, so its `standard` on clothes trains one epoch more: 9 epochs left one
+# seed of three under 93.0 % on each VM measured (92.90 %, then 92.99 %), 10 gave 93.08-93.41 % in 126-133 s
+# (bench/results/train-fashion-mnist-pytorch-10-epochs.json; docs/training.md).
+_TORCH_STANDARD: dict[DatasetName, dict[str, str]] = {
+    DatasetName.FASHION_MNIST: {**_CLOTHES, "epochs": "10"},
 }
 _CNN_LONG: dict[DatasetName, dict[str, str]] = {
     DatasetName.MNIST_T10K: {"width": "32", "epochs": "20"},
@@ -68,8 +74,8 @@ _TF_LONG: dict[DatasetName, dict[str, str]] = {
 PRESETS: dict[str, dict[Preset, dict[DatasetName, dict[str, str]]]] = {
     # The defaults reach 90.1 % on Fashion-MNIST (target 90 %); no longer schedule was measured to pay off.
     "xgboost": {Preset.STANDARD: {}, Preset.LONG: {}},
-    "tensorflow": {Preset.STANDARD: _CNN_STANDARD, Preset.LONG: _TF_LONG},
-    "pytorch": {Preset.STANDARD: _CNN_STANDARD, Preset.LONG: _CNN_LONG},
+    "tensorflow": {Preset.STANDARD: _TF_STANDARD, Preset.LONG: _TF_LONG},
+    "pytorch": {Preset.STANDARD: _TORCH_STANDARD, Preset.LONG: _CNN_LONG},
 }
 
 
