@@ -14,11 +14,11 @@ _FIELDS = {"model name": "name", "cpu family": "family", "model": "model", "step
 
 
 def cpu_description(cpuinfo: str | None = None) -> dict[str, str]:
-    """The first processor's name, family, model and stepping from /proc/cpuinfo (``cpuinfo``: its text);
-    {"name": "unknown"} where there is none (macOS, Windows)."""
+    """The first processor's name, family, model and stepping from /proc/cpuinfo (``cpuinfo``: its text),
+    as far as it lists them; the name is "unknown" where it has none (ARM kernels, macOS, Windows)."""
     if cpuinfo is None:
         cpuinfo = CPUINFO.read_text() if CPUINFO.exists() else ""
-    found: dict[str, str] = {}
+    found = {"name": "unknown"}
     for line in cpuinfo.splitlines():
         if not line.strip():  # the end of the first processor's block
             break
@@ -26,10 +26,10 @@ def cpu_description(cpuinfo: str | None = None) -> dict[str, str]:
         field = _FIELDS.get(key.strip())
         if field is not None:
             found[field] = value.strip()
-    return found or {"name": "unknown"}
+    return found
 
 
 def cpu_line(cpu: dict[str, str]) -> str:
     """``cpu_description()`` in one line: "AMD EPYC (family 26, model 2, stepping 1)"."""
     details = ", ".join(f"{field} {cpu[field]}" for field in ("family", "model", "stepping") if field in cpu)
-    return f"{cpu.get('name', 'unknown')} ({details})" if details else cpu.get("name", "unknown")
+    return f"{cpu['name']} ({details})" if details else cpu["name"]

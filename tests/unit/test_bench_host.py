@@ -31,3 +31,10 @@ def test_the_first_processor_is_described_by_name_family_model_and_stepping() ->
 def test_a_machine_without_cpuinfo_is_unknown() -> None:
     assert cpu_description("") == {"name": "unknown"}
     assert cpu_line(cpu_description("")) == "unknown"
+
+
+def test_a_cpuinfo_without_a_model_name_still_names_the_cpu() -> None:
+    # ARM kernels list "CPU implementer", "CPU part" and so on, but no "model name".
+    cpu = cpu_description("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n")
+    assert cpu == {"name": "unknown"}
+    assert cpu_description("model\t\t: 17\n") == {"name": "unknown", "model": "17"}
