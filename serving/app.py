@@ -460,6 +460,13 @@ def freeze_what_is_loaded() -> None:
 def serve_in_thread(app: Starlette, port: int = 0, timeout: float = 30.0) -> Iterator[str]:
     """Run `app` (a model's, or any Starlette app such as the ui page) on 127.0.0.1 in a background
     thread; yields its base URL; stops it on exit."""
+    with server_in_thread(app, port, timeout) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def server_in_thread(app: Starlette, port: int = 0, timeout: float = 30.0) -> Iterator[LocalServer]:
+    """`serve_in_thread`, yielding the running server itself (its URL, its open connections)."""
     server = LocalServer(_config(app, LOOPBACK_HOST, port))
     thread = threading.Thread(target=server.run, name="mnist-serving", daemon=True)
     thread.start()
@@ -470,7 +477,7 @@ def serve_in_thread(app: Starlette, port: int = 0, timeout: float = 30.0) -> Ite
             raise RuntimeError(f"the server did not start within {timeout:.0f} s")
         time.sleep(0.01)
     try:
-        yield server.url
+        yield server
     finally:
         server.should_exit = True
         thread.join(timeout)

@@ -215,23 +215,17 @@ def test_a_request_cancelled_while_waiting_for_the_body_budget_holds_back_nobody
 def test_a_request_waiting_for_the_body_budget_holds_at_most_two_reads_of_its_body() -> None:
     from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 
-    from serving.app import BoundedReadsProtocol, LocalServer, _config
-    from serving.constants import LOOPBACK_HOST
+    from serving.app import BoundedReadsProtocol, server_in_thread
 
     model = InstantModel()
     model.load()
     # The budget fits one small body, and the first client holds it (its body never completes), so the
     # 1 MB request behind it waits, unread, while its client has sent everything the kernel takes.
     app = app_for(model, body_timeout=10.0, body_budget=6000, slow_body_seconds=10.0)
-    server = LocalServer(_config(app, LOOPBACK_HOST, 0))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    host, port = server.url.removeprefix("http://").split(":")
     head = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: %d\r\n\r\n"
-    try:
+    with server_in_thread(app) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        deadline = time.monotonic() + 30
         with (
             socket.create_connection((host, int(port)), timeout=15) as first,
             socket.create_connection((host, int(port)), timeout=15) as waiting,
@@ -258,6 +252,3 @@ def test_a_request_waiting_for_the_body_budget_holds_at_most_two_reads_of_its_bo
             assert getattr(held.transport, "max_size", None) == HIGH_WATER_LIMIT
             # Paused once it held over 64 KiB: one read more than that at most (256 KiB reads: up to 320).
             assert len(held.cycle.body) <= 2 * HIGH_WATER_LIMIT, f"holds {len(held.cycle.body)} bytes"
-    finally:
-        server.should_exit = True
-        thread.join(30)
