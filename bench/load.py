@@ -7,7 +7,9 @@
 For each flavor, `mnistctl serve` runs twice at once (as its own processes): batching off
 (`--max-batch 1`) and on (the defaults). With watsonx (ONNX), KServe's Python model server runs a
 minimal `kserve.Model` around the same `model.onnx` (v1 protocol, bench/kserve_peer.py, in a separate
-virtualenv that this script creates once under .mnist-platform/bench/kserve-venv). Every level (1, 8,
+virtualenv that this script creates once under .mnist-platform/bench/kserve-venv). At the level of the
+speedup targets (32 clients, single images), a third server measures their ceiling: batching off with the
+model call taken away (bench/model_free_server.py), the most that batching could give. Every level (1, 8,
 32, 128 concurrent keep-alive clients; single-image and 100-image requests of real held-out digits) runs
 against each server of the group in turn, so "before", "after" and the peer see the same machine load,
 and that --repeats times, in alternating order. This VM's speed drifts from minute to minute by more than
@@ -75,6 +77,7 @@ LOG_DIR = REPO_ROOT / ".mnist-platform" / "bench" / "load-logs"  # each server's
 KSERVE_REQUIREMENTS = ("kserve==0.21.0", "onnxruntime==1.22.1")
 FRAMEWORK = {Flavor.SAGEMAKER: "xgboost", Flavor.VERTEX: "tensorflow", Flavor.WATSONX: "pytorch"}
 NAME = "bench"
+MODEL_FREE = "model-free"  # the label's suffix of bench/model_free_server.py: the ceiling of batching
 CLIENTS = (1, 8, 32, 128)
 IMAGES_PER_REQUEST = (1, 100)
 WARMUP_REQUESTS = 50
@@ -356,12 +359,20 @@ class Usage:
 
 
 class Server:
-    """A server process on a free loopback port, stopped with SIGTERM."""
+    """A server process on a free loopback port, stopped with SIGTERM; `only_at` (images per request,
+    clients) restricts it to one level of the load."""
 
     def __init__(
-        self, label: str, command: list[str], url: str | None, ping: str, env: dict[str, str]
+        self,
+        label: str,
+        command: list[str],
+        url: str | None,
+        ping: str,
+        env: dict[str, str],
+        only_at: tuple[int, int] | None = None,
     ) -> None:
         self.label = label
+        self.only_at = only_at
         self.log = LOG_DIR / f"{label.replace(' ', '-')}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("w") as log:
@@ -436,12 +447,18 @@ def server_env() -> dict[str, str]:
 
 
 def start_servers(flavor: Flavor, model: Path, kserve_python: Path | None) -> list[Server]:
-    """Batching off, batching on, and (with watsonx) the KServe peer, all running at once."""
+    """Batching off, batching on, the model-free ceiling (at the speedup's level only) and, with watsonx,
+    the KServe peer, all running at once."""
     env = server_env()
     servers = [
         Server(f"{flavor.value} off", serve_command(flavor, model, 0, NAME, max_batch=1), None, "/ping", env),
         Server(f"{flavor.value} on", serve_command(flavor, model, 0, NAME), None, "/ping", env),
     ]
+    port = _free_port()
+    command = [sys.executable, str(REPO_ROOT / "bench" / "model_free_server.py"), "--flavor", flavor.value]
+    command += ["--model", str(model), "--port", str(port), "--name", NAME]
+    url = f"http://127.0.0.1:{port}"
+    servers.append(Server(f"{flavor.value} {MODEL_FREE}", command, url, "/ping", env, only_at=(1, 32)))
     if flavor is Flavor.WATSONX and kserve_python is not None:
         port = _free_port()
         command = [str(kserve_python), str(REPO_ROOT / "bench" / "kserve_peer.py")]
@@ -523,10 +540,10 @@ def measure_group(
             if status != 200:
                 raise RuntimeError(f"{server.label} answered {status}: {reply[:300]!r}")
             checks[(server.label, batch)] = reply
-        accuracy = float(
-            np.mean(np.asarray(digits_of(server.label, checks[(server.label, 100)])) == labels[:100])
-        )
-        console.print(f"  {server.label}: accuracy of 100 held-out answers {accuracy:.2f}")
+        if not server.label.endswith(MODEL_FREE):  # its answers come from a table, not from the digits
+            answers = np.asarray(digits_of(server.label, checks[(server.label, 100)]))
+            accuracy = float(np.mean(answers == labels[:100]))
+            console.print(f"  {server.label}: accuracy of 100 held-out answers {accuracy:.2f}")
         post_many = target_for(server.label, server.url, images[:1])
         for _ in range(WARMUP_REQUESTS):
             post(post_many)
@@ -538,7 +555,8 @@ def measure_group(
     idle = {server.label: _rss_bytes(_process_tree(server.process.pid)) for server in servers}
     for batch in IMAGES_PER_REQUEST:
         for clients in args.clients:
-            for repeat, server in interleaved(servers, args.repeats):
+            measured = [s for s in servers if s.only_at in (None, (batch, clients))]
+            for repeat, server in interleaved(measured, args.repeats):
                 target = target_for(server.label, server.url, images[:batch])
                 budget = args.max_requests if batch == 1 else max(50, args.max_requests // 10)
                 budget = max(budget, clients * 4)
@@ -643,6 +661,15 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "met": p50_on <= p50_off + max(NOISE_MS, NOISE_FRACTION * p50_off),
                 "rounds": [[x["p50_ms"], y["p50_ms"]] for x, y in alone],
             }
+        ceiling = None
+        if without_model := pairs(f"{flavor.value} {MODEL_FREE}", off, 32):
+            ratios = [throughput_ratio(x, y) for x, y in without_model]
+            ceiling = {
+                "value": round(statistics.median(ratios), 2),
+                "rounds": [round(v, 2) for v in ratios],
+                # Batching cannot give more than removing the model call altogether.
+                "speedup_target_below_ceiling": target_speedup <= statistics.median(ratios),
+            }
         most_clients = max(r["clients"] for r in rows)
         rss = [r for r in rows if r["server"] == on and r["clients"] == most_clients]
         out[flavor.value] = {
@@ -651,6 +678,8 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 lambda v, t=target_speedup: v >= t,
                 target_speedup,
             ),
+            # The server without its model call over batching off (bench/model_free_server.py).
+            "model_free_ceiling_at_32": ceiling,
             "p99_at_32_ms": judged(
                 [x["p99_ms"] for x, _ in at_32], lambda v: v <= TARGET_P99_MS, TARGET_P99_MS
             ),

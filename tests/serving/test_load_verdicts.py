@@ -109,3 +109,23 @@ def test_the_table_gives_each_level_its_median_and_every_round():
     assert level["p99_ms"] == 33
     assert level["errors"] == 2
     assert level["peak_rss_mb"] == 140.0
+
+
+def test_the_ceiling_is_the_model_free_server_over_batching_off_in_each_round():
+    rows = []
+    rounds = [(1100.0, 1300.0, 1000.0), (1000.0, 1200.0, 1000.0), (900.0, 1260.0, 900.0)]
+    for n, (on, free, off) in enumerate(rounds):
+        rows += [run("watsonx on", 32, n + 1, on), run("watsonx off", 32, n + 1, off)]
+        rows.append(run("watsonx model-free", 32, n + 1, free))
+    judged = verdicts(rows)["watsonx"]
+    assert judged["model_free_ceiling_at_32"]["rounds"] == [1.3, 1.2, 1.4]
+    assert judged["model_free_ceiling_at_32"]["value"] == 1.3
+    # A 1.5x speedup is above what removing the model call altogether gave.
+    assert not judged["model_free_ceiling_at_32"]["speedup_target_below_ceiling"]
+    assert not judged["speedup_at_32"]["met"]
+    assert judged["speedup_at_32"]["rounds"] == [1.1, 1.0, 1.0]  # the ceiling's rows are not batching's
+
+
+def test_without_a_model_free_server_there_is_no_ceiling():
+    rows = [run("sagemaker on", 32, 1, 3000), run("sagemaker off", 32, 1, 1000)]
+    assert verdicts(rows)["sagemaker"]["model_free_ceiling_at_32"] is None
