@@ -440,7 +440,17 @@ def serve(
 ) -> None:
     """Load the model and serve it until SIGTERM or SIGINT. `port=0` picks a free port; `on_ready` gets
     the base URL once the socket listens."""
-    app = create_app(flavor, model_dir, name, batching)
+    serve_app(create_app(flavor, model_dir, name, batching), host, port=port, on_ready=on_ready)
+
+
+def serve_app(
+    app: Starlette,
+    host: str = LOOPBACK_HOST,
+    *,
+    port: int,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve a model's app (`create_app`, `app_for`) until SIGTERM or SIGINT, as `serve` does."""
     freeze_what_is_loaded()
     try:
         LocalServer(_config(app, host, port), on_ready=on_ready).run()

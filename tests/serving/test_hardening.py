@@ -124,7 +124,7 @@ _SLOW_SERVER = textwrap.dedent(
     import time
     from pathlib import Path
     import numpy as np
-    from serving.app import LocalServer, _config, app_for
+    from serving.app import app_for, serve_app
     from serving.models import SageMakerXGBoostModel
 
     class Slow(SageMakerXGBoostModel):
@@ -136,7 +136,7 @@ _SLOW_SERVER = textwrap.dedent(
 
     model = Slow(name="slow", model_dir=Path("."))
     model.load()
-    LocalServer(_config(app_for(model), "127.0.0.1", 0), on_ready=lambda url: print(url, flush=True)).run()
+    serve_app(app_for(model), port=0, on_ready=lambda url: print(url, flush=True))
     """
 )
 
