@@ -30,7 +30,6 @@ def test_the_model_free_server_answers_every_request_size_without_its_runtime(mo
             probabilities = np.asarray(reply["predictions"][0]["values"])
             assert probabilities.shape == (images, 10)
             np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    app.state.batcher.close()
 
 
 def test_the_table_refuses_more_images_than_it_holds(model_dir):
