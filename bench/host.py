@@ -1,4 +1,4 @@
-"""What the benchmarks record about the CPU they ran on.
+"""What the benchmarks record about the machine they ran on: the CPU, and the versions of the packages.
 
 Our VMs name their CPU only "AMD EPYC", and the same benchmark has taken half the CPU seconds on one VM
 that it took on another (docs/training.md). The family, model and stepping tell host generations apart
@@ -7,6 +7,8 @@ that it took on another (docs/training.md). The family, model and stepping tell 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -33,3 +35,14 @@ def cpu_line(cpu: dict[str, str]) -> str:
     """``cpu_description()`` in one line: "AMD EPYC (family 26, model 2, stepping 1)"."""
     details = ", ".join(f"{field} {cpu[field]}" for field in ("family", "model", "stepping") if field in cpu)
     return f"{cpu['name']} ({details})" if details else cpu["name"]
+
+
+def package_versions(packages: Iterable[str]) -> dict[str, str | None]:
+    """Each package's installed version; None for one that is not installed."""
+    versions: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions

@@ -43,7 +43,6 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -55,7 +54,7 @@ from rich.table import Table
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout
 
-from bench.host import cpu_description, cpu_line  # noqa: E402
+from bench.host import cpu_description, cpu_line, package_versions  # noqa: E402
 from mnistctl.cli import serve_command  # noqa: E402
 from mnistctl.client import csv_payload, json_pixels  # noqa: E402
 from serving.constants import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, THREADS_ENV, Flavor  # noqa: E402
@@ -756,12 +755,7 @@ def median_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def machine() -> dict[str, Any]:
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
+    versions = package_versions(PACKAGES)
     return {
         "platform": platform.platform(),
         "python": platform.python_version(),

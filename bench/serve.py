@@ -23,7 +23,6 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,7 +34,7 @@ from rich.table import Table
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout
 
-from bench.host import cpu_description, cpu_line  # noqa: E402
+from bench.host import cpu_description, cpu_line, package_versions  # noqa: E402
 from mnistctl.cli import serve_command  # noqa: E402
 from mnistctl.client import csv_payload, json_pixels  # noqa: E402
 from serving.constants import THREADS_ENV, Flavor  # noqa: E402
@@ -206,12 +205,7 @@ def summary(times: list[float], wall: float, batch: int) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
+    versions = package_versions(PACKAGES)
     try:
         import httptools  # noqa: F401  (uvicorn's "auto" picks it over the pure-Python h11 when importable)
 

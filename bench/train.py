@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from rich.table import Table
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout
 
-from bench.host import cpu_description  # noqa: E402
+from bench.host import cpu_description, package_versions  # noqa: E402
 
 DEFAULT_T10K_DIR = REPO_ROOT / "tests" / "data" / "mnist"
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -190,11 +189,8 @@ def seed_spread(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def machine_info() -> dict[str, Any]:
     cpu = cpu_description()
     versions = {"python": platform.python_version()}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
+    for package, version in package_versions(PACKAGES).items():
+        versions[package] = "not installed" if version is None else version
     return {
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu["name"],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.host import cpu_description, cpu_line
+from bench.host import cpu_description, cpu_line, package_versions
 
 # /proc/cpuinfo of one of our VMs (abridged): the name alone does not tell its host generation apart.
 TWO_PROCESSORS = """processor\t: 0
@@ -38,3 +38,10 @@ def test_a_cpuinfo_without_a_model_name_still_names_the_cpu() -> None:
     cpu = cpu_description("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n")
     assert cpu == {"name": "unknown"}
     assert cpu_description("model\t\t: 17\n") == {"name": "unknown", "model": "17"}
+
+
+def test_package_versions_name_what_is_installed_and_none_for_what_is_not() -> None:
+    from importlib import metadata
+
+    versions = package_versions(["numpy", "no-such-package-mnist-platform"])
+    assert versions == {"numpy": metadata.version("numpy"), "no-such-package-mnist-platform": None}
