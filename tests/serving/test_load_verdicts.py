@@ -64,6 +64,32 @@ def test_p99_and_the_lone_request_are_judged_on_medians():
     assert judged["lone_request"]["met"]
 
 
+def lone_request_rows(p50_on_ms: float, p50_off_ms: float) -> list[dict[str, Any]]:
+    """One round at 32 clients (a flavor is judged only with those) and one at 1 client with these p50s."""
+    return [
+        run("sagemaker on", 32, 1, 2000),
+        run("sagemaker off", 32, 1, 1000),
+        run("sagemaker on", 1, 1, 900, p50=p50_on_ms),
+        run("sagemaker off", 1, 1, 900, p50=p50_off_ms),
+    ]
+
+
+def test_a_lone_request_slower_with_batching_than_the_noise_allows_misses_its_target():
+    # The allowance is 0.2 ms or 10 % of batching off's p50, whichever is larger.
+    assert not verdicts(lone_request_rows(1.25, 1.0))["sagemaker"]["lone_request"]["met"]
+    assert verdicts(lone_request_rows(1.15, 1.0))["sagemaker"]["lone_request"]["met"]
+    # At 5 ms the 10 % (0.5 ms) is the allowance, not the 0.2 ms floor.
+    assert verdicts(lone_request_rows(5.4, 5.0))["sagemaker"]["lone_request"]["met"]
+    assert not verdicts(lone_request_rows(5.6, 5.0))["sagemaker"]["lone_request"]["met"]
+
+
+def test_one_failed_request_in_any_run_fails_the_zero_errors_target():
+    rows = lone_request_rows(1.0, 1.0)
+    assert verdicts(rows)["zero_errors"] == {"errors": 0, "met": True}
+    rows[2] = {**rows[2], "errors": 1}  # the lone client's run, with batching on
+    assert verdicts(rows)["zero_errors"] == {"errors": 1, "met": False}
+
+
 def test_a_round_that_measured_nothing_is_left_out():
     rows = [run("watsonx on", 32, 1, 3000), run("watsonx off", 32, 1, 1000)]
     rows += [run("watsonx on", 32, 2, 0), run("watsonx off", 32, 2, 1000)]  # no request completed
