@@ -147,14 +147,19 @@ def test_a_request_that_breaks_the_batched_call_fails_alone_and_its_batch_mates_
     assert app.state.batcher.stats.batches_retried_alone >= 1  # the poisoned request did share a batch
 
 
-def test_a_lone_request_goes_to_the_model_at_once_even_with_a_long_max_wait() -> None:
+# A single image may take the inline path, which never reaches the batch's wait; several images always
+# go through the queue, where a wait for requests that are not coming would show.
+@pytest.mark.parametrize("images", [1, 3], ids=["one-image", "three-images"])
+def test_a_lone_request_goes_to_the_model_at_once_even_with_a_long_max_wait(images: int) -> None:
     model = ScriptedModel()
     with serving(model, BatchingConfig(max_wait_ms=1000)) as (url, _):
         requests.post(url + "/invocations", data=csv_of(image_batch(1, 1)), headers=CSV, timeout=30)
         started = time.perf_counter()
-        reply = requests.post(url + "/invocations", data=csv_of(image_batch(2, 1)), headers=CSV, timeout=30)
+        body = csv_of(image_batch(2, images))
+        reply = requests.post(url + "/invocations", data=body, headers=CSV, timeout=30)
         took = time.perf_counter() - started
     assert reply.status_code == 200
+    assert model.batch_sizes[-1] == images
     assert took < 0.5, f"a lone request took {took:.3f} s: it waited for a batch that could not come"
 
 
