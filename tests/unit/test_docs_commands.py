@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import typer
 from harness import PROJECT_ROOT
+from typer._click.exceptions import UsageError  # typer >= 0.20 carries its own click
 from typer.testing import CliRunner
 
 from mnistctl.cli import app
@@ -65,8 +66,8 @@ def _enum_choices(param: object) -> list[str] | None:
 
 
 def problems_with(command: DocCommand) -> list[str]:
-    """What the real CLI rejects in `command` at the level of `--help`: the command, the option
-    names (the parser runs before `--help` answers), and a value given to a choice option."""
+    """What the real CLI rejects in `command`: the command, the option names (the parser runs before
+    `--help` answers), a value given to a choice option, and an argument the command does not take."""
     if not command.args:
         return []
     result = RUNNER.invoke(app, [*command.args, "--help"])
@@ -74,8 +75,8 @@ def problems_with(command: DocCommand) -> list[str]:
         lines = (line.strip("│╭╰─ ") for line in result.output.splitlines())
         return [" ".join(line for line in lines if line) or f"exit code {result.exit_code}"]
     name, *rest = command.args
+    found = _unexpected_arguments(name, rest)
     options = {opt: param for param in COMMANDS_BY_NAME[name].params for opt in param.opts}
-    found: list[str] = []
     for index, token in enumerate(rest):
         flag, _, inline = token.partition("=")
         choices = _enum_choices(options[flag]) if flag in options else None
@@ -83,6 +84,20 @@ def problems_with(command: DocCommand) -> list[str]:
         if choices is not None and value is not None and value not in choices:
             found.append(f"{flag} {value!r} is not one of {choices}")
     return found
+
+
+def _unexpected_arguments(name: str, rest: list[str]) -> list[str]:
+    """What the parser says about the line's arguments, parsed as the command would get them (without
+    running it). `--help` answers before positional arguments are looked at, so a picture file given to a
+    command that takes none passes that check. A missing required option or a placeholder value
+    (`--out OUT`, `--max-batch N`) is prose abbreviating the command, not a wrong one."""
+    try:
+        COMMANDS_BY_NAME[name].make_context(name, list(rest))
+    except typer.BadParameter:
+        return []
+    except UsageError as error:
+        return [error.format_message()]
+    return []
 
 
 def test_the_docs_hold_mnistctl_command_lines_to_check():
@@ -97,6 +112,8 @@ def test_documented_command_is_accepted_by_the_cli(command: DocCommand):
 
 
 def test_a_renamed_option_is_caught():
+    assert problems_with(DocCommand("x", ("predict", "--flavor", "vertex", "digit.png"))) == []
+    assert problems_with(DocCommand("x", ("smoke", "--stack", "local", "digit.png"))) != []
     assert problems_with(DocCommand("x", ("train", "--set", "eta=0.1"))) != []
     assert problems_with(DocCommand("x", ("serve", "--flavor", "azure"))) != []
     assert problems_with(DocCommand("x", ("deploy",))) != []
