@@ -1,5 +1,6 @@
 """The server under abuse: bodies over the platform's limit are refused before they are read, a client that
-stalls in its body times out without blocking anyone, and SIGTERM lets requests in flight finish."""
+stalls in its body times out without blocking anyone, and SIGTERM lets requests in flight finish within a
+bounded drain."""
 
 from __future__ import annotations
 
@@ -116,34 +117,43 @@ def test_a_client_stalled_in_its_body_gets_408_and_blocks_nobody_meanwhile() -> 
             assert b"connection: close" in head.lower()
 
 
-# The drain test runs a real server process (SIGTERM goes to a process) around a model whose every call
-# takes DRAIN_CALL_SECONDS, so the requests are certainly in flight when the signal arrives.
+# The drain tests run a real server process (SIGTERM goes to a process) around a model whose every call
+# takes the given seconds, so the requests are certainly in flight when the signal arrives.
 DRAIN_CALL_SECONDS = 2.0
-_SLOW_SERVER = textwrap.dedent(
-    f"""
-    import time
-    from pathlib import Path
-    import numpy as np
-    from serving.app import app_for, serve_app
-    from serving.models import SageMakerXGBoostModel
 
-    class Slow(SageMakerXGBoostModel):
-        def load(self):
-            self.ready = True
-        def predict(self, images):
-            time.sleep({DRAIN_CALL_SECONDS})
-            return np.full((len(images), 10), 0.1, dtype=np.float32)
 
-    model = Slow(name="slow", model_dir=Path("."))
-    model.load()
-    serve_app(app_for(model), port=0, on_ready=lambda url: print(url, flush=True))
-    """
-)
+def slow_server_script(call_seconds: float, drain_seconds: float | None = None) -> str:
+    """A SageMaker server whose model calls take `call_seconds`; `drain_seconds` shortens the drain's
+    bound (serving.app.DRAIN_TIMEOUT_SECONDS, 25 s) so that a test can outlast it."""
+    shorter_drain = "" if drain_seconds is None else f"serving.app.DRAIN_TIMEOUT_SECONDS = {drain_seconds}"
+    return textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        import numpy as np
+        import serving.app
+        from serving.app import app_for, serve_app
+        from serving.models import SageMakerXGBoostModel
+        {shorter_drain}
+
+        class Slow(SageMakerXGBoostModel):
+            def load(self):
+                self.ready = True
+            def predict(self, images):
+                time.sleep({call_seconds})
+                return np.full((len(images), 10), 0.1, dtype=np.float32)
+
+        model = Slow(name="slow", model_dir=Path("."))
+        model.load()
+        serve_app(app_for(model), port=0, on_ready=lambda url: print(url, flush=True))
+        """
+    )
 
 
 @pytest.mark.slow
 def test_sigterm_lets_requests_in_flight_finish_with_200_then_exits_0() -> None:
-    server = subprocess.Popen([sys.executable, "-c", _SLOW_SERVER], stdout=subprocess.PIPE, text=True)
+    script = slow_server_script(DRAIN_CALL_SECONDS)
+    server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().strip()  # type: ignore[union-attr]
         assert url.startswith("http://127.0.0.1:"), url
@@ -166,6 +176,44 @@ def test_sigterm_lets_requests_in_flight_finish_with_200_then_exits_0() -> None:
         assert server.wait(timeout=30) == 0
         with pytest.raises(requests.ConnectionError):  # and it no longer accepts anything
             requests.get(url + "/ping", timeout=5)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        server.stdout.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_sigterm_cuts_a_request_still_in_flight_when_the_drain_time_is_up() -> None:
+    # A model call that outlasts the drain (a hung runtime) must not hold the server's shutdown: the request
+    # is cut when the bound is up, long before the call would end. An unbounded drain answers it 200 then.
+    drain_s, call_s = 1.0, 6.0
+    script = slow_server_script(call_s, drain_seconds=drain_s)
+    server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip()  # type: ignore[union-attr]
+        assert url.startswith("http://127.0.0.1:"), url
+        outcome: list[int | str] = []
+
+        def send() -> None:
+            try:
+                reply = requests.post(
+                    url + "/invocations", data=ONE_IMAGE, headers={"Content-Type": "text/csv"}, timeout=60
+                )
+                outcome.append(reply.status_code)
+            except requests.ConnectionError as error:
+                outcome.append(type(error).__name__)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        time.sleep(0.5)  # the request is now waiting for the model
+        server.send_signal(signal.SIGTERM)
+        signalled = time.perf_counter()
+        sender.join()
+        answered_after = time.perf_counter() - signalled
+        assert outcome and outcome != [200], outcome
+        assert answered_after < drain_s + 2.0, f"answered {answered_after:.1f} s after SIGTERM"
+        assert server.wait(timeout=30) == 0
     finally:
         if server.poll() is None:
             server.kill()
