@@ -1,5 +1,5 @@
-"""The page's server without a browser: the picture-to-pixels path is mnistctl.images' own, each endpoint's
-failure stays in its own result, and bad uploads get a clear 4xx."""
+"""The page's server without a browser: the picture-to-pixels path is mnistctl.images' own and gives
+MNIST-style pixels, each endpoint's failure stays in its own result, and bad uploads get a clear 4xx."""
 
 from __future__ import annotations
 
@@ -77,8 +77,23 @@ class RecordingClient:
         return probabilities
 
 
+def assert_mnist_style(pixels: np.ndarray) -> None:
+    """What MNIST's preprocessing makes of any digit (LeCun et al.), checked without mnistctl.images: light
+    ink on a dark field, the ink's longer side scaled to 20 px, its centre of mass at the field's centre
+    (14, 14 in 0-based pixel indices), off by at most the half pixel that whole-pixel placement allows."""
+    field = pixels.reshape(28, 28)
+    assert field.max() >= 0.9, "the ink is light"
+    assert (field == 0.0).mean() > 0.5, "most of the field is a black background"
+    rows, cols = np.nonzero(field)
+    assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 == 20
+    row_index, col_index = np.indices(field.shape)
+    mass = field.sum()
+    centre = ((row_index * field).sum() / mass, (col_index * field).sum() / mass)
+    assert np.abs(np.subtract(centre, 14.0)).max() <= 0.5, f"centre of mass at {centre}"
+
+
 @pytest.mark.parametrize("picture", [_canvas_seven(), _scan_of_a_two()], ids=["canvas", "scan"])
-def test_the_page_sends_the_pixels_mnistctl_images_makes_of_the_same_picture(
+def test_the_page_sends_mnist_style_pixels_the_same_as_mnistctl_images_makes(
     picture: Image.Image, tmp_path: Path, serve_page: Callable[[Any], str]
 ) -> None:
     path = tmp_path / "digit.png"
@@ -95,6 +110,8 @@ def test_the_page_sends_the_pixels_mnistctl_images_makes_of_the_same_picture(
         np.testing.assert_array_equal(images, expected[np.newaxis, :])
     np.testing.assert_allclose(response.json()["pixels"], expected, atol=1e-4)
     assert [r["digit"] for r in response.json()["results"]] == [7, 7, 7]
+    # The same as the CLI's would prove nothing if both were wrong alike.
+    assert_mnist_style(sent[0][0])
 
 
 def test_one_failing_and_one_slow_endpoint_do_not_stop_the_others() -> None:
