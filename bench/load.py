@@ -40,6 +40,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -124,6 +125,8 @@ class LoadResult:
         default_factory=lambda: dict.fromkeys(("connect", "read", "timeout", "status"), 0)
     )
     wall_s: float = 0.0
+    replies: dict[int, Counter[bytes]] = field(default_factory=dict)
+    """Per target (its index in `run_load`'s list): how often each distinct body came back with a 200."""
 
     @property
     def requests(self) -> int:
@@ -156,7 +159,13 @@ def _http_request(target: Target) -> bytes:
 
 
 async def _one_client(
-    target: Target, wire: bytes, budget: list[int], deadline: float, timeout: float, result: LoadResult
+    target: Target,
+    wire: bytes,
+    budget: list[int],
+    deadline: float,
+    timeout: float,
+    replies: Counter[bytes],
+    result: LoadResult,
 ) -> None:
     address = urlsplit(target.url)
     reader = writer = None
@@ -171,7 +180,7 @@ async def _one_client(
                     result.errors["connect"] += 1
                     continue
             writer.write(wire)
-            status, close = await asyncio.wait_for(_read_response(reader), timeout)
+            status, close, body = await asyncio.wait_for(_read_response(reader), timeout)
         except TimeoutError:
             result.errors["timeout"] += 1
             status, close = 0, True
@@ -182,6 +191,8 @@ async def _one_client(
             result.latencies_s.append(time.perf_counter() - started)
             if status != 200:
                 result.errors["status"] += 1
+            else:
+                replies[body] += 1
         if close and writer is not None:
             writer.close()
             reader = writer = None
@@ -189,8 +200,8 @@ async def _one_client(
         writer.close()
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """(status, connection closes) of one HTTP/1.1 response with a Content-Length; the body is dropped."""
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:
+    """(status, connection closes, body) of one HTTP/1.1 response with a Content-Length."""
     status = int((await reader.readline()).split()[1])
     length, close = 0, False
     while (line := await reader.readline()) not in (b"\r\n", b""):
@@ -200,24 +211,36 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
             length = int(value)
         elif key == "connection" and value.strip().lower() == "close":
             close = True
-    await reader.readexactly(length)
-    return status, close
+    return status, close, await reader.readexactly(length)
 
 
 def run_load(
-    target: Target, clients: int, requests: int, seconds: float, timeout: float = 30.0
+    targets: Target | Sequence[Target], clients: int, requests: int, seconds: float, timeout: float = 30.0
 ) -> LoadResult:
-    """`clients` keep-alive connections send `target` back to back until `requests` are sent or `seconds`
-    pass, whichever is first (asyncio, in this process)."""
+    """`clients` keep-alive connections send their target back to back until `requests` are sent or `seconds`
+    pass, whichever is first (asyncio, in this process). Client i sends `targets[i % len(targets)]`; the
+    bodies of the 200s are counted per target (`LoadResult.replies`)."""
+    targets = [targets] if isinstance(targets, Target) else list(targets)
 
     async def main() -> LoadResult:
-        result = LoadResult()
+        result = LoadResult(replies={index: Counter() for index in range(len(targets))})
         budget = [requests]
-        wire = _http_request(target)
+        wires = [_http_request(target) for target in targets]
         started = time.perf_counter()
         deadline = started + seconds
         await asyncio.gather(
-            *(_one_client(target, wire, budget, deadline, timeout, result) for _ in range(clients))
+            *(
+                _one_client(
+                    targets[i % len(targets)],
+                    wires[i % len(targets)],
+                    budget,
+                    deadline,
+                    timeout,
+                    result.replies[i % len(targets)],
+                    result,
+                )
+                for i in range(clients)
+            )
         )
         result.wall_s = time.perf_counter() - started
         return result
