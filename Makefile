@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 # Where the CPU build of torch comes from (empty: only pip's configured indexes, e.g. a local mirror).
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install test lint typecheck unit up down clean
+.PHONY: install test lint typecheck unit up down clean mutate
 
 # pip with patience. A network that drops mid-download is not a broken build: CI once failed when the
 # 95 MB xgboost wheel stalled at 38 MB through all of pip's resume attempts, which follow each other without
@@ -50,6 +50,16 @@ test: lint typecheck
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Mutation testing (bench/mutation.py, docs/testing.md): mutmut 3 over the modules where a silent bug costs
+# most, each in a copy under .mnist-platform/mutation/; scores to bench/results/mutation.json. Minutes per
+# module on 2 cores, so it is not part of `make test` or CI: run it when those modules change.
+# `make mutate MODULES=serving/payloads.py` runs one.
+MUTMUT := mutmut==3.8.1
+MODULES ?=
+mutate: $(INSTALLED)
+	$(call pip_install,$(MUTMUT))
+	nice -n 15 $(BIN)/python bench/mutation.py $(MODULES)
 
 # --- `make up` / `make down`: the stack STACK (local by default; `make up STACK=aws` for SageMaker) ---
 # scripts/stack does the work: the local stack in one step with its state in .pulumi-state/; a cloud
