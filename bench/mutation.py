@@ -183,6 +183,14 @@ def machine() -> dict[str, Any]:
     }
 
 
+def record(path: Path, module: str, run: dict[str, Any]) -> None:
+    """Merge one module's run into the results file, read afresh: another run may have written it since."""
+    result = json.loads(path.read_text()) if path.exists() else {"modules": {}}
+    result["modules"][module] = run
+    result["modules"] = dict(sorted(result["modules"].items()))
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def smallest_first(modules: list[str]) -> list[str]:
     return sorted(modules, key=lambda module: (REPO_ROOT / module).stat().st_size)
 
@@ -199,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no tests are listed for {unknown}; choose from {', '.join(TESTS)}")
     console = Console()
     modules = smallest_first(args.modules or list(TESTS))
-    result = json.loads(args.result.read_text()) if args.result.exists() else {"modules": {}}
     for module in modules:
         run = {
             **mutate(module, args.max_children, console),
@@ -207,16 +214,12 @@ def main(argv: list[str] | None = None) -> int:
             "tool": f"mutmut {metadata.version('mutmut')}",
             "machine": machine(),
         }
-        result["modules"][module] = run
-        result["modules"] = dict(sorted(result["modules"].items()))
-        args.result.write_text(
-            json.dumps(result, indent=2) + "\n"
-        )  # after each module: a long run keeps what it did
+        record(args.result, module, run)  # after each module: a long run keeps what it did
         console.print(
             f"  {run['detected']} of {run['mutants']} detected ({run['score']:.0%}) in {run['seconds']} s"
         )
     table = Table("module", "mutants", "detected", "score", "not detected", "date")
-    for module, run in result["modules"].items():
+    for module, run in json.loads(args.result.read_text())["modules"].items():
         score = "not run" if run.get("score") is None else f"{run['score']:.0%}"
         table.add_row(
             module, str(run.get("mutants", "")), str(run.get("detected", "")), score,

@@ -114,3 +114,63 @@ def test_numbers_in_range_are_accuracies():
 def test_rule_parameters_are_accuracies(floor: float, tolerance: float):
     with pytest.raises(ValueError, match="between 0 and 1"):
         PromotionRule(floor, tolerance)
+
+
+# The reason is what `pulumi up` prints for a held or promoted model: each kind, word for word.
+@pytest.mark.parametrize(
+    ("challenger", "champion", "reason"),
+    [
+        (
+            0.965,
+            None,
+            "challenger accuracy 0.9650 >= floor minAccuracy 0.9500 and there is no champion yet: promoted",
+        ),
+        (
+            0.97,
+            0.96,
+            "challenger accuracy 0.9700 >= champion accuracy 0.9600 - promotionTolerance 0.0000 "
+            "and >= floor minAccuracy 0.9500: promoted",
+        ),
+        (
+            0.60,
+            None,
+            "held back: challenger accuracy 0.6000 < floor minAccuracy 0.9500; "
+            "there is no champion to serve. "
+            "To serve it anyway, run once with `pulumi config set forcePromotion true`.",
+        ),
+        (
+            0.955,
+            0.97,
+            "held back: challenger accuracy 0.9550 < champion accuracy 0.9700 - promotionTolerance 0.0000; "
+            "the endpoint keeps serving the champion unchanged. "
+            "To serve it anyway, run once with `pulumi config set forcePromotion true`.",
+        ),
+        (
+            None,
+            None,
+            "held back: the challenger's accuracy could not be read (no accuracy was reported), and a model "
+            "without a score is never promoted on the rule; there is no champion to serve. "
+            "To serve it anyway, run once with `pulumi config set forcePromotion true`.",
+        ),
+    ],
+)
+def test_the_reason_says_the_accuracies_the_rule_and_what_the_endpoint_serves(
+    challenger: float | None, champion: float | None, reason: str
+):
+    assert decide(challenger, champion, RULE).reason == reason
+
+
+@pytest.mark.parametrize(
+    ("floor", "tolerance", "key"), [(1.01, 0.0, "minAccuracy"), (0.9, 2.0, "promotionTolerance")]
+)
+def test_a_rule_parameter_out_of_range_is_refused_naming_its_config_key(
+    floor: float, tolerance: float, key: str
+):
+    with pytest.raises(ValueError, match=f"^{key} must be between 0 and 1"):
+        PromotionRule(floor, tolerance)
+
+
+def test_the_ends_of_zero_to_one_are_valid_rule_parameters():
+    # A floor of 1.0 (only a perfect model) and a tolerance of 1.0 (any challenger over the floor) are rules.
+    assert decide(1.0, 0.5, PromotionRule(1.0)).decision is Decision.PROMOTED
+    assert decide(0.2, 0.9, PromotionRule(0.0, tolerance=1.0)).decision is Decision.PROMOTED
