@@ -3,7 +3,9 @@
 Every provider takes an optional `api_endpoint`. Production leaves it unset: the regional
 `{region}-aiplatform.googleapis.com` (or the service's global endpoint) with Application Default
 Credentials, the same identity and project the pulumi-gcp provider uses. Tests point it at a loopback
-fake (`http://127.0.0.1:P`), which gets anonymous credentials: no token ever goes to a plain-http URL.
+fake (`http://127.0.0.1:P`), which gets a fixed placeholder token (LOOPBACK_ACCESS_TOKEN), never the
+user's: the fakes, like Google, refuse a request without a bearer token, and no real token ever goes to
+a plain-http URL.
 Clients are built inside each provider method (the provider object is pickled into the state).
 """
 
@@ -31,6 +33,8 @@ T = TypeVar("T")
 RETRY_FOR_SECONDS = 300.0
 RETRY_MAX_WAIT_SECONDS = 30.0
 DEFAULT_POLL_SECONDS = 15.0
+# What a client of a plain-http loopback fake sends as its bearer token: a placeholder, not a credential.
+LOOPBACK_ACCESS_TOKEN = "loopback-fake-token"
 
 
 class GcpProviderError(Exception):
@@ -44,15 +48,16 @@ def vertex_endpoint(region: str, api_endpoint: str | None) -> str:
 def client_kwargs(api_endpoint: str | None) -> dict[str, Any]:
     """`transport`, `credentials` and `client_options` for a google-cloud client (REST transport).
 
-    Only a loopback fake over plain http gets anonymous credentials; everything else uses ADC."""
+    Only a loopback fake over plain http gets the placeholder token; everything else uses ADC."""
     from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
+    from google.oauth2.credentials import Credentials
 
     kwargs: dict[str, Any] = {"transport": "rest"}
     if api_endpoint:
         kwargs["client_options"] = ClientOptions(api_endpoint=api_endpoint)
         if api_endpoint.startswith("http://"):
-            kwargs["credentials"] = AnonymousCredentials()
+            # No refresh token and no expiry: the client sends it as it is and never tries to refresh it.
+            kwargs["credentials"] = Credentials(token=LOOPBACK_ACCESS_TOKEN)
     return kwargs
 
 

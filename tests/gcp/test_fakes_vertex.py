@@ -213,6 +213,7 @@ def _deployed(model_name: str) -> aiplatform_v1.DeployedModel:
 def test_a_deployment_runs_the_serving_command_with_the_aip_environment_and_predict_reaches_it(
     vertex_fake: VertexFake,
 ) -> None:
+    vertex_fake.gcs.put("gs://mnist-bucket/jobs/1/model/saved_model.pb", b"graph")
     model_name = (
         model_client(vertex_fake)
         .upload_model(parent=vertex_fake.parent, model=_model("gs://mnist-bucket/jobs/1/model"))
@@ -228,7 +229,10 @@ def test_a_deployment_runs_the_serving_command_with_the_aip_environment_and_pred
     reply = prediction_client(vertex_fake).predict(endpoint=endpoint, instances=[[0.0] * 784])
     assert reply.deployed_model_id == first.deployed_model.id
     env = dict(reply.predictions[0]["env"])
-    assert env["AIP_STORAGE_URI"] == "gs://mnist-bucket/jobs/1/model"
+    # Vertex AI serves a copy of the artifacts in a bucket of its own, not the user's bucket.
+    assert env["AIP_STORAGE_URI"].startswith(f"gs://{vertex_fake.managed_bucket}/")
+    copy = vertex_fake.gcs.path_of(str(env["AIP_STORAGE_URI"]))
+    assert (copy / "saved_model.pb").read_bytes() == b"graph"
     assert env["AIP_HEALTH_ROUTE"] == "/health" and env["AIP_PREDICT_ROUTE"] == "/predict"
     assert env["AIP_DEPLOYED_MODEL_ID"] == first.deployed_model.id and env["AIP_HTTP_PORT"].isdigit()
 

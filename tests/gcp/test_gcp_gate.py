@@ -8,6 +8,7 @@ A "finished job" here is what the TF trainer leaves in the bucket: the SavedMode
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import shutil
@@ -89,15 +90,17 @@ def copy_of(job_id: str) -> list[str]:
 
 
 def test_a_first_good_job_is_scored_by_its_metrics_and_its_saved_model_copied(gcs_fake: GcsFake, job):
-    state = gate_round(
-        VertexGateProvider(), None, props(gcs_fake, job("101", {"accuracy": 0.985, "loss": 0.05}))
-    )
+    # `trained` is when the job wrote metrics.json: inside this test's own window, to the second.
+    started = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    job_props = props(gcs_fake, job("101", {"accuracy": 0.985, "loss": 0.05}))
+    written = dt.datetime.now(dt.UTC)
+    state = gate_round(VertexGateProvider(), None, job_props)
     champion = state["champion"]
     copy = f"gs://{BUCKET}/champions/tensorflow/101/"
     assert state["champion_artifact"] == champion["artifact"] == copy
     assert champion["accuracy"] == 0.985 and champion["source"] == f"{JOBS}/101"
     assert champion["metrics"] == {"training_job": f"{JOBS}/101", "accuracy": 0.985, "loss": 0.05}
-    assert champion["trained"]  # when metrics.json was written
+    assert started <= dt.datetime.fromisoformat(champion["trained"]) <= written
     assert champion["source_artifact"] == f"gs://{BUCKET}/jobs/101/model"
     assert state["challenger"]["decision"] == "promoted"
     assert champions(gcs_fake) == copy_of("101")
@@ -105,6 +108,25 @@ def test_a_first_good_job_is_scored_by_its_metrics_and_its_saved_model_copied(gc
     assert saved == b"saved_model.pb of job 101"
     # Copied server-side, object by object, with Cloud Storage's rewrite.
     assert len(gcs_fake.requests_to("POST", r"/rewriteTo/b/")) == len(SAVED_MODEL)
+
+
+def test_a_large_object_is_copied_in_as_many_rewrite_calls_as_cloud_storage_asks(gcs_fake: GcsFake, job):
+    """Cloud Storage may answer a rewrite `done: false` with a token (a large object, another key or
+    location): the copy is complete only after the calls that follow it."""
+    gcs_fake.rewrite_bytes_per_call = 8
+    gcs_fake.list_page_size = 2  # and the job's objects come in two pages
+    job_id = job("101", {"accuracy": 0.985})
+    sizes = [len(f"{name} of job {job_id}") for name in SAVED_MODEL]
+
+    state = gate_round(VertexGateProvider(), None, props(gcs_fake, job_id))
+
+    assert champions(gcs_fake) == copy_of("101")
+    for name in SAVED_MODEL:
+        copied = gcs_fake.path_of(f"{state['champion_artifact']}{name}").read_bytes()
+        assert copied == gcs_fake.path_of(f"gs://{BUCKET}/jobs/101/model/{name}").read_bytes()
+    calls = gcs_fake.requests_to("POST", r"/rewriteTo/b/")
+    assert len(calls) == sum(-(-size // 8) for size in sizes)
+    assert sum(1 for c in calls if c.query.get("rewriteToken")) == len(calls) - len(SAVED_MODEL)
 
 
 def test_a_worse_job_is_held_a_better_one_promoted_and_delete_removes_every_copy(

@@ -19,6 +19,7 @@ from infra.gcp.custom_job import VertexCustomJobProvider
 from infra.gcp.deployment import VertexDeploymentProvider
 from infra.gcp.image_build import CloudBuildImageProvider
 from infra.gcp.model import VertexModelProvider
+from infra.gcp.names import ImageRef
 
 STAND_IN_SERVER = Path(__file__).parent / "gcp_fakes" / "stand_in_server.py"
 IMAGE = "us-central1-docker.pkg.dev/mnist-test/mnist-gcp/mnist-platform:0123456789ab"
@@ -216,6 +217,9 @@ def test_a_new_model_is_deployed_before_the_old_is_undeployed_and_undeploy_comes
     second = deployments.create(deployment_props(vertex_fake, endpoint_id, second_model.id))
     live = endpoint_client(vertex_fake).get_endpoint(name=endpoint)
     assert len(live.deployed_models) == 2
+    # Each serving container runs as the serving account, not as Vertex AI's default identity.
+    serving_account = deployment_props(vertex_fake, endpoint_id, "")["service_account"]
+    assert [m.service_account for m in live.deployed_models] == [serving_account] * 2
     assert dict(live.traffic_split) == {second.outs["deployed_model_id"]: 100}
     deployments.delete(first.id, first.outs)
     models.delete(first_model.id, first_model.outs)
@@ -278,6 +282,8 @@ def test_an_image_build_pushes_the_tag_and_delete_removes_it(
     props = image_props(cloudbuild_fake, gcs_fake)
     created = provider.create(props)
     assert cloudbuild_fake.tags() == {IMAGE: created.outs["digest"]}
+    tag = registry_client(cloudbuild_fake).get_tag(name=ImageRef.parse(IMAGE).tag_name)
+    assert tag.version == f"{ImageRef.parse(IMAGE).package_name}/versions/{created.outs['digest']}"
     (build,) = cloudbuild_fake.builds.values()
     assert build.resource["images"] == [IMAGE]
     assert (
@@ -288,7 +294,6 @@ def test_an_image_build_pushes_the_tag_and_delete_removes_it(
     assert cloudbuild_fake.tags() == {}
     provider.delete(created.id, created.outs)  # gone already: fine
     assert provider.read(created.id, created.outs).id is None
-    assert registry_client(cloudbuild_fake) is not None
 
 
 def test_a_failed_build_raises_with_its_log_url(cloudbuild_fake: CloudBuildFake, gcs_fake: GcsFake) -> None:
@@ -300,12 +305,11 @@ def test_a_failed_build_raises_with_its_log_url(cloudbuild_fake: CloudBuildFake,
     assert cloudbuild_fake.tags() == {}
 
 
-def test_no_token_goes_to_a_plain_http_fake() -> None:
-    from google.auth.credentials import AnonymousCredentials
+def test_only_the_placeholder_token_goes_to_a_plain_http_fake() -> None:
+    from infra.gcp.clients import LOOPBACK_ACCESS_TOKEN, client_kwargs
 
-    from infra.gcp.clients import client_kwargs
-
-    assert isinstance(client_kwargs("http://127.0.0.1:9")["credentials"], AnonymousCredentials)
+    loopback = client_kwargs("http://127.0.0.1:9")["credentials"]
+    assert loopback.token == LOOPBACK_ACCESS_TOKEN and loopback.valid and not loopback.refresh_token
     assert "credentials" not in client_kwargs(None)  # production: Application Default Credentials
     assert "credentials" not in client_kwargs("us-central1-aiplatform.googleapis.com")
     assert json.dumps(client_kwargs(None)["transport"]) == '"rest"'

@@ -4,20 +4,26 @@ operations.
 
 The fakes speak the documented REST shapes (google.rpc.Status errors, google.longrunning.Operation),
 so the vendors' own clients (`transport="rest"`, `api_endpoint="http://127.0.0.1:P"`) accept them.
+Before any handler runs, a request must carry a bearer token (401 UNAUTHENTICATED otherwise, as Google's
+front end answers) and must be a call that Google's discovery document of the service describes, with a
+body its request schema accepts (gcp_fakes.discovery).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import json
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import unquote
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote
 
 import uvicorn
 from starlette.applications import Starlette
@@ -25,6 +31,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from gcp_fakes.discovery import Contract
 
 # google.rpc.Code names by HTTP status, as Google's front ends pair them.
 STATUS_NAMES = {
@@ -49,6 +58,25 @@ RPC_CODES = {
     "FAILED_PRECONDITION": 9,
     "INTERNAL": 13,
 }
+
+
+# Where the fakes' OAuth token endpoint answers (outside every API): processes the Vertex fake runs get an
+# `authorized_user` credentials file whose `token_uri` points here, as a real replica gets its account's
+# tokens from the metadata server.
+TOKEN_PATH = "/oauth2/v4/token"
+# The principal behind the providers' placeholder token (infra.gcp.clients.LOOPBACK_ACCESS_TOKEN): the
+# identity that runs `pulumi up`.
+DEPLOYER = "user:deployer@example.com"
+
+# Google's front end, to a request without credentials (and with a token it cannot verify).
+MISSING_CREDENTIALS = (
+    "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or "
+    "other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
+INVALID_CREDENTIALS = (
+    "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other "
+    "valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
 
 
 class ApiError(Exception):
@@ -84,6 +112,7 @@ class RecordedRequest:
     path: str
     query: dict[str, str]
     body: Any  # parsed JSON, or the raw bytes
+    token: str | None = None  # the bearer token it carried
 
     @property
     def json(self) -> dict[str, Any]:
@@ -108,6 +137,15 @@ class Call:
     query: Mapping[str, str]
     body: Any
     headers: Mapping[str, str]
+    size: int = 0  # the body's length in bytes, as received
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token of the `Authorization` header, if any."""
+        scheme, _, token = self.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return token.strip() or None
 
     @property
     def ints_for_enums(self) -> bool:
@@ -153,8 +191,16 @@ class FakeServer:
 
     A handler returns a JSON-able reply (200), a `Response`, or raises `ApiError`."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, contract: Contract | None = None) -> None:
         self.name = name
+        self.contract = contract
+        # Tokens the fake refuses as invalid (a revoked or expired one); every other bearer token is taken.
+        self.rejected_tokens: set[str] = set()
+        # Who holds which access token (the IAM model asks), and the refresh tokens of workload identities.
+        from infra.gcp.clients import LOOPBACK_ACCESS_TOKEN
+
+        self.principals: dict[str, str] = {LOOPBACK_ACCESS_TOKEN: DEPLOYER}
+        self._key_holders: dict[str, str] = {}  # client_email of a key file -> principal
         self.requests: list[RecordedRequest] = []
         self.lock = threading.RLock()
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
@@ -197,6 +243,58 @@ class FakeServer:
     @property
     def api_endpoint(self) -> str:
         return self.url
+
+    # -- identities --------------------------------------------------------------------------------
+    def principal(self, call: Call) -> str | None:
+        """The principal whose token the call carries (None: a token nobody was given)."""
+        with self.lock:
+            return self.principals.get(call.token or "")
+
+    def principal_of(self, request: RecordedRequest) -> str | None:
+        with self.lock:
+            return self.principals.get(request.token or "")
+
+    def credentials_file(self, principal: str, folder: Path) -> Path:
+        """A service account key file for `principal` (GOOGLE_APPLICATION_CREDENTIALS) whose `token_uri` is
+        this fake: google-auth signs a JWT with the key and exchanges it here for an access token of that
+        principal, as a Vertex replica gets its account's tokens (an `authorized_user` file would not do:
+        google-auth ignores its token_uri)."""
+        email = principal.removeprefix("serviceAccount:").removeprefix("user:")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{email}.json"
+        info = {
+            "type": "service_account",
+            "project_id": "mnist-test",
+            "private_key_id": "loopback-fake",
+            "private_key": _signing_key(),
+            "client_email": email,
+            "client_id": "1",
+            "token_uri": self.url + TOKEN_PATH,
+        }
+        path.write_text(json.dumps(info))
+        with self.lock:
+            self._key_holders[email] = principal
+        return path
+
+    def _token(self, call: Call) -> Response:
+        """The OAuth JWT-bearer grant: the assertion's issuer is the account whose token is asked for."""
+        import jwt
+
+        form = parse_qs(call.body.decode() if isinstance(call.body, bytes) else "")
+        assertion = (form.get("assertion") or [""])[0]
+        try:
+            issuer = str(jwt.decode(assertion, options={"verify_signature": False}).get("iss", ""))
+        except jwt.PyJWTError:
+            issuer = ""
+        principal = self._key_holders.get(issuer)
+        if principal is None:
+            return JSONResponse(
+                {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}, 400
+            )
+        token = "ya29.fake-" + secrets.token_urlsafe(24)
+        with self.lock:
+            self.principals[token] = principal
+        return JSONResponse({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
 
     # -- failure injection -------------------------------------------------------------------------
     def fail_next(
@@ -245,13 +343,27 @@ class FakeServer:
                 body = raw
         raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
         call = Call(
-            request.method, _decode_path(raw_path), dict(request.query_params), body, dict(request.headers)
+            request.method,
+            _decode_path(raw_path),
+            dict(request.query_params),
+            body,
+            dict(request.headers),
+            len(raw),
         )
         return await run_in_threadpool(self._dispatch, call)
 
     def _dispatch(self, call: Call) -> Response:
         with self.lock:
-            self.requests.append(RecordedRequest(call.method, call.path, dict(call.query), call.body))
+            self.requests.append(
+                RecordedRequest(call.method, call.path, dict(call.query), call.body, call.token)
+            )
+        if call.method == "POST" and call.path == TOKEN_PATH:
+            return self._token(call)
+        try:
+            self._front_end(call)
+        except ApiError as error:
+            return error_response(error)
+        with self.lock:
             for injected in self._injected:
                 if injected.times > 0 and injected.method == call.method and injected.path.search(call.path):
                     injected.times -= 1
@@ -265,6 +377,30 @@ class FakeServer:
                     return error_response(error)
                 return reply if isinstance(reply, Response) else JSONResponse(reply)
         return error_response(ApiError(404, f"{self.name} fake: no method {call.method} {call.path}"))
+
+    def _front_end(self, call: Call) -> None:
+        """What Google's front end refuses before the service sees a request: no credentials, a method the
+        API does not have, a body its schema does not accept."""
+        if call.token is None:
+            raise ApiError(401, MISSING_CREDENTIALS)
+        if call.token in self.rejected_tokens:
+            raise ApiError(401, INVALID_CREDENTIALS)
+        if self.contract is not None:
+            # An empty body is an empty message (its required fields are missing); media is not JSON.
+            body = {} if call.body in (b"", None) else call.body
+            self.contract.check(call.method, call.path, body, is_json=isinstance(body, (dict, list)))
+
+
+@functools.cache
+def _signing_key() -> str:
+    """One RSA key (PEM) for every key file the fakes write: only its holder's email matters to them."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 def _decode_path(raw: str) -> str:

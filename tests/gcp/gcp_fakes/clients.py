@@ -1,26 +1,37 @@
-"""The real Google clients, pointed at a fake the way the stack's providers point them."""
+"""The real Google clients, pointed at a fake the way the stack's providers point them (a placeholder
+bearer token: the fakes refuse a request without one, as Google does)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from infra.gcp.clients import LOOPBACK_ACCESS_TOKEN
 
-def client_kwargs(fake: Any) -> dict[str, Any]:
-    """`transport`, `credentials` and `client_options` for a google-cloud v1 client of `fake`."""
+
+def credentials(token: str = LOOPBACK_ACCESS_TOKEN) -> Any:
+    """Static OAuth credentials: sent as `Authorization: Bearer <token>`, never refreshed."""
+    from google.oauth2.credentials import Credentials
+
+    return Credentials(token=token)
+
+
+def client_kwargs(fake: Any, token: str | None = LOOPBACK_ACCESS_TOKEN) -> dict[str, Any]:
+    """`transport`, `credentials` and `client_options` for a google-cloud v1 client of `fake`; `token=None`
+    gives anonymous credentials (no Authorization header)."""
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
 
     return {
         "transport": "rest",
-        "credentials": AnonymousCredentials(),
+        "credentials": credentials(token) if token else AnonymousCredentials(),
         "client_options": ClientOptions(api_endpoint=fake.api_endpoint),
     }
 
 
-def job_client(fake: Any) -> Any:
+def job_client(fake: Any, token: str | None = LOOPBACK_ACCESS_TOKEN) -> Any:
     from google.cloud import aiplatform_v1
 
-    return aiplatform_v1.JobServiceClient(**client_kwargs(fake))
+    return aiplatform_v1.JobServiceClient(**client_kwargs(fake, token))
 
 
 def model_client(fake: Any) -> Any:
@@ -41,14 +52,14 @@ def prediction_client(fake: Any) -> Any:
     return aiplatform_v1.PredictionServiceClient(**client_kwargs(fake))
 
 
-def storage_client(fake: Any) -> Any:
+def storage_client(fake: Any, token: str | None = LOOPBACK_ACCESS_TOKEN) -> Any:
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
     return storage.Client(
         project="mnist-test",
-        credentials=AnonymousCredentials(),
+        credentials=credentials(token) if token else AnonymousCredentials(),
         client_options=ClientOptions(api_endpoint=fake.api_endpoint),
     )
 

@@ -3,7 +3,10 @@ Registry v1 that holds what the builds push (tags and versions of Docker images)
 
 It runs no Docker: a build is recorded with its source (the archive's member names, when the object
 is in the Cloud Storage fake), goes QUEUED -> WORKING -> SUCCESS and "pushes" its `images` (a version
-named by a digest, and the tag); or ends FAILURE when a test asks for it. Builds are long-running
+named by a digest, and the tag); or ends FAILURE when a test asks for it. As the service, it pushes only
+images that a step produced: an `images` entry that no `docker build -t/--tag` (or `docker tag`) step
+named fails the build with Cloud Build's "failed to find one or more images after execution of build
+steps". Builds are long-running
 operations (`BuildOperationMetadata`); a failed build's operation ends with an error, as the service's.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import tarfile
 import threading
@@ -51,6 +55,9 @@ _IMAGE = re.compile(
     r"(?P<location>[a-z0-9-]+)-docker\.pkg\.dev/(?P<project>[^/]+)/(?P<repository>[^/]+)/(?P<package>[^:@]+):(?P<tag>[\w.-]+)"
 )
 DEFAULT_FAILURE = 'Build step 0 "gcr.io/cloud-builders/docker" failed: step exited with non-zero status: 1'
+# Cloud Build's own words when `images` names something no step built (kubeflow/pipelines #1839).
+IMAGES_NOT_FOUND = "failed to find one or more images after execution of build steps: {images}"
+DOCKER_BUILDERS = ("gcr.io/cloud-builders/docker", "docker")
 _PROJECT = r"/v1/projects/(?P<project>[^/]+)"
 _REGIONAL = _PROJECT + r"/locations/(?P<location>[^/]+)"
 _PACKAGE = _REGIONAL + r"/repositories/(?P<repository>[^/]+)/packages/(?P<package>[^/]+)"
@@ -76,7 +83,9 @@ class CloudBuildFake(FakeServer):
     def __init__(
         self, gcs: GcsFake | None = None, project: str = "mnist-test", build_seconds: float = 0.2
     ) -> None:
-        super().__init__("cloud-build")
+        from gcp_fakes.discovery import Contract
+
+        super().__init__("cloud-build", Contract(("cloudbuild", "v1"), ("artifactregistry", "v1")))
         self.project = project
         self.project_number = PROJECT_NUMBER
         self.gcs = gcs
@@ -189,29 +198,36 @@ class CloudBuildFake(FakeServer):
                 return
             record.resource["finishTime"] = now()
             if record.fail_with is not None:
-                record.status = "FAILURE"
-                record.resource["statusDetail"] = record.fail_with
-                record.resource["failureInfo"] = {
-                    "type": 3 if call.ints_for_enums else "USER_BUILD_STEP",
-                    "detail": record.fail_with,
-                }
-                self._publish(call, record)
-                record.operation.finish(
-                    error={
-                        "code": RPC_CODES["UNKNOWN"],
-                        "message": "Build failed; check build logs for details",
-                    }
-                )
+                self._fail(call, record)
+                return
+            wanted = list(record.resource.get("images") or [])
+            built = images_built_by(record.resource.get("steps") or [])
+            unbuilt = [image for image in wanted if image not in built]
+            if unbuilt:
+                record.fail_with = IMAGES_NOT_FOUND.format(images=json.dumps(unbuilt))
+                self._fail(call, record)
                 return
             record.status = "SUCCESS"
             images = []
-            for image in record.resource.get("images") or []:
+            for image in wanted:
                 digest = "sha256:" + hashlib.sha256(f"{record.id}/{image}".encode()).hexdigest()
                 images.append({"name": image, "digest": digest})
                 self._push(image, digest)
             record.resource["results"] = {"images": images}
             self._publish(call, record)
             record.operation.finish({"@type": BUILD_TYPE + "Build", **record.resource})
+
+    def _fail(self, call: Call, record: RecordedBuild) -> None:
+        record.status = "FAILURE"
+        record.resource["statusDetail"] = record.fail_with
+        record.resource["failureInfo"] = {
+            "type": 3 if call.ints_for_enums else "USER_BUILD_STEP",
+            "detail": record.fail_with,
+        }
+        self._publish(call, record)
+        record.operation.finish(
+            error={"code": RPC_CODES["UNKNOWN"], "message": "Build failed; check build logs for details"}
+        )
 
     def _push(self, image: str, digest: str) -> None:
         m = _IMAGE.fullmatch(image)
@@ -312,3 +328,22 @@ class CloudBuildFake(FakeServer):
         )
         operation.finish()
         return operation.document(count_poll=False)
+
+
+def images_built_by(steps: list[dict[str, Any]]) -> set[str]:
+    """The image names the build's docker steps leave in the worker's local daemon: `docker build -t X`
+    / `--tag X` / `--tag=X`, and `docker tag SOURCE X`."""
+    built: set[str] = set()
+    for step in steps:
+        if step.get("name") not in DOCKER_BUILDERS:
+            continue
+        args = [str(a) for a in step.get("args") or []]
+        if args[:1] == ["build"]:
+            for i, arg in enumerate(args):
+                if arg in ("-t", "--tag") and i + 1 < len(args):
+                    built.add(args[i + 1])
+                elif arg.startswith(("-t=", "--tag=")):
+                    built.add(arg.split("=", 1)[1])
+        elif args[:1] == ["tag"] and len(args) == 3:
+            built.add(args[2])
+    return built

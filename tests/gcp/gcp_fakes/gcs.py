@@ -1,8 +1,14 @@
 """A loopback fake of the Cloud Storage JSON API over a local folder: `root/<bucket>/<object name>`.
 
-Enough for google-cloud-storage's `Client(client_options={"api_endpoint": url})` (or the documented
-`STORAGE_EMULATOR_HOST=url`) to get, list, download, upload, delete and rewrite (copy) objects. The same
+Enough for google-cloud-storage's `Client(client_options={"api_endpoint": url})` (or, in a process,
+`workload_env()`) to get, list, download, upload, delete and rewrite (copy) objects. The same
 folder stands in for Cloud Storage FUSE (`/gcs/<bucket>/...`) in the Vertex fake's training jobs.
+
+As the service does: a list answers at most `maxResults` (and at most `list_page_size`) items with a
+`nextPageToken`; a rewrite copies at most `maxBytesRewrittenPerCall` (a multiple of 1 MiB) or
+`rewrite_bytes_per_call` bytes per call and answers `done: false` with a `rewriteToken` until the copy is
+complete; the destination object exists only once it is (Cloud Storage needs several calls when source
+and destination differ in location, storage class or encryption key, as with a customer key).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import hashlib
 import json
 import mimetypes
 import re
+import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -25,11 +33,31 @@ from gcp_fakes.base import ApiError, Call, FakeServer, invalid_argument, not_fou
 _BUCKET = r"/storage/v1/b/(?P<bucket>[^/]+)"
 _OBJECT = _BUCKET + r"/o/(?P<object>.+)"
 _REWRITE = _BUCKET + r"/o/(?P<object>.+?)/rewriteTo/b/(?P<dest_bucket>[^/]+)/o/(?P<dest_object>.+)"
+MIB = 1024 * 1024
+MAX_LIST_RESULTS = 1000  # objects.list: "maxResults ... at most 1000"
+
+
+@dataclass
+class _Rewrite:
+    """A rewrite in progress: what is copied where, and how far it got."""
+
+    source: str  # bucket/name
+    destination: str
+    data: bytes
+    done_bytes: int = 0
 
 
 class GcsFake(FakeServer):
-    def __init__(self, root: Path) -> None:
-        super().__init__("cloud-storage")
+    def __init__(
+        self, root: Path, rewrite_bytes_per_call: int = 4 * MIB, list_page_size: int = MAX_LIST_RESULTS
+    ) -> None:
+        from gcp_fakes.discovery import Contract
+
+        super().__init__("cloud-storage", Contract(("storage", "v1")))
+        # Tests shrink both to make large-object rewrites and several list pages out of small test data.
+        self.rewrite_bytes_per_call = rewrite_bytes_per_call
+        self.list_page_size = list_page_size
+        self._rewrites: dict[str, _Rewrite] = {}
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.route("GET", _BUCKET, self._get_bucket)
@@ -52,6 +80,16 @@ class GcsFake(FakeServer):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return path
+
+    def workload_env(self, principal: str, folder: Path) -> dict[str, str]:
+        """The environment under which google-cloud-storage's `Client()` reaches this fake as `principal`
+        (a bearer token from its credentials file), as a Vertex replica reaches Cloud Storage as its account.
+        Not STORAGE_EMULATOR_HOST: with it the library sends no token at all."""
+        return {
+            "API_ENDPOINT_OVERRIDE": self.url,
+            "GOOGLE_APPLICATION_CREDENTIALS": str(self.credentials_file(principal, folder)),
+            "GOOGLE_CLOUD_PROJECT": "mnist-test",
+        }
 
     # -- API ---------------------------------------------------------------------------------------
     def _bucket_dir(self, bucket: str) -> Path:
@@ -109,9 +147,23 @@ class GcsFake(FakeServer):
         bucket = match["bucket"]
         folder = self._bucket_dir(bucket)
         prefix = call.query.get("prefix", "")
+        try:
+            wanted = int(call.query.get("maxResults") or MAX_LIST_RESULTS)
+        except ValueError:
+            raise invalid_argument(f"Invalid value for maxResults: {call.query['maxResults']}") from None
+        page_size = max(1, min(wanted, self.list_page_size, MAX_LIST_RESULTS))
+        # The page token is the last name of the previous page (opaque to the client, as Google's is).
+        after = _unpack_token(call.query.get("pageToken", ""))
         names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-        items = [self._resource(bucket, n, folder / n) for n in names if n.startswith(prefix)]
-        return {"kind": "storage#objects", "items": items}
+        names = [n for n in names if n.startswith(prefix) and n > after]
+        page = names[:page_size]
+        reply: dict[str, Any] = {
+            "kind": "storage#objects",
+            "items": [self._resource(bucket, n, folder / n) for n in page],
+        }
+        if len(names) > page_size:
+            reply["nextPageToken"] = _pack_token(page[-1])
+        return reply
 
     def _delete(self, call: Call, match: re.Match[str]) -> Any:
         self._object_path(match["bucket"], unquote(match["object"])).unlink()
@@ -135,21 +187,63 @@ class GcsFake(FakeServer):
         return self._resource(bucket, name, path)
 
     def _rewrite(self, call: Call, match: re.Match[str]) -> Any:
-        """objects.rewrite: the whole object in one call (`done: true`, no rewrite token), as Cloud
-        Storage answers for a small object in the same location and storage class."""
-        source = self._object_path(match["bucket"], unquote(match["object"]))
+        """objects.rewrite: up to one chunk per call; `rewriteToken` carries the copy on to the next call,
+        and only the call that copies the last byte creates the destination (`done: true`, `resource`)."""
+        source = f"{match['bucket']}/{unquote(match['object'])}"
         bucket, name = match["dest_bucket"], unquote(match["dest_object"])
+        destination = f"{bucket}/{name}"
+        chunk = self._rewrite_chunk(call)
+        token = call.query.get("rewriteToken")
+        with self.lock:
+            if token:
+                progress = self._rewrites.get(token)
+                if progress is None or (progress.source, progress.destination) != (source, destination):
+                    raise invalid_argument("The rewrite token is not valid for this source and destination.")
+                del self._rewrites[token]
+            else:
+                path = self._object_path(match["bucket"], unquote(match["object"]))
+                self._bucket_dir(bucket)
+                progress = _Rewrite(source, destination, path.read_bytes())
+            progress.done_bytes = min(len(progress.data), progress.done_bytes + chunk)
+            reply: dict[str, Any] = {
+                "kind": "storage#rewriteResponse",
+                "totalBytesRewritten": str(progress.done_bytes),
+                "objectSize": str(len(progress.data)),
+                "done": progress.done_bytes >= len(progress.data),
+            }
+            if not reply["done"]:
+                token = secrets.token_urlsafe(24)
+                self._rewrites[token] = progress
+                reply["rewriteToken"] = token
+                return reply
         path = self._bucket_dir(bucket) / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = source.read_bytes()
-        path.write_bytes(data)
-        return {
-            "kind": "storage#rewriteResponse",
-            "totalBytesRewritten": str(len(data)),
-            "objectSize": str(len(data)),
-            "done": True,
-            "resource": self._resource(bucket, name, path),
-        }
+        path.write_bytes(progress.data)
+        reply["resource"] = self._resource(bucket, name, path)
+        return reply
+
+    def _rewrite_chunk(self, call: Call) -> int:
+        given = call.query.get("maxBytesRewrittenPerCall")
+        if not given:
+            return self.rewrite_bytes_per_call
+        if not given.isdigit() or int(given) % MIB:
+            raise invalid_argument(
+                "maxBytesRewrittenPerCall must be an integral multiple of 1048576 (1 MiB)."
+            )
+        return min(int(given), self.rewrite_bytes_per_call)
+
+
+def _pack_token(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode()
+
+
+def _unpack_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except ValueError:
+        raise invalid_argument(f"Invalid page token: {token}") from None
 
 
 def _multipart(call: Call) -> tuple[str, bytes]:

@@ -5,9 +5,11 @@ command and args, with the environment Vertex AI sets (AIP_MODEL_DIR = <baseOutp
 AIP_CHECKPOINT_DIR, AIP_TENSORBOARD_LOG_DIR, CLOUD_ML_JOB_ID, CLUSTER_SPEC and TF_CONFIG with the pools
 as Vertex names them, each replica on its own loopback port). Vertex mounts buckets at /gcs/<bucket>/
 with Cloud Storage FUSE; here gs://<bucket>/ in args and env becomes <gcs_root>/<bucket>/, the same
-files the Cloud Storage fake serves. Deployments run the model's containerSpec command with the AIP_*
-serving environment (AIP_STORAGE_URI stays gs://; the process reaches the Cloud Storage fake through
-STORAGE_EMULATOR_HOST), wait for its health route, and `:predict` on the endpoint is proxied to it.
+files the Cloud Storage fake serves. Deployments copy the model's artifacts to a bucket of Vertex's own
+(as Vertex AI does; AIP_STORAGE_URI names the copy, not the user's bucket), run the model's
+containerSpec command with the AIP_* serving environment, the process reaching the Cloud Storage fake
+with a bearer token of the deployed model's service account (`GcsFake.workload_env`), wait for its
+health route, and proxy `:predict` on the endpoint to it.
 
 Replies follow the REST reference: resource names carry the project number, enums are numbers when the
 client asks `enum-encoding=int`, long-running calls return Operations.
@@ -23,6 +25,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,6 +76,9 @@ TF_TASK_TYPES = ("chief", "worker", "ps", "evaluator")
 TYPE_PREFIX = "type.googleapis.com/google.cloud.aiplatform.v1."
 PROJECT_NUMBER = "123456789012"
 STOP_GRACE_SECONDS = 10.0
+# Online prediction's request limit, 1.5 MB ("gcloud ai endpoints predict": "the payload limit size
+# (currently, 1.5MB)"); Google's front end words it so (handson-ml2 #205).
+PREDICT_PAYLOAD_LIMIT = 1572864
 
 _LOC = r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
 
@@ -132,7 +138,11 @@ class VertexFake(FakeServer):
         deploy_timeout: float = 180.0,
         queue_seconds: float = 0.0,
     ) -> None:
-        super().__init__("vertex-ai")
+        from gcp_fakes.discovery import Contract
+
+        # google-cloud-aiplatform polls operations at /ui/{name} (the first URI of the service's http rules),
+        # which the discovery document does not list: the same method as /v1/{name}.
+        super().__init__("vertex-ai", Contract(("aiplatform", "v1"), aliases={"/ui/": "/v1/"}))
         self.project = project
         self.project_number = PROJECT_NUMBER
         self.location = location
@@ -247,8 +257,6 @@ class VertexFake(FakeServer):
         body = call.json
         spec = body.get("jobSpec") or {}
         pools = spec.get("workerPoolSpecs") or []
-        if not body.get("displayName"):
-            raise invalid_argument("CustomJob.display_name is required.")
         if not pools or not pools[0]:
             raise invalid_argument("CustomJob.job_spec.worker_pool_specs[0] is required.")
         if int64(pools[0].get("replicaCount"), 1) != 1:
@@ -474,11 +482,7 @@ class VertexFake(FakeServer):
     # -- models ------------------------------------------------------------------------------------
     def _upload_model(self, call: Call, match: re.Match[str]) -> Any:
         self._check_location(match)
-        model = dict(call.json.get("model") or {})
-        if not model.get("displayName"):
-            raise invalid_argument("Model.display_name is required.")
-        if not (model.get("containerSpec") or {}).get("imageUri"):
-            raise invalid_argument("Model.container_spec.image_uri is required.")
+        model = dict(call.json.get("model") or {})  # its required fields: the discovery contract
         model_id = call.json.get("modelId") or self.new_id()
         name = self._name("models", model_id)
         with self.lock:
@@ -650,7 +654,7 @@ class VertexFake(FakeServer):
             "AIP_HTTP_PORT": str(deployed.port),
             "AIP_HEALTH_ROUTE": deployed.health_route,
             "AIP_PREDICT_ROUTE": deployed.predict_route,
-            "AIP_STORAGE_URI": model.get("artifactUri", ""),
+            "AIP_STORAGE_URI": self._copy_artifacts(model.get("artifactUri", ""), deployed.id),
             "AIP_DEPLOYED_MODEL_ID": deployed.id,
             "AIP_ENDPOINT_ID": endpoint.id,
             "AIP_MODEL_NAME": model["name"].rsplit("/", 1)[-1],
@@ -658,7 +662,7 @@ class VertexFake(FakeServer):
             "AIP_MACHINE_TYPE": deployed.resource["dedicatedResources"]["machineSpec"]["machineType"],
             "AIP_MODE": "PREDICTION",
             "AIP_FRAMEWORK": "CUSTOM_CONTAINER",
-            "STORAGE_EMULATOR_HOST": self.gcs.url,
+            **self.gcs.workload_env(self.serving_identity(deployed.resource), self.work_dir / "credentials"),
         }
         command = [*(spec.get("command") or []), *(spec.get("args") or [])]
         deployed.log_path = self.work_dir / f"deployment-{deployed.id}.log"
@@ -687,6 +691,30 @@ class VertexFake(FakeServer):
                 endpoint.traffic = {deployed.id: 100}
             endpoint.resource["updateTime"] = now()
         operation.finish({"@type": TYPE_PREFIX + "DeployModelResponse", "deployedModel": deployed.resource})
+
+    @property
+    def managed_bucket(self) -> str:
+        """The bucket Vertex AI copies a deployed model's artifacts to (its own, not the user's)."""
+        return f"vertex-ai-managed-{self.project_number}-{self.location}"
+
+    def _copy_artifacts(self, artifact_uri: str, deployed_id: str) -> str:
+        """What Vertex AI does before it starts a serving container: copy `artifactUri` (read by its
+        service agent) to a location of its own, readable by the deployed model's account; AIP_STORAGE_URI
+        names it."""
+        if not artifact_uri:
+            return ""
+        copy = f"gs://{self.managed_bucket}/deployments/{deployed_id}/artifacts"
+        source, target = self.gcs.path_of(artifact_uri), self.gcs.path_of(copy)
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        return copy
+
+    def serving_identity(self, deployed_model: dict[str, Any]) -> str:
+        """Whom a deployed model's container runs as: its `serviceAccount`, else Vertex AI's own agent."""
+        account = deployed_model.get("serviceAccount")
+        if account:
+            return f"serviceAccount:{account}"
+        return f"serviceAccount:service-{self.project_number}@gcp-sa-aiplatform-cc.iam.gserviceaccount.com"
 
     def _wait_healthy(self, deployed: _Deployed) -> str | None:
         deadline = time.monotonic() + self.deploy_timeout
@@ -750,6 +778,8 @@ class VertexFake(FakeServer):
 
     def _predict(self, call: Call, match: re.Match[str]) -> Any:
         self._check_location(match)
+        if call.size > PREDICT_PAYLOAD_LIMIT:
+            raise invalid_argument(f"Request payload size exceeds the limit: {PREDICT_PAYLOAD_LIMIT} bytes.")
         endpoint = self._endpoint(match["id"])
         with self.lock:
             if not endpoint.traffic:
