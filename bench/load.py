@@ -57,7 +57,7 @@ sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout
 
 from bench.host import cpu_description, cpu_line, package_versions  # noqa: E402
 from mnistctl.cli import serve_command  # noqa: E402
-from mnistctl.client import csv_payload, json_pixels  # noqa: E402
+from mnistctl.client import csv_payload, json_pixels, watsonx_payload  # noqa: E402
 from serving.constants import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, THREADS_ENV, Flavor  # noqa: E402
 
 S = TypeVar("S")  # a server of a group
@@ -505,7 +505,7 @@ def target_for(label: str, url: str, images: np.ndarray, name: str = NAME) -> Ta
         body = json.dumps({"instances": json_pixels(images)}).encode()
         path = f"/v1/projects/bench/locations/local/endpoints/{name}:predict"
         return Target(url, path, body, {"Content-Type": "application/json"})
-    body = json.dumps({"input_data": [{"values": json_pixels(images)}]}).encode()
+    body = json.dumps(watsonx_payload(images)).encode()
     path = f"/ml/v4/deployments/{name}/predictions?version=2024-05-01"
     return Target(url, path, body, {"Content-Type": "application/json"})
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout
 
 from bench.host import cpu_description, cpu_line, package_versions  # noqa: E402
 from mnistctl.cli import serve_command  # noqa: E402
-from mnistctl.client import csv_payload, json_pixels  # noqa: E402
+from mnistctl.client import csv_payload, json_pixels, watsonx_payload  # noqa: E402
 from serving.constants import THREADS_ENV, Flavor  # noqa: E402
 from serving.models import InferenceRequest, model_for  # noqa: E402
 
@@ -85,7 +85,7 @@ def wire_request(flavor: Flavor, images: np.ndarray) -> tuple[str, bytes, dict[s
         headers = {"Content-Type": "application/json"}
     else:
         path = f"/ml/v4/deployments/{NAME}/predictions?version=2024-05-01"
-        body = json.dumps({"input_data": [{"values": json_pixels(images)}]}).encode()
+        body = json.dumps(watsonx_payload(images)).encode()
         headers, query = {"Content-Type": "application/json"}, {"version": "2024-05-01"}
     in_process = InferenceRequest(body, headers["Content-Type"], headers.get("Accept"), query, {"name": NAME})
     return path, body, headers, in_process

@@ -26,6 +26,7 @@ from serving.constants import (
     CSV,
     JSON,
     PIXELS,
+    WATSONX_IMAGE_SHAPE,
     WATSONX_PREDICT_ROUTE,
     WATSONX_VERSION_PARAM,
     Flavor,
@@ -62,6 +63,8 @@ class Endpoint(BaseModel):
     version: str = DEFAULT_WATSONX_VERSION  # watsonx
     auth: str | None = None  # sagemaker through the aws stack's HTTP API: "iam" (SigV4) or "none" (open)
     iam_url: str | None = None  # watsonx: an IAM other than IBM Cloud's (private endpoint, test fake)
+    # watsonx: one image as the stored model declares its input (the ibm stack reads it from the ONNX file)
+    input_shape: tuple[int, ...] = WATSONX_IMAGE_SHAPE
 
     @model_validator(mode="after")
     def _cloud_needs_a_region(self) -> Endpoint:
@@ -71,6 +74,10 @@ class Endpoint(BaseModel):
             )
         if self.url is None and self.flavor is Flavor.VERTEX and not self.project:
             raise ValueError("a cloud vertex endpoint needs a project (or a url for a local server)")
+        if int(np.prod(self.input_shape)) != PIXELS:
+            raise ValueError(
+                f"input_shape {list(self.input_shape)} does not hold one 28x28 image ({PIXELS} values)"
+            )
         return self
 
     @property
@@ -186,10 +193,17 @@ def _shortest_decimals(images: np.ndarray) -> np.ndarray:
     return values.astype(str)[inverse.reshape(images.shape)]
 
 
-def json_pixels(images: np.ndarray) -> list[list[float]]:
-    """Images as nested lists for a JSON body, each pixel written exactly and briefly (0.5019608, not
-    0.501960813999176)."""
+def json_pixels(images: np.ndarray) -> list[Any]:
+    """Images (of any shape) as nested lists for a JSON body, each pixel written exactly and briefly
+    (0.5019608, not 0.501960813999176)."""
     return _shortest_decimals(images).astype(np.float64).tolist()
+
+
+def watsonx_payload(images: np.ndarray, image_shape: tuple[int, ...] = WATSONX_IMAGE_SHAPE) -> dict[str, Any]:
+    """The watsonx.ai scoring body of [N, 784] images: each image in the shape the stored model declares
+    (watsonx.ai hands `values` to onnxruntime as they are; a flat [N, 784] is refused by a [N, 1, 28, 28]
+    model), as IBM's ONNX samples send it."""
+    return {"input_data": [{"values": json_pixels(images.reshape(len(images), *image_shape))}]}
 
 
 def csv_payload(images: np.ndarray) -> bytes:
@@ -349,7 +363,7 @@ class WatsonxEndpointClient(_BatchingClient):
         response = self._session.post(
             self._url,
             params={WATSONX_VERSION_PARAM: self.endpoint.version},
-            json={"input_data": [{"values": json_pixels(images)}]},
+            json=watsonx_payload(images, self.endpoint.input_shape),
             headers=self._auth_headers(),
             timeout=REQUEST_TIMEOUT,
         )

@@ -35,6 +35,9 @@ SAGEMAKER_CONTAINER_ROUTE = "/invocations"  # what SageMaker posts to inside the
 VERTEX_PREDICT_ROUTE = "/v1/projects/{project}/locations/{location}/endpoints/{name}:predict"
 WATSONX_PREDICT_ROUTE = "/ml/v4/deployments/{name}/predictions"
 WATSONX_VERSION_PARAM = "version"  # watsonx.ai requires ?version=YYYY-MM-DD on every v4 call
+# One image as the trainer's ONNX model declares its input ([N, 1, 28, 28]): watsonx.ai hands `values` to
+# onnxruntime unreshaped, so a client sends each image in this shape (docs/serving.md).
+WATSONX_IMAGE_SHAPE = (1, IMAGE_SIDE, IMAGE_SIDE)
 
 # Media types.
 CSV = "text/csv"

@@ -359,14 +359,26 @@ class VertexTensorFlowModel(ServedModel):
 
 class WatsonxOnnxModel(ServedModel):
     """ONNX model at `OUT/model.onnx` (float32 [N, 1, 28, 28] in, 10 probabilities out) run by onnxruntime,
-    served as a watsonx.ai Runtime online deployment of an ONNX model answers the v4 scoring API."""
+    served as a watsonx.ai Runtime online deployment of an ONNX model answers the v4 scoring API.
+
+    The runtime hands `values` to onnxruntime as they are: each image must have the shape the model
+    declares for its input (1x28x28 for ours), as IBM's own ONNX samples reshape before scoring. A body
+    of any other shape is refused with onnxruntime's own words, as the service would refuse it; nothing
+    here reshapes a request."""
 
     flavor = Flavor.WATSONX
     routes = (WATSONX_PREDICT_ROUTE,)
     max_payload_bytes = WATSONX_MAX_PAYLOAD_BYTES
-    expected = (
-        '{"input_data": [{"values": [image, ...]}]} with each image 784 floats or 1x28x28 floats in [0, 1]'
-    )
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """One image as the loaded model declares it (its input's shape without the batch axis)."""
+        return self._image_shape
+
+    @property
+    def expected(self) -> str:
+        shape = "x".join(map(str, self._image_shape)) if self.ready else "the model's input shape"
+        return f'{{"input_data": [{{"values": [image, ...]}}]}} with each image {shape} floats in [0, 1]'
 
     def load(self) -> None:
         import onnxruntime
@@ -391,12 +403,12 @@ class WatsonxOnnxModel(ServedModel):
             )
         self._input_name = model_input.name
         self._input_shape = (-1, *inner)
+        self._image_shape: tuple[int, ...] = tuple(int(d) for d in inner)
         self.output_name = session.get_outputs()[0].name
         self._session = session
-        self._error_types: tuple[type[Exception], ...] = (
-            RuntimeError,
-            onnxruntime.capi.onnxruntime_pybind11_state.Fail,  # type: ignore[attr-defined]
-        )
+        state = onnxruntime.capi.onnxruntime_pybind11_state  # type: ignore[attr-defined]
+        # InvalidArgument is what the runtime raises for an input of the wrong rank, shape or type.
+        self._error_types: tuple[type[Exception], ...] = (RuntimeError, state.Fail, state.InvalidArgument)
         self.ready = True
 
     def preprocess(self, request: InferenceRequest) -> np.ndarray:
@@ -414,9 +426,35 @@ class WatsonxOnnxModel(ServedModel):
                 f"expected {self.expected}"
             )
         values = payloads.field(input_data[0], "values", self.expected)
-        return payloads.to_images(
-            values, (payloads.FLAT, payloads.CHANNEL_FIRST), "784 floats or 1x28x28 floats"
-        )
+        image = "x".join(map(str, self._image_shape)) + " floats"
+        try:
+            return payloads.to_images(values, (self._image_shape,), image)
+        except UserError as error:
+            refusal = self._runtime_refusal(values)
+            if refusal is None:  # the shape is right; the pixels are not
+                raise
+            raise UserError(
+                f"onnxruntime refused the input as the model declares it ({refusal}); each image must be "
+                f"{image} (the model's input is [N, {', '.join(map(str, self._image_shape))}])",
+                code="invalid_input",
+            ) from error
+
+    def _runtime_refusal(self, values: Any) -> str | None:
+        """What onnxruntime says when handed `values` unreshaped, or None when it would run them.
+
+        Asked of the runtime itself rather than paraphrased, so the message is the one a watsonx.ai
+        deployment of an ONNX model answers with."""
+        try:
+            array = np.asarray(values, dtype=np.float32)
+        except (ValueError, TypeError):  # ragged or not numbers: the payload check's message says so
+            return None
+        if array.size == 0:
+            return None
+        try:
+            self._session.run([self.output_name], {self._input_name: array})
+        except self._error_types as error:
+            return str(error).strip()
+        return None
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         try:

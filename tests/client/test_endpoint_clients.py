@@ -201,8 +201,11 @@ def test_watsonx_client_posts_v4_scoring_payload_with_version(httpserver: HTTPSe
     request = httpserver.log[0][0]
     assert "Authorization" not in request.headers  # a local http server gets no credentials
     (entry,) = json.loads(request.get_data())["input_data"]
-    # The pixels themselves, in order, as the shortest decimals that round-trip to the float32 values.
-    np.testing.assert_array_equal(np.asarray(entry["values"], dtype=np.float32), IMAGES)
+    # The pixels themselves, in order, as the shortest decimals that round-trip to the float32 values,
+    # each image [1][28][28] as the ONNX model declares its input (watsonx.ai does not reshape).
+    np.testing.assert_array_equal(
+        np.asarray(entry["values"], dtype=np.float32), IMAGES.reshape(len(IMAGES), 1, 28, 28)
+    )
 
 
 def test_watsonx_client_retries_503_and_reports_the_error_message_of_a_400(httpserver: HTTPServer) -> None:

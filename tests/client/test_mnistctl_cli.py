@@ -183,8 +183,9 @@ def test_predict_reads_png_files(httpserver: HTTPServer, tmp_path: Path) -> None
     sent = np.asarray(
         json.loads(httpserver.log[0][0].get_data())["input_data"][0]["values"], dtype=np.float32
     )
-    # Exactly what mnistctl.images makes of the picture: the same 784 intensities, in order.
-    np.testing.assert_array_equal(sent, read_image(tmp_path / "one.png").reshape(1, 784))
+    # Exactly what mnistctl.images makes of the picture: the same 784 intensities, in order, as the one
+    # [1][28][28] image the ONNX model declares.
+    np.testing.assert_array_equal(sent, read_image(tmp_path / "one.png").reshape(1, 1, 28, 28))
 
 
 def test_predict_against_an_unreachable_endpoint_fails_with_a_message(t10k_dir: Path) -> None:

@@ -260,7 +260,16 @@ def wire(flavor: Flavor, images: np.ndarray) -> tuple[str, bytes, dict[str, str]
         path = "/v1/projects/p/locations/l/endpoints/mnist-test:predict"
         return path, f'{{"instances": {rows}}}'.encode(), {"Content-Type": "application/json"}
     path = "/ml/v4/deployments/mnist-test/predictions?version=2024-05-01"
-    return path, f'{{"input_data": [{{"values": {rows}}}]}}'.encode(), {"Content-Type": "application/json"}
+    # Each image as the ONNX model declares its input, [1][28][28]: watsonx.ai does not reshape.
+    images_1x28x28 = "[" + ",".join(_channel_first(image) for image in images) + "]"
+    body = f'{{"input_data": [{{"values": {images_1x28x28}}}]}}'.encode()
+    return path, body, {"Content-Type": "application/json"}
+
+
+def _channel_first(image: np.ndarray) -> str:
+    """One image as JSON of shape [1][28][28], pixels written exactly."""
+    rows = (",".join(repr(float(v)) for v in image[i : i + 28]) for i in range(0, len(image), 28))
+    return "[[[" + "],[".join(rows) + "]]]"
 
 
 def assert_same_up_to_float32_rounding(batched: dict, alone: dict) -> None:

@@ -36,7 +36,8 @@ def good_request(flavor: Flavor, images: np.ndarray) -> dict[str, Any]:
         }
     if flavor is Flavor.VERTEX:
         return {"json": {"instances": images.tolist()}}
-    return {"json": {"input_data": [{"values": images.tolist()}]}}
+    # watsonx.ai hands `values` to onnxruntime unreshaped: each image as the model declares it, 1x28x28.
+    return {"json": {"input_data": [{"values": images.reshape(len(images), 1, 28, 28).tolist()}]}}
 
 
 def scores(flavor: Flavor, document: dict[str, Any]) -> np.ndarray:
@@ -176,13 +177,12 @@ def test_vertex_prediction_client_raises_not_found_for_an_unknown_endpoint(serve
         client.predict(endpoint=client.endpoint_path("demo", "us-central1", NAME), instances=[[255.0] * 784])
 
 
-@pytest.mark.parametrize("shape", [(784,), (1, 28, 28)], ids=["784-floats", "1x28x28"])
-def test_watsonx_v4_scoring_over_plain_http_gets_right_digits(server_url, held_out, shape) -> None:
+def test_watsonx_v4_scoring_over_plain_http_gets_right_digits(server_url, held_out) -> None:
     images, labels = held_out
     response = requests.post(
         server_url(Flavor.WATSONX) + f"/ml/v4/deployments/{NAME}/predictions",
         params={"version": "2024-05-01"},
-        json={"input_data": [{"values": images.reshape(len(images), *shape).tolist()}]},
+        json={"input_data": [{"values": images.reshape(len(images), 1, 28, 28).tolist()}]},
     )
     assert response.status_code == 200
     (prediction,) = response.json()["predictions"]
@@ -190,6 +190,31 @@ def test_watsonx_v4_scoring_over_plain_http_gets_right_digits(server_url, held_o
     probabilities = np.array(prediction["values"])
     assert probabilities.shape == (50, 10)
     assert accuracy(probabilities, labels) >= MIN_ACCURACY
+
+
+@pytest.mark.parametrize(
+    ("shape", "runtime_words"),
+    [
+        ((784,), "INVALID_ARGUMENT : Invalid rank for input: image Got: 2 Expected: 4"),
+        ((28, 28, 1), "Got invalid dimensions for input: image for the following indices"),
+    ],
+    ids=["784-floats", "28x28x1"],
+)
+def test_watsonx_refuses_images_not_shaped_as_the_model_declares_with_onnxruntimes_words(
+    server_url, held_out, shape, runtime_words
+) -> None:
+    """watsonx.ai hands `values` to onnxruntime as received: flat pixels for a [N, 1, 28, 28] model are
+    refused by the runtime, not reshaped for the caller."""
+    images, _ = held_out
+    response = requests.post(
+        server_url(Flavor.WATSONX) + f"/ml/v4/deployments/{NAME}/predictions",
+        params={"version": "2024-05-01"},
+        json={"input_data": [{"values": images[:2].reshape(2, *shape).tolist()}]},
+    )
+    assert response.status_code == 400
+    (error,) = response.json()["errors"]
+    assert runtime_words in error["message"]
+    assert "1x28x28" in error["message"]
 
 
 @pytest.mark.parametrize("flavor", list(Flavor))
@@ -322,7 +347,13 @@ MALFORMED: list[Case] = [
         400,
         "1x28x28",
     ),
-    (Flavor.WATSONX, "out-of-range", _watsonx(_values("[" + ZEROS.replace("0", "1.5") + "]")), 400, "[0, 1]"),
+    (
+        Flavor.WATSONX,
+        "out-of-range",
+        _watsonx(_values(json.dumps([[[[1.5] * 28] * 28]]))),
+        400,
+        "[0, 1]",
+    ),
     (
         Flavor.WATSONX,
         "unknown-deployment",

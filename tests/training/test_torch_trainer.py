@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from mnistctl.client import watsonx_payload
 from training import torch_trainer
 from training.datasets import Split
 from training.run import train_model
@@ -91,6 +92,34 @@ def test_onnx_accuracy_matches_the_reported_accuracy(
     accuracy = float(np.mean(probabilities.argmax(axis=1) == t10k_split.y_test[:256]))
     assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-6)
     assert accuracy > 0.5  # two epochs on 512 images: far above chance (0.1)
+
+
+def test_the_body_mnistctls_watsonx_client_sends_runs_unreshaped_in_onnxruntime_and_gets_the_digits(
+    trained: tuple[Path, dict, list], t10k_split: Split
+) -> None:
+    """watsonx.ai hands `values` to onnxruntime as received: the exact JSON body of mnistctl's client,
+    decoded and run with no reshape, must be what the stored model declares, and score as the trainer
+    measured."""
+    out, metrics, _ = trained
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    flat = t10k_split.x_test[:256].reshape(256, 784).astype(np.float32) / 255
+    body = json.loads(json.dumps(watsonx_payload(flat)))
+
+    (input_data,) = body["input_data"]
+    values = np.asarray(input_data["values"], dtype=np.float32)
+    probabilities = np.asarray(session.run(None, {torch_trainer.ONNX_INPUT_NAME: values})[0])
+
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == t10k_split.y_test[:256]))
+    assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-6)
+
+
+def test_a_flat_body_is_refused_by_onnxruntime_as_watsonx_would_refuse_it(
+    trained: tuple[Path, dict, list],
+) -> None:
+    session = ort.InferenceSession(str(trained[0] / "model.onnx"), providers=["CPUExecutionProvider"])
+    invalid_argument = ort.capi.onnxruntime_pybind11_state.InvalidArgument  # type: ignore[attr-defined]
+    with pytest.raises(invalid_argument, match=r"Invalid rank for input: input Got: 2 Expected: 4"):
+        session.run(None, {torch_trainer.ONNX_INPUT_NAME: np.zeros((2, 784), dtype=np.float32)})
 
 
 def test_the_clothes_network_is_exported_with_its_mirror_average(
