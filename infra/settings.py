@@ -298,9 +298,10 @@ class RuntimePlan(StrEnum):
 
 
 class HardwareSpec(StrEnum):
-    """watsonx.ai hardware specifications for online deployments of ONNX models (small to large)."""
+    """watsonx.ai hardware specifications for online deployments (small to large): the sizes IBM's
+    compute table for deployments lists (XS 1 CPU / 4 GB, S 2 / 8, M 4 / 16, L 8 / 32, XL 16 / 64).
+    The platform's list of hardware specifications holds more (XXS among them), but not for deployments."""
 
-    XXS = "XXS"
     XS = "XS"
     S = "S"
     M = "M"
@@ -314,6 +315,9 @@ KMS_KEY_CRN = re.compile(
     r"(?P<instance>[0-9a-f-]{36}):key:(?P<key>[0-9a-f-]{36})$"
 )
 IBM_API_KEY_ENVS = ("IC_API_KEY", "IBMCLOUD_API_KEY")
+# The stack name becomes part of COS bucket names (`mnist-platform-<stack>-<8 hex>`), which COS allows
+# 3-63 characters long, of lowercase letters, digits and hyphens, starting and ending with a letter or digit.
+IBM_STACK_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,37}[a-z0-9])?$")
 # Endpoint overrides (private endpoints, or the loopback fakes of the tests); production leaves them unset.
 IBM_ENDPOINT_KEYS = (
     "iam_url",
@@ -355,6 +359,18 @@ class IbmSettings(_Strict):
                 f"(crn:v1:bluemix:public:kms:<region>:a/<account>:<instance>:key:<key>), got {value!r}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _key_in_the_buckets_region(self) -> IbmSettings:
+        # A regional bucket can only be encrypted with a root key of a Key Protect (or HPCS) instance in
+        # its own region; COS refuses the bucket otherwise, after the instances are already created.
+        key = KMS_KEY_CRN.match(self.kms_key_crn or "")
+        if key is not None and key["region"] != self.region.value:
+            raise ValueError(
+                f"kmsKeyCrn names a key in {key['region']}, but the bucket is in ibm:region "
+                f"{self.region.value}: use a root key of a Key Protect instance in the same region"
+            )
+        return self
 
     @field_validator("endpoints", mode="before")
     @classmethod
@@ -606,6 +622,13 @@ def load_settings(
         region = (gcp_config.get("region") if gcp_config is not None else None) or "us-central1"
         values["gcp"] = {"project": project, "region": region, **_pick(config, _GCP_KEYS)}
     elif cloud is Cloud.IBM:
+        if not IBM_STACK_NAME.match(stack):
+            raise ValueError(
+                f"the ibm stack's name {stack!r} becomes part of its COS bucket name "
+                f"({PROJECT}-{stack}-<8 hex digits>), which COS allows only in lowercase letters, digits and "
+                "hyphens, starting and ending with a letter or digit, at most 63 characters: name the "
+                "stack with 1-39 of those (e.g. `pulumi stack init ibm-dev`)"
+            )
         region = ibm_config.get("region") if ibm_config is not None else None
         values["ibm"] = {
             **({"region": region} if region else {}),

@@ -9,14 +9,18 @@ built inside each provider method from these, never kept on the provider (it is 
 from __future__ import annotations
 
 import re
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+import httpx
 import pulumi
 import requests
 from tenacity import RetryCallState, retry, stop_after_attempt, wait_exponential
+
+from infra.dynamic import log
 
 T = TypeVar("T")
 
@@ -122,7 +126,13 @@ class Connection:
         if self.ca_file:
             extra["verify"] = self.ca_file
         credentials = Credentials(url=self.wml_url or watsonx_url(self.region), api_key=self.api_key, **extra)
-        return APIClient(credentials, space_id=space_id)
+        # A plain httpx client instead of the SDK's default, whose transport repeats any request answered
+        # 500/502/503/504 (a POST too): a create the service committed before a 5xx would be made twice,
+        # the second copy outside Pulumi's state. Retries are this module's: `retrying` for reads and
+        # deletes, `create_or_adopt` for creates.
+        verify = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+        http = httpx.Client(verify=verify, timeout=HTTP_TIMEOUT_SECONDS)
+        return APIClient(credentials, space_id=space_id, httpx_client=http)
 
     def wait(
         self,
@@ -188,7 +198,7 @@ def is_transient(error: BaseException) -> bool:
     return status_of(error) in TRANSIENT_STATUSES
 
 
-def retrying(call: Callable[[], T]) -> T:
+def retrying(call: Callable[[], T], transient: Callable[[BaseException], bool] = is_transient) -> T:
     """Run one API call, retrying with exponential backoff on 429, 5xx and dropped connections, and
     once on a 401.
 
@@ -206,7 +216,7 @@ def retrying(call: Callable[[], T]) -> T:
         if status_of(error) == 401:
             refusals += 1
             return refusals == 1
-        return is_transient(error)
+        return transient(error)
 
     @retry(
         retry=worth_retrying,
@@ -220,9 +230,65 @@ def retrying(call: Callable[[], T]) -> T:
     return attempt()
 
 
+def maybe_carried_out(error: BaseException) -> bool:
+    """A create that failed this way may have been carried out all the same: a 5xx (from a proxy, or a
+    service that committed and then failed to answer) or a connection lost before the answer."""
+    status = status_of(error)
+    if isinstance(error, requests.ConnectionError | requests.Timeout | httpx.TransportError):
+        return True
+    return status is not None and status >= 500
+
+
+def refused_before_doing_anything(error: BaseException) -> bool:
+    """A 429: the service refused before doing anything, so even a create may be sent again (a first
+    401 is retried by `retrying` whatever this says)."""
+    return status_of(error) == 429
+
+
+def create_or_adopt(what: str, create: Callable[[], str], existing: Callable[[], set[str]]) -> str:
+    """Create something once, never blindly twice; the id of what was created.
+
+    `existing()` lists the ids of what already bears the new thing's name. It is read before the first
+    attempt; when an attempt fails in a way that may have been carried out (5xx, lost connection), it
+    is read again: one new id is the copy that landed, adopted instead of created again; none, and the
+    create is sent again after a backoff. 401 and 429 are answered before anything is done, so those
+    are retried as `retrying` does."""
+    before = retrying(existing)
+    last_error: BaseException | None = None
+    for attempt in range(RETRY_ATTEMPTS):
+        try:
+            return retrying(create, transient=refused_before_doing_anything)
+        except Exception as error:
+            if not maybe_carried_out(error):
+                raise
+            last_error = error
+        landed = retrying(existing) - before
+        if len(landed) == 1:
+            (adopted,) = landed
+            log(
+                f"{what}: the create was answered {status_of(last_error) or 'with a lost connection'} but "
+                f"had landed as {adopted}; adopting it instead of creating a second copy"
+            )
+            return adopted
+        if len(landed) > 1:
+            raise IbmProviderError(
+                f"{what}: the service answered {status_of(last_error) or 'nothing'} but {len(landed)} new "
+                f"copies appeared ({', '.join(sorted(landed))}); delete all but one in the IBM Cloud console "
+                "and run `pulumi up` again"
+            )
+        time.sleep(min(30.0, 0.5 * 2**attempt))
+    assert last_error is not None
+    raise last_error
+
+
+def result_of(response: Any) -> dict[str, Any]:
+    """The JSON result of an ibm-platform-services `DetailedResponse`."""
+    return cast(dict[str, Any], response.get_result())
+
+
 def api_result(call: Callable[[], Any]) -> dict[str, Any]:
     """One ibm-platform-services call, retried like any other; its JSON result."""
-    return cast(dict[str, Any], retrying(lambda: call().get_result()))
+    return retrying(lambda: result_of(call()))
 
 
 def failure(what: str, error: BaseException, hint: str = "") -> IbmProviderError:

@@ -19,6 +19,7 @@ from infra.ibm.connection import (
     CONNECTION_KEYS,
     Connection,
     IbmProviderError,
+    create_or_adopt,
     failure,
     is_not_found,
     message_of,
@@ -42,7 +43,7 @@ class OnlineDeploymentArgs:
     model_id: pulumi.Input[str]
     """The stored model to serve: a new one replaces the deployment (new first, old deleted last)."""
     instance_type: pulumi.Input[str]
-    """Hardware specification name (XXS, XS, S, M, L, XL)."""
+    """Hardware specification name (XS, S, M, L, XL)."""
     replicas: pulumi.Input[int]
     """Nodes serving the deployment (`hardware_spec.num_nodes`)."""
     region: pulumi.Input[str]
@@ -75,17 +76,27 @@ class OnlineDeploymentProvider(ResourceProvider):
             names.TAGS: list(props.get("tags") or []),
         }
         log(f"deploying model {props['model_id']} as {props['name']} ({props['instance_type']})")
+
+        def create() -> str:
+            created = client.deployments.create(props["model_id"], meta_props=meta, background_mode=True)
+            return str(created["metadata"]["id"])
+
+        def same_name() -> set[str]:
+            found = client.deployments.get_details(get_all=True, _silent=True)
+            return {
+                str(d["metadata"]["id"])
+                for d in found.get("resources", [])
+                if d["metadata"].get("name") == props["name"]
+            }
+
         try:
-            created = retrying(
-                lambda: client.deployments.create(props["model_id"], meta_props=meta, background_mode=True)
-            )
+            deployment_id = create_or_adopt(f"creating online deployment {props['name']}", create, same_name)
         except Exception as error:
             raise failure(
                 f"creating online deployment {props['name']}",
                 error,
                 "The API key needs Editor in the space; a Lite plan allows fewer capacity-unit-hours.",
             ) from error
-        deployment_id = str(created["metadata"]["id"])
         last: dict[str, str] = {"state": "initializing"}
 
         def ready() -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import tarfile
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from infra.ibm.connection import (
     CONNECTION_KEYS,
     Connection,
     IbmProviderError,
+    create_or_adopt,
     failure,
     is_not_found,
     retrying,
@@ -34,6 +35,16 @@ from infra.ibm.connection import (
 )
 
 ONNX_SPEC = re.compile(r"^onnxruntime_opset_(?P<opset>\d+)$")
+# IBM's published pairs of ONNX software specification and model type ("Supported software
+# specifications" in the watsonx.ai Runtime docs; IBM's ONNX samples store opset 19 models as
+# onnxruntime_1.16 and opset 21 ones as onnxruntime_1.17). The service refuses any other pairing
+# ("Unsupported model type and software specification combination"), whatever newer runtime a
+# specification happens to bundle, so the type comes from here; deriving it from the bundled
+# onnxruntime is only the fallback for a specification IBM adds after this table was written.
+ONNX_MODEL_TYPES = {
+    "onnxruntime_opset_19": "onnxruntime_1.16",
+    "onnxruntime_opset_21": "onnxruntime_1.17",
+}
 UNSUPPORTED_STATES = ("retired", "constricted", "deprecated", "unsupported")
 _RUNTIME_IN_DISPLAY_NAME = re.compile(r"ONNX ?Runtime (?P<version>\d+\.\d+)", re.IGNORECASE)
 _REPLACE_KEYS = ("name", "space_id", "bucket", "archive_key", "artifact_hash", "tags")
@@ -115,9 +126,19 @@ def choose_runtime(specs: Sequence[Mapping[str, Any]], opset: int) -> Runtime:
             candidates[str(spec["metadata"]["name"])] = (int(spec_match["opset"]), spec)
     offered = ", ".join(f"{n} ({spec_state(s)})" for n, s in sorted(by_name.items()) if ONNX_SPEC.match(n))
     for _, spec in sorted(candidates.values(), key=lambda item: item[0]):
-        model_type = model_type_of(spec)
-        if model_type:
-            return Runtime(str(spec["metadata"]["asset_id"]), str(spec["metadata"]["name"]), model_type)
+        name = str(spec["metadata"]["name"])
+        model_type = ONNX_MODEL_TYPES.get(name)
+        if model_type is None:
+            model_type = model_type_of(spec)
+            if model_type is None:
+                continue
+            log(
+                f"software specification {name} is not among IBM's published ONNX pairs "
+                f"({', '.join(f'{k}: {v}' for k, v in ONNX_MODEL_TYPES.items())}); storing the model as "
+                f"{model_type}, the ONNX Runtime it includes. If watsonx.ai refuses the pair, add the "
+                "one IBM documents to ONNX_MODEL_TYPES in infra/ibm/model.py"
+            )
+        return Runtime(str(spec["metadata"]["asset_id"]), name, model_type)
     raise IbmProviderError(
         f"watsonx.ai offers no supported software specification for ONNX opset {opset} "
         f"(onnxruntime_opset_<N> with N >= {opset}); it offers: {offered or 'none'}. "
@@ -125,8 +146,19 @@ def choose_runtime(specs: Sequence[Mapping[str, Any]], opset: int) -> Runtime:
     )
 
 
-def onnx_opset(archive: Path) -> int:
-    """The default-domain opset of the model.onnx inside the archive."""
+@dataclass(frozen=True)
+class OnnxSignature:
+    """What a stored ONNX model declares: its default-domain opset and one input image's shape."""
+
+    opset: int
+    image_shape: tuple[int, ...]
+
+
+def onnx_signature(archive: Path) -> OnnxSignature:
+    """The opset and input shape (without the batch axis) of the model.onnx inside the archive.
+
+    The input shape is what a scoring request must send: watsonx.ai hands `values` to onnxruntime as
+    they are (docs/serving.md), so the stack's endpoint output carries it for the clients."""
     import onnx
 
     with tarfile.open(archive) as tar:
@@ -138,7 +170,19 @@ def onnx_opset(archive: Path) -> int:
         data = tar.extractfile(member)
         assert data is not None  # a regular member
         proto = onnx.load_model_from_string(data.read())
-    return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    initializers = {i.name for i in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise IbmProviderError(
+            f"{archive.name}: the ONNX model has {len(inputs)} inputs; expected one image input"
+        )
+    dims = inputs[0].type.tensor_type.shape.dim[1:]
+    if not dims or any(not d.HasField("dim_value") for d in dims):
+        raise IbmProviderError(
+            f"{archive.name}: the ONNX input {inputs[0].name} has no fixed image shape after the batch axis"
+        )
+    return OnnxSignature(opset, tuple(int(d.dim_value) for d in dims))
 
 
 class StoredModelProvider(ResourceProvider):
@@ -151,7 +195,8 @@ class StoredModelProvider(ResourceProvider):
                 retrying(lambda: s3.download_file(props["bucket"], props["archive_key"], str(archive)))
             except Exception as error:
                 raise failure(f"downloading cos://{props['bucket']}/{props['archive_key']}", error) from error
-            opset = onnx_opset(archive)
+            signature = onnx_signature(archive)
+            opset = signature.opset
             try:
                 client = conn.watsonx_client(space_id=str(props["space_id"]))
                 specs = retrying(lambda: client.software_specifications.get_details(state_info=True))
@@ -167,7 +212,22 @@ class StoredModelProvider(ResourceProvider):
                     f"storing model {props['name']} as {runtime.model_type} "
                     f"on {runtime.spec_name} (opset {opset})"
                 )
-                details = retrying(lambda: client.repository.store_model(model=str(archive), meta_props=meta))
+
+                def store() -> str:
+                    details = client.repository.store_model(model=str(archive), meta_props=meta)
+                    return str(details["metadata"]["id"])
+
+                def same_name() -> set[str]:
+                    found = client.repository.get_model_details(get_all=True)
+                    return {
+                        str(m["metadata"]["id"])
+                        for m in found.get("resources", [])
+                        if m["metadata"].get("name") == props["name"]
+                    }
+
+                model_id = _store_with_content(
+                    client, create_or_adopt(f"storing model {props['name']}", store, same_name), store
+                )
             except IbmProviderError:
                 raise
             except Exception as error:
@@ -176,7 +236,6 @@ class StoredModelProvider(ResourceProvider):
                     error,
                     "The API key needs Editor (or Admin) in the deployment space.",
                 ) from error
-        model_id = str(details["metadata"]["id"])
         outs = {
             **state_of(props),
             "model_id": model_id,
@@ -184,6 +243,7 @@ class StoredModelProvider(ResourceProvider):
             "software_spec": runtime.spec_name,
             "software_spec_id": runtime.spec_id,
             "opset": opset,
+            "input_shape": list(signature.image_shape),
         }
         return CreateResult(id_=model_id, outs=outs)
 
@@ -218,6 +278,18 @@ class StoredModelProvider(ResourceProvider):
             ) from error
 
 
+def _store_with_content(client: Any, model_id: str, store: Callable[[], str]) -> str:
+    """`model_id` if its content is in, else a new copy: storing is two calls (the model, then its
+    content), and a model adopted after a lost answer may hold no content yet. Such a copy cannot be
+    deployed, so it is deleted and the model stored again."""
+    details = retrying(lambda: client.repository.get_model_details(model_id))
+    if (details.get("entity") or {}).get("content_import_state") in (None, "completed"):
+        return model_id
+    log(f"model {model_id} was stored without its content; deleting it and storing the model again")
+    retrying(lambda: client.repository.delete(model_id))
+    return store()
+
+
 class StoredModel(pulumi.dynamic.Resource, module="ibm", name="Model"):
     """The ONNX model in the space's repository."""
 
@@ -226,6 +298,7 @@ class StoredModel(pulumi.dynamic.Resource, module="ibm", name="Model"):
     software_spec: pulumi.Output[str]
     software_spec_id: pulumi.Output[str]
     opset: pulumi.Output[int]
+    input_shape: pulumi.Output[list[int]]
 
     def __init__(self, name: str, args: StoredModelArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         props = {
@@ -243,5 +316,6 @@ class StoredModel(pulumi.dynamic.Resource, module="ibm", name="Model"):
             "software_spec": None,
             "software_spec_id": None,
             "opset": None,
+            "input_shape": None,
         }
         super().__init__(StoredModelProvider(), name, props, secret_key_opts(opts))

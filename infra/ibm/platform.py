@@ -36,7 +36,7 @@ from infra.local.dataset import LocalDataset, LocalDatasetArgs
 from infra.local.platform import training_code_hash
 from infra.settings import KMS_KEY_CRN, PROJECT, Framework, Settings
 from mnistctl.client import DEFAULT_WATSONX_VERSION
-from serving.constants import Flavor
+from serving.constants import WATSONX_IMAGE_SHAPE, Flavor
 
 TYPE = "mnist-platform:ibm:WatsonxPlatform"
 MODEL = Framework.PYTORCH
@@ -275,7 +275,10 @@ class WatsonxPlatform(pulumi.ComponentResource):
 
         iam_url = args.endpoints.get("iam_url")
         self.endpoints = pulumi.Output.all(
-            deployment=self.deployment.deployment_id, space=self.space.space_id, url=self.deployment.url
+            deployment=self.deployment.deployment_id,
+            space=self.space.space_id,
+            url=self.deployment.url,
+            input_shape=self.model.input_shape,
         ).apply(
             lambda o: {
                 MODEL.value: {
@@ -285,6 +288,8 @@ class WatsonxPlatform(pulumi.ComponentResource):
                     "version": DEFAULT_WATSONX_VERSION,
                     "space": o["space"],
                     "url": o["url"] or watsonx_url(args.region),
+                    # what each image of a scoring request must look like (watsonx.ai does not reshape)
+                    "input_shape": o["input_shape"] or list(WATSONX_IMAGE_SHAPE),
                     **({"iam_url": iam_url} if iam_url else {}),
                 }
             }

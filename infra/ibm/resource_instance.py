@@ -20,8 +20,10 @@ from infra.ibm.connection import (
     Connection,
     IbmProviderError,
     api_result,
+    create_or_adopt,
     failure,
     is_not_found,
+    result_of,
     retrying,
     secret_key_opts,
     update_connection,
@@ -29,6 +31,7 @@ from infra.ibm.connection import (
 
 PROVISION_TIMEOUT_SECONDS = 30 * 60
 REMOVAL_TIMEOUT_SECONDS = 10 * 60
+RECLAMATION_TIMEOUT_SECONDS = 5 * 60
 LITE_PLAN = "lite"
 _RESOURCE_GROUP_ID = re.compile(r"^[0-9a-f]{32}$")
 _REPLACE_KEYS = ("name", "service", "plan", "target", "resource_group", "tags")
@@ -70,9 +73,10 @@ class ResourceInstanceProvider(ResourceProvider):
         if props["plan"] == LITE_PLAN:
             _refuse_second_lite_instance(controller, str(props["service"]), plan_id)
         log(f"creating {props['service']} instance {props['name']} ({props['plan']} plan, {props['target']})")
-        try:
-            created = api_result(
-                lambda: controller.create_resource_instance(
+
+        def create() -> str:
+            created = result_of(
+                controller.create_resource_instance(
                     name=props["name"],
                     target=props["target"],
                     resource_group=group_id,
@@ -80,13 +84,24 @@ class ResourceInstanceProvider(ResourceProvider):
                     tags=list(props.get("tags") or []),
                 )
             )
+            return str(created["id"])
+
+        def same_name() -> set[str]:
+            listed = result_of(
+                controller.list_resource_instances(
+                    name=props["name"], resource_group_id=group_id, resource_plan_id=plan_id, limit=100
+                )
+            )
+            return {str(i["id"]) for i in listed.get("resources", [])}
+
+        try:
+            instance_id = create_or_adopt(f"creating instance {props['name']}", create, same_name)
         except Exception as error:
             raise failure(
                 f"creating the {props['service']} instance {props['name']}",
                 error,
                 "Check that the API key may create instances in the resource group (Editor on it).",
             ) from error
-        instance_id = created["id"]
         instance = conn.wait(
             f"{props['service']} instance {props['name']} to become active",
             lambda: _active_or_none(controller, instance_id),
@@ -140,7 +155,7 @@ class ResourceInstanceProvider(ResourceProvider):
             lambda: _removed_or_none(controller, id_),
             REMOVAL_TIMEOUT_SECONDS,
         )
-        _reclaim(controller, str(props.get("guid") or ""), id_)
+        _reclaim(conn, controller, str(props.get("guid") or ""), id_)
 
 
 def _plan_id(conn: Connection, service: str, plan: str) -> str:
@@ -194,9 +209,14 @@ def _resource_group_id(conn: Connection, group: str) -> str:
 
 
 def _refuse_second_lite_instance(controller: Any, service: str, plan_id: str) -> None:
-    """An account may hold one Lite instance per service (a reclaimable one counts): say which one."""
+    """An account may hold one Lite instance per service (a reclaimable one counts): say which one.
+
+    Resource Controller lists only `active` and `provisioning` instances unless `state` asks for others,
+    and a reclamation names its instance, not its plan (ibm-platform-services' `Reclamation` has no
+    plan id): so a soft-deleted Lite instance is found by listing the plan's `pending_reclamation`
+    instances, and its reclamation by that instance's GUID."""
     existing = api_result(lambda: controller.list_resource_instances(resource_plan_id=plan_id, limit=10))
-    live = [i for i in existing.get("resources", []) if i.get("state") not in ("removed",)]
+    live = existing.get("resources", [])
     if live:
         other = live[0]
         raise IbmProviderError(
@@ -205,16 +225,27 @@ def _refuse_second_lite_instance(controller: Any, service: str, plan_id: str) ->
             f"(`ibmcloud resource service-instance-delete {other.get('guid')}` and reclaim it), or set "
             "the plan to a paid one (mnist-platform:cosPlan standard / runtimePlan v2-standard)."
         )
-    pending = api_result(lambda: controller.list_reclamations())
-    for reclamation in pending.get("resources", []):
-        if reclamation.get("resource_plan_id") == plan_id and reclamation.get("state") not in (
-            _DONE_RECLAMATION_STATES
-        ):
-            raise IbmProviderError(
-                f"a deleted Lite {service} instance ({reclamation.get('resource_instance_id')}) is waiting "
-                "for reclamation and still counts as the account's one Lite instance: reclaim it with "
-                f"`ibmcloud resource reclamation-delete {reclamation.get('id')}` and run `pulumi up` again"
-            )
+    deleted = api_result(
+        lambda: controller.list_resource_instances(
+            resource_plan_id=plan_id, state="pending_reclamation", limit=10
+        )
+    )
+    for instance in deleted.get("resources", []):
+        guid = str(instance.get("guid") or instance.get("id"))
+        reclamations = api_result(lambda g=guid: controller.list_reclamations(resource_instance_id=g))
+        pending = [
+            r for r in reclamations.get("resources", []) if r.get("state") not in _DONE_RECLAMATION_STATES
+        ]
+        how = (
+            f"`ibmcloud resource reclamation-delete {pending[0]['id']}`"
+            if pending
+            else "`ibmcloud resource reclamations` and `ibmcloud resource reclamation-delete <id>`"
+        )
+        raise IbmProviderError(
+            f"a deleted Lite {service} instance, {instance.get('name')!r} ({guid}), is waiting for "
+            f"reclamation and still counts as the account's one Lite instance: reclaim it with {how} "
+            "and run `pulumi up` again"
+        )
 
 
 def _state(instance: dict[str, Any]) -> tuple[str, str]:
@@ -247,17 +278,37 @@ def _removed_or_none(controller: Any, instance_id: str) -> bool | None:
     return True if state in ("removed", "pending_reclamation") and operation != "in progress" else None
 
 
-def _reclaim(controller: Any, guid: str, instance_id: str) -> None:
-    """Purge the soft-deleted instance, so that it neither bills nor blocks a new Lite instance."""
+def _reclaim(conn: Connection, controller: Any, guid: str, instance_id: str) -> None:
+    """Purge the soft-deleted instance, so that it neither bills nor blocks a new Lite instance.
+
+    Resource Controller creates the reclamation after the delete, not with it: it is polled for up to
+    `RECLAMATION_TIMEOUT_SECONDS`, and a delete whose reclamation never shows is reported, not passed
+    over (the instance would sit soft-deleted for 7 days)."""
+
+    def pending() -> list[dict[str, Any]] | None:
+        try:
+            listed = api_result(
+                lambda: controller.list_reclamations(resource_instance_id=guid or instance_id)
+            )
+        except Exception as error:
+            raise failure(f"listing the reclamations of instance {instance_id}", error) from error
+        found = listed.get("resources", [])
+        if found:
+            return [r for r in found if r.get("state") not in _DONE_RECLAMATION_STATES]
+        return [] if _purged(controller, instance_id) else None
+
     try:
-        reclamations = api_result(
-            lambda: controller.list_reclamations(resource_instance_id=guid or instance_id)
+        reclamations = conn.wait(
+            f"the reclamation of deleted instance {instance_id}", pending, RECLAMATION_TIMEOUT_SECONDS
         )
-    except Exception as error:
-        raise failure(f"listing the reclamations of instance {instance_id}", error) from error
-    for reclamation in reclamations.get("resources", []):
-        if reclamation.get("state") in _DONE_RECLAMATION_STATES:
-            continue
+    except IbmProviderError as error:
+        raise IbmProviderError(
+            f"instance {instance_id} is deleted, but no reclamation for it appeared: it stays soft-deleted "
+            "(and a Lite one blocks a new Lite instance) for 7 days. Find it with `ibmcloud resource "
+            "reclamations` and remove it with `ibmcloud resource reclamation-delete <id>`, or run "
+            f"`pulumi destroy` again. ({error})"
+        ) from error
+    for reclamation in reclamations:
         log(f"reclaiming deleted instance {instance_id} (reclamation {reclamation['id']})")
         try:
             retrying(
@@ -270,6 +321,17 @@ def _reclaim(controller: Any, guid: str, instance_id: str) -> None:
                     error,
                     f"Reclaim it by hand: `ibmcloud resource reclamation-delete {reclamation['id']}`.",
                 ) from error
+
+
+def _purged(controller: Any, instance_id: str) -> bool:
+    """Whether a deleted instance is past reclamation (reclaimed earlier: nothing is left to reclaim)."""
+    try:
+        instance = api_result(lambda: controller.get_resource_instance(id=instance_id))
+    except Exception as error:
+        if is_not_found(error):
+            return True
+        raise failure(f"reading instance {instance_id}", error) from error
+    return instance.get("state") == "removed"
 
 
 def _outputs(instance: dict[str, Any], plan_id: str, group_id: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from infra.ibm.connection import (
     CONNECTION_KEYS,
     Connection,
     IbmProviderError,
+    create_or_adopt,
     failure,
     is_not_found,
     message_of,
@@ -82,11 +83,23 @@ class DeploymentSpaceProvider(ResourceProvider):
                 names.TAGS: list(props.get("tags") or []),
             }
             log(f"creating deployment space {props['name']}")
-            with contextlib.redirect_stdout(io.StringIO()):  # the SDK prints advice on background mode
-                details = retrying(lambda: client.spaces.store(meta_props=meta, background_mode=True))
+
+            def create() -> str:
+                with contextlib.redirect_stdout(io.StringIO()):  # the SDK prints advice on background mode
+                    details = client.spaces.store(meta_props=meta, background_mode=True)
+                return str(details["metadata"]["id"])
+
+            def same_name() -> set[str]:
+                found = client.spaces.get_details(space_name=props["name"], get_all=True)
+                return {
+                    str(space["metadata"]["id"])
+                    for space in found.get("resources", [])
+                    if (space.get("entity") or {}).get("name") == props["name"]
+                }
+
+            space_id = create_or_adopt(f"creating deployment space {props['name']}", create, same_name)
         except Exception as error:
             raise _space_failure(f"creating deployment space {props['name']}", error) from error
-        space_id = str(details["metadata"]["id"])
 
         def active() -> dict[str, Any] | None:
             current = retrying(lambda: client.spaces.get_details(space_id))

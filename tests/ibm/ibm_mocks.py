@@ -55,7 +55,8 @@ def plausible_outputs(args: MockResourceArgs) -> dict[str, Any]:
         copy = f"cos://{inputs['bucket']}/champions/{inputs['model']}/{inputs['challenger_id']}/model.tar.gz"
         return promoted_gate_outputs(inputs, copy, 0.985, {"accuracy": 0.985})
     if args.typ == MODEL:
-        return {"model_id": "model-1"}
+        # A shape unlike the default [1, 28, 28], so the test sees the model's own reach the endpoint.
+        return {"model_id": "model-1", "input_shape": [28, 28, 1]}
     if args.typ == DEPLOYMENT:
         return {"deployment_id": "deployment-1", "url": "https://us-south.ml.cloud.ibm.com"}
     return {}

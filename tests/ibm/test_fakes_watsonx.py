@@ -50,11 +50,15 @@ def store_model(
     return client.repository.get_model_id(details)
 
 
-def deploy(client: APIClient, model_id: str, background: bool = False) -> str:
+def deploy(client: APIClient, model_id: str, background: bool = False, hardware: dict | None = None) -> str:
     names = client.deployments.ConfigurationMetaNames
     details = client.deployments.create(
         model_id,
-        meta_props={names.NAME: "mnist-pytorch", names.ONLINE: {}, names.HARDWARE_SPEC: {"name": "XS"}},
+        meta_props={
+            names.NAME: "mnist-pytorch",
+            names.ONLINE: {},
+            names.HARDWARE_SPEC: hardware or {"name": "XS"},
+        },
         background_mode=background,
     )
     return client.deployments.get_id(details)
@@ -125,7 +129,7 @@ def test_software_specifications_carry_their_life_cycle(space_client: APIClient)
     ("model_type", "spec", "message"),
     [
         (ONNX_TYPE, "onnxruntime_opset_15", "retired: use onnxruntime_opset_19"),
-        ("onnxruntime_1.13", ONNX_SPEC, "not supported with software specification"),
+        ("onnxruntime_1.17", ONNX_SPEC, "Unsupported model type and software specification combination"),
     ],
 )
 def test_a_model_type_and_software_spec_must_go_together(
@@ -157,8 +161,13 @@ def test_online_deployment_serves_the_stored_model_to_both_clients(
     session = onnxruntime.InferenceSession(str(onnx_model_dir / "model.onnx"))
     expected = session.run(None, {"input": test_images.reshape(-1, 1, 28, 28)})[0]
 
-    scored = space_client.deployments.score(deployment_id, {"input_data": [{"values": test_images.tolist()}]})
+    # As IBM's ONNX samples score: each image in the shape the model declares, [1, 28, 28].
+    as_declared = test_images.reshape(-1, 1, 28, 28).tolist()
+    scored = space_client.deployments.score(deployment_id, {"input_data": [{"values": as_declared}]})
     np.testing.assert_allclose(scored["predictions"][0]["values"], expected, atol=1e-5)
+    # The runtime does not reshape: flat pixels are refused in onnxruntime's words, through the SDK too.
+    with pytest.raises(WMLClientError, match=r"Invalid rank for input: input Got: 2 Expected: 4"):
+        space_client.deployments.score(deployment_id, {"input_data": [{"values": test_images.tolist()}]})
 
     monkeypatch.setattr(endpoint_clients, "IBM_IAM_TOKEN_URL", ibm_cloud_fake.token_url)
     monkeypatch.setenv("IBMCLOUD_API_KEY", ibm_cloud_fake.api_key)
@@ -168,7 +177,8 @@ def test_online_deployment_serves_the_stored_model_to_both_clients(
     )
     probabilities = endpoint_clients.client_for(endpoint).predict(test_images)
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
-    assert len(ibm_cloud_fake.requests_to("wml", "POST", r"/predictions$")) == 3  # SDK, 429, retry
+    # the SDK twice (as declared, flat and refused), then the client: 429, retry
+    assert len(ibm_cloud_fake.requests_to("wml", "POST", r"/predictions$")) == 4
 
     server = ibm_cloud_fake.state.deployments[deployment_id].process
     with pytest.raises(WMLClientError):  # a model still deployed cannot go first
@@ -188,6 +198,27 @@ def test_a_failing_deployment_reports_its_own_message(
     assert states[1]["failure"]["errors"][0]["message"] == (
         "Deployment failed: not enough capacity for hardware spec XS."
     )
+
+
+def test_a_deployment_keeps_the_hardware_spec_and_node_count_it_was_asked_for(
+    space_client: APIClient, onnx_model_dir: Path
+) -> None:
+    model_id = store_model(space_client, onnx_model_dir)
+    deployment_id = deploy(space_client, model_id, background=True, hardware={"name": "S", "num_nodes": 3})
+    hardware = space_client.deployments.get_details(deployment_id)["entity"]["hardware_spec"]
+    assert (hardware["name"], hardware["num_nodes"]) == ("S", 3)
+
+
+@pytest.mark.parametrize(
+    ("hardware", "words"),
+    [({"name": "XXS"}, "not supported for deployments"), ({"name": "XS", "num_nodes": 0}, "num_nodes")],
+)
+def test_hardware_a_deployment_cannot_use_is_refused(
+    space_client: APIClient, onnx_model_dir: Path, hardware: dict, words: str
+) -> None:
+    model_id = store_model(space_client, onnx_model_dir)
+    with pytest.raises(WMLClientError, match=words):
+        deploy(space_client, model_id, background=True, hardware=hardware)
 
 
 def test_v4_calls_need_a_version_a_token_and_a_known_id(

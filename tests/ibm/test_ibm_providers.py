@@ -5,16 +5,19 @@ delete removes, and how they ride out 429s, expired tokens, a slow broker, and t
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fakes import ACCOUNT_ID, IbmCloudFake
+from fakes import clients as ibm
+from test_fakes_watsonx import create_space, store_model
 
 from infra.ibm import connection
 from infra.ibm.authorization import ServiceAuthorizationProvider
 from infra.ibm.bucket import CosBucketProvider
 from infra.ibm.connection import IbmProviderError
-from infra.ibm.deployment import deployment_status
+from infra.ibm.deployment import OnlineDeploymentProvider, deployment_status
 from infra.ibm.model import Runtime, choose_runtime
 from infra.ibm.resource_instance import ResourceInstanceProvider
 from infra.ibm.space import DeploymentSpaceProvider
@@ -112,6 +115,60 @@ def test_a_second_lite_instance_is_refused_naming_the_existing_one(ibm_cloud_fak
     assert "someones-lite-runtime" in str(error.value)
     assert existing["guid"] in str(error.value)
     assert not ibm_cloud_fake.requests_to("resource-controller", "POST", r"^/v2/resource_instances$")
+
+
+def test_a_soft_deleted_lite_instance_is_named_with_the_reclamation_that_frees_its_place(
+    ibm_cloud_fake: IbmCloudFake,
+):
+    deleted = ibm_cloud_fake.existing_instance("pm-20", "lite", name="deleted-last-week")
+    ibm.resource_controller(ibm_cloud_fake).delete_resource_instance(id=deleted["guid"], recursive=True)
+    (reclamation,) = ibm_cloud_fake.state.reclamations.values()
+
+    with pytest.raises(IbmProviderError, match="is waiting for reclamation") as error:
+        create_instance(ibm_cloud_fake, "pm-20", "lite")
+
+    assert "deleted-last-week" in str(error.value)
+    assert f"reclamation-delete {reclamation['id']}" in str(error.value)
+    assert not ibm_cloud_fake.requests_to("resource-controller", "POST", r"^/v2/resource_instances$")
+
+
+def test_an_instance_create_answered_503_after_it_landed_is_adopted_not_made_twice(
+    ibm_cloud_fake: IbmCloudFake,
+):
+    ibm_cloud_fake.fail_next("POST", r"^/v2/resource_instances$", 503, after_commit=True)
+    instance = create_instance(ibm_cloud_fake)
+    named = [i for i in ibm_cloud_fake.state.instances.values() if i["name"] == "mnist-platform-test-pm-20"]
+    assert [i["guid"] for i in named] == [instance["guid"]]
+    assert len(ibm_cloud_fake.requests_to("resource-controller", "POST", r"^/v2/resource_instances$")) == 1
+
+
+def test_an_instance_create_answered_503_before_it_landed_is_sent_again(ibm_cloud_fake: IbmCloudFake):
+    ibm_cloud_fake.fail_next("POST", r"^/v2/resource_instances$", 503)
+    instance = create_instance(ibm_cloud_fake)
+    assert instance["state"] == "active"
+    assert len(ibm_cloud_fake.requests_to("resource-controller", "POST", r"^/v2/resource_instances$")) == 2
+    assert len(ibm_cloud_fake.state.instances) == 1
+
+
+def test_a_reclamation_that_shows_late_is_still_reclaimed(ibm_cloud_fake: IbmCloudFake):
+    ibm_cloud_fake.slow_reclamations(listings=3)
+    instance = create_instance(ibm_cloud_fake)
+    ResourceInstanceProvider().delete(instance["id"], instance)
+    assert ibm_cloud_fake.requests_to("resource-controller", "POST", r"/v1/reclamations/.*/actions/reclaim")
+    assert instance["guid"] not in ibm_cloud_fake.state.instances
+
+
+def test_a_reclamation_that_never_shows_is_reported_not_passed_over(
+    ibm_cloud_fake: IbmCloudFake, monkeypatch: pytest.MonkeyPatch
+):
+    from infra.ibm import resource_instance
+
+    monkeypatch.setattr(resource_instance, "RECLAMATION_TIMEOUT_SECONDS", 0.5)
+    ibm_cloud_fake.slow_reclamations(listings=None)
+    instance = create_instance(ibm_cloud_fake)
+    with pytest.raises(IbmProviderError, match="no reclamation for it appeared") as error:
+        ResourceInstanceProvider().delete(instance["id"], instance)
+    assert "ibmcloud resource reclamations" in str(error.value)
 
 
 def test_instance_delete_also_purges_the_reclamation(ibm_cloud_fake: IbmCloudFake):
@@ -277,6 +334,17 @@ def test_space_waits_until_active_and_delete_removes_it(ibm_cloud_fake: IbmCloud
     DeploymentSpaceProvider().delete(created.id, {**props, **(created.outs or {})})  # already gone
 
 
+def test_a_space_create_answered_502_after_it_landed_is_adopted_not_made_twice(
+    ibm_cloud_fake: IbmCloudFake,
+):
+    cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
+    runtime = create_instance(ibm_cloud_fake)
+    ibm_cloud_fake.fail_next("POST", r"^/v2/spaces$", 502, after_commit=True)
+    created = DeploymentSpaceProvider().create(space_props(ibm_cloud_fake, cos, runtime))
+    assert list(ibm_cloud_fake.state.spaces) == [created.id]
+    assert len(ibm_cloud_fake.requests_to("platform", "POST", r"^/v2/spaces$")) == 1
+
+
 def test_space_creation_without_a_user_profile_says_how_to_get_one(ibm_cloud_fake: IbmCloudFake):
     cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
     runtime = create_instance(ibm_cloud_fake)
@@ -324,13 +392,37 @@ def test_a_deprecated_spec_is_followed_to_its_replacement():
         ),
         spec("onnxruntime_opset_21", "1.20.1"),
     ]
-    assert choose_runtime(specs, 19).model_type == "onnxruntime_1.20"
+    # IBM's published pair for opset 21, not the newer runtime the specification happens to bundle
+    assert choose_runtime(specs, 19).model_type == "onnxruntime_1.17"
     retired_without_replacement = [spec("onnxruntime_opset_19", "1.16.3", {"retired": {}})]
     with pytest.raises(
         IbmProviderError, match=r"no supported software specification for ONNX opset 19"
     ) as error:
         choose_runtime(retired_without_replacement, 19)
     assert "onnxruntime_opset_19 (retired)" in str(error.value)
+
+
+def test_the_model_type_is_ibms_published_pair_whatever_runtime_the_spec_bundles(
+    messages: list[str],
+) -> None:
+    """A specification updated to bundle a newer onnxruntime still takes the model type IBM pairs it with;
+    a type derived from the bundle (onnxruntime_1.18) would be refused as an unsupported combination."""
+    assert choose_runtime([spec("onnxruntime_opset_19", "1.18.0")], 19).model_type == "onnxruntime_1.16"
+    assert not messages
+    # A specification newer than the table: the type is derived from its runtime, and the log says so.
+    assert choose_runtime([spec("onnxruntime_opset_23", "1.22.1")], 19).model_type == "onnxruntime_1.22"
+    (logged,) = messages
+    assert "onnxruntime_opset_23 is not among IBM's published ONNX pairs" in logged
+
+
+@pytest.fixture
+def messages(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the ibm model provider sends to the Pulumi log."""
+    from infra.ibm import model
+
+    sent: list[str] = []
+    monkeypatch.setattr(model, "log", sent.append)
+    return sent
 
 
 def test_a_failed_deployment_is_described_by_its_own_messages():
@@ -345,3 +437,35 @@ def test_a_failed_deployment_is_described_by_its_own_messages():
     }
     assert deployment_status(details) == ("failed", "not enough capacity; scale the hardware spec down")
     assert deployment_status({"entity": {"status": {"state": "ready"}}}) == ("ready", "")
+
+
+# -- online deployment ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_deployment_answered_503_after_it_landed_is_adopted_with_the_nodes_it_asked_for(
+    ibm_cloud_fake: IbmCloudFake, runtime_instances: tuple[dict, dict], onnx_model_dir: Path
+):
+    client = ibm.watsonx(ibm_cloud_fake)
+    space_id = create_space(client, *runtime_instances)
+    client.set.default_space(space_id)
+    props = {
+        "name": "mnist-platform-test-pytorch",
+        "space_id": space_id,
+        "model_id": store_model(client, onnx_model_dir),
+        "instance_type": "S",
+        "min_replicas": 2,
+        "max_replicas": 2,
+        "tags": ["project:mnist-platform", "stack:test"],
+        **common(ibm_cloud_fake),
+    }
+    ibm_cloud_fake.fail_next("POST", r"^/ml/v4/deployments$", 503, after_commit=True)
+
+    created = OnlineDeploymentProvider().create(props)
+
+    assert list(ibm_cloud_fake.state.deployments) == [created.id]
+    assert len(ibm_cloud_fake.requests_to("wml", "POST", r"^/ml/v4/deployments$")) == 1
+    hardware = ibm_cloud_fake.state.deployments[created.id].document["entity"]["hardware_spec"]
+    assert (hardware["name"], hardware["num_nodes"]) == ("S", 2)
+    OnlineDeploymentProvider().delete(created.id, {**props, **(created.outs or {})})
+    assert not ibm_cloud_fake.state.deployments

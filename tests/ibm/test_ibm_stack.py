@@ -176,6 +176,8 @@ def test_outputs_follow_the_contract_every_stack_exports(run: StackRun):
             "version": "2024-05-01",
             "space": "space-1",
             "url": "https://us-south.ml.cloud.ibm.com",
+            # the stored model's declared input (read from its ONNX file), for the clients to send
+            "input_shape": [28, 28, 1],
         }
     }
     bucket = run.one(BUCKET).outputs["bucket"]
@@ -248,6 +250,13 @@ def test_without_an_api_key_the_program_says_where_to_set_one(
     ("override", "message"),
     [
         ({"hardwareSpec": "XXL"}, "mnist-platform:hardwareSpec"),
+        # in the platform's list of hardware specifications, but not among the sizes IBM lists for deployments
+        ({"hardwareSpec": "XXS"}, "mnist-platform:hardwareSpec"),
+        # a bucket in us-south cannot be encrypted with a root key of a Key Protect instance in eu-de
+        (
+            {"kmsKeyCrn": KMS_KEY_CRN.replace(":us-south:", ":eu-de:")},
+            "names a key in eu-de, but the bucket is in",
+        ),
         ({"runtimePlan": "standard"}, "mnist-platform:runtimePlan"),
         ({"ibm:region": "us-east"}, "ibm:region"),
         ({"kmsKeyCrn": "not-a-crn"}, "mnist-platform:kmsKeyCrn"),
@@ -257,6 +266,23 @@ def test_without_an_api_key_the_program_says_where_to_set_one(
 def test_bad_config_names_the_key(tmp_path: Path, t10k_dir: Path, override: dict[str, Any], message: str):
     with pytest.raises(ValueError, match=message):
         run_ibm(tmp_path, t10k_dir, override)
+
+
+@pytest.mark.parametrize("stack", ["IBM-dev", "ibm_dev", "-ibm", "x" * 40])
+def test_a_stack_name_no_cos_bucket_name_can_hold_is_refused_before_any_call(
+    tmp_path: Path, t10k_dir: Path, stack: str
+):
+    config = {"cloud": "ibm", "ibm:apiKey": API_KEY, "dataset": "mnist-t10k", "dataDir": str(t10k_dir)}
+    with pytest.raises(ValueError, match=r"lowercase letters, digits and hyphens") as error:
+        run_stack(stack, {**config, "localRoot": str(tmp_path / "work")}, outputs=plausible_outputs)
+    assert repr(stack) in str(error.value)
+
+
+def test_the_longest_stack_name_still_gives_a_valid_bucket_name(tmp_path: Path, t10k_dir: Path):
+    stack = "a" * 39
+    config = {"cloud": "ibm", "ibm:apiKey": API_KEY, "dataset": "mnist-t10k", "dataDir": str(t10k_dir)}
+    run = run_stack(stack, {**config, "localRoot": str(tmp_path / "work")}, outputs=plausible_outputs)
+    assert len(f"{run.one(BUCKET).props['prefix']}-0123abcd") == 63
 
 
 def test_the_trainer_gets_the_datasets_preset(run: StackRun, tmp_path: Path, t10k_dir: Path) -> None:

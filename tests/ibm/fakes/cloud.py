@@ -122,11 +122,15 @@ class IbmCloudFake:
         *,
         service: str | None = None,
         headers: dict[str, str] | None = None,
+        after_commit: bool = False,
     ) -> None:
         """The next `times` requests `method` whose path matches `path_regex` (of `service`, else any)
-        answer `status` with the service's error shape, before anything else happens."""
+        answer `status` with the service's error shape, before anything else happens; or, with
+        `after_commit`, after the request was carried out (the create landed, its answer was lost)."""
         self.state.add_failure(
-            InjectedFailure(method.upper(), re.compile(path_regex), status, times, service, headers or {})
+            InjectedFailure(
+                method.upper(), re.compile(path_regex), status, times, service, headers or {}, after_commit
+            )
         )
 
     def slow_provisioning(self, polls: int = 2, space_polls: int | None = None) -> None:
@@ -141,6 +145,10 @@ class IbmCloudFake:
     def short_token_expiry(self, seconds: int = 3) -> None:
         """IAM issues tokens that expire after `seconds` (IBM's last an hour)."""
         self.state.scenario.token_lifetime_seconds = seconds
+
+    def slow_reclamations(self, listings: int | None = 2) -> None:
+        """A deleted instance's reclamation shows only after `listings` listings (None: never)."""
+        self.state.scenario.reclamation_lists_before_visible = listings
 
     def missing_user_profile(self, missing: bool = True) -> None:
         """The caller is a first-time user without a data-platform profile: creating a space fails."""

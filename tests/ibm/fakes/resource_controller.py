@@ -26,6 +26,11 @@ LITE_LIMIT_MESSAGE = (
 class ResourceControllerService(FakeService):
     name = "resource-controller"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # reclamation id -> listings left before it shows (None: never), set when an instance is deleted
+        self._hidden_reclamations: dict[str, int | None] = {}
+        super().__init__(*args, **kwargs)
+
     def routes(self) -> None:
         rule = self.app.add_url_rule
         rule("/v2/resource_instances", view_func=self.create_instance, methods=["POST"])
@@ -225,6 +230,7 @@ class ResourceControllerService(FakeService):
                 last_operation=_operation("delete", "pending_reclamation"),
             )
             rid = new_guid()
+            self._hidden_reclamations[rid] = self.state.scenario.reclamation_lists_before_visible
             self.state.reclamations[rid] = {
                 "id": rid,
                 "entity_id": instance["guid"],
@@ -254,9 +260,21 @@ class ResourceControllerService(FakeService):
         }
         with self.state.lock:
             found = [
-                r for r in self.state.reclamations.values() if all(r.get(k) == v for k, v in filters.items())
+                r
+                for r in self.state.reclamations.values()
+                if all(r.get(k) == v for k, v in filters.items()) and self._visible(r["id"])
             ]
         return jsonify({"resources": found})
+
+    def _visible(self, rid: str) -> bool:
+        """Whether a reclamation shows in a listing yet (it counts one listing down while it does not)."""
+        hidden = self._hidden_reclamations.get(rid, 0)
+        if hidden is None:
+            return False
+        if hidden > 0:
+            self._hidden_reclamations[rid] = hidden - 1
+            return False
+        return True
 
     def reclamation_action(self, rid: str, action: str) -> Response:
         claims = self.require_token()

@@ -49,6 +49,9 @@ class InjectedFailure:
     times: int
     service: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    after_commit: bool = False
+    """Answer `status` only after the request was carried out (a 5xx from a proxy or a timeout after the
+    service committed): what makes a blind retry of a create make a second copy."""
 
 
 class IbmApiError(Exception):
@@ -79,6 +82,7 @@ class FakeService:
         self.state = state
         self.app = Flask(f"ibm-fake-{self.name}")
         self.app.before_request(self._record_and_inject)
+        self.app.after_request(self._fail_after_commit)
         self.app.register_error_handler(IbmApiError, self.error_response)
         self.app.register_error_handler(HTTPException, self._http_error)
         self.routes()
@@ -132,9 +136,16 @@ class FakeService:
                 body=body,
             )
         )
-        failure = self.state.take_failure(self.name, request.method, request.path)
-        if failure is None:
-            return None
+        failure = self.state.take_failure(self.name, request.method, request.path, after_commit=False)
+        return None if failure is None else self._injected(failure)
+
+    def _fail_after_commit(self, response: Response) -> Response:
+        if response.status_code >= 400:
+            return response
+        failure = self.state.take_failure(self.name, request.method, request.path, after_commit=True)
+        return response if failure is None else self._injected(failure)
+
+    def _injected(self, failure: InjectedFailure) -> Response:
         response = self.error_response(
             IbmApiError(
                 failure.status, _status_code_name(failure.status), f"injected failure {failure.status}"

@@ -3,8 +3,9 @@ data platform host, where ibm-watsonx-ai 1.8 reads them).
 
 The list is shaped like the service's: base specifications with a `metadata.life_cycle` map (state ->
 since, plus `replacement_name` for an outdated one). It holds the ONNX specs the ibm stack chooses from
-(`onnxruntime_opset_19`, supported, for model type `onnxruntime_1.16`; `onnxruntime_opset_17`, deprecated in
-favour of it; `onnxruntime_opset_15`, retired) and a few Python runtimes beside them. The ids are stable
+(`onnxruntime_opset_19`, supported, for model type `onnxruntime_1.16`; `onnxruntime_opset_21` for
+`onnxruntime_1.17`, IBM's published pairs; `onnxruntime_opset_17`, deprecated in favour of opset 19;
+`onnxruntime_opset_15`, retired) and a few Python runtimes beside them. The ids are stable
 made-up UUIDs: a stack must look specs up by name.
 """
 
@@ -19,6 +20,11 @@ SOFTWARE_SPECS: dict[str, tuple[dict[str, Any], tuple[str, ...], dict[str, str]]
         {"available": {"since": "5.0"}, "supported": {"since": "5.0"}},
         ("onnxruntime_1.16",),
         {"onnxruntime": "1.16.3", "onnx": "1.16.0"},
+    ),
+    "onnxruntime_opset_21": (
+        {"available": {"since": "5.1"}, "supported": {"since": "5.1"}},
+        ("onnxruntime_1.17",),
+        {"onnxruntime": "1.17.3", "onnx": "1.17.0"},
     ),
     "onnxruntime_opset_17": (
         {"deprecated": {"since": "5.1"}, "replacement_name": "onnxruntime_opset_19"},
@@ -42,7 +48,9 @@ SOFTWARE_SPECS: dict[str, tuple[dict[str, Any], tuple[str, ...], dict[str, str]]
     ),
 }
 
-HARDWARE_SPECS: dict[str, tuple[str, str]] = {  # name -> (CPU units, memory)
+# Hardware specifications a deployment may use: the sizes IBM's compute table for deployments lists.
+DEPLOYMENT_SIZES = frozenset({"XS", "S", "M", "L", "XL"})
+HARDWARE_SPECS: dict[str, tuple[str, str]] = {  # name -> (CPU units, memory); XXS is not for deployments
     "XXS": ("1", "2Gi"),
     "XS": ("1", "4Gi"),
     "S": ("2", "8Gi"),

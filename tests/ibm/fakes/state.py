@@ -38,6 +38,9 @@ class Scenario:
     token_lifetime_seconds: int = 3600
     # The caller has no data-platform user profile yet (a first-time user): spaces cannot be created.
     user_profile_missing: bool = False
+    # Reclamation listings of a deleted instance that still come back empty: Resource Controller opens
+    # the reclamation after the delete, not with it. None: it never appears.
+    reclamation_lists_before_visible: int | None = 0
 
 
 def now_iso() -> str:
@@ -132,10 +135,14 @@ class CloudState:
         with self.lock:
             self.requests.append(entry)
 
-    def take_failure(self, service: str, method: str, path: str) -> InjectedFailure | None:
+    def take_failure(
+        self, service: str, method: str, path: str, *, after_commit: bool
+    ) -> InjectedFailure | None:
         with self.lock:
             for failure in self.failures:
                 if failure.service not in (None, service) or failure.method.upper() != method.upper():
+                    continue
+                if failure.after_commit != after_commit:
                     continue
                 if failure.path.search(path) and failure.times > 0:
                     failure.times -= 1

@@ -31,6 +31,7 @@ from serving.constants import Flavor
 
 from .server import FakeService, IbmApiError
 from .specs import (
+    DEPLOYMENT_SIZES,
     SOFTWARE_SPECS,
     hardware_by_id_or_name,
     hardware_id,
@@ -125,8 +126,8 @@ class WmlService(FakeService):
             raise IbmApiError(
                 400,
                 "invalid_model_type",
-                f"Model type {body['type']} is not supported with software specification {spec_name}; "
-                f"it runs {', '.join(model_types)}.",
+                f"Unsupported model type and software specification combination: {body['type']} with "
+                f"{spec_name} (which runs {', '.join(model_types)}).",
             )
         model_id = new_guid()
         stamp = now_iso()
@@ -232,6 +233,20 @@ class WmlService(FakeService):
             raise IbmApiError(
                 400, "invalid_hardware_specification", f"hardware_spec {spec_ref} does not exist"
             )
+        if hardware not in DEPLOYMENT_SIZES:
+            raise IbmApiError(
+                400,
+                "invalid_hardware_specification",
+                f"Hardware specification {hardware} is not supported for deployments; use one of "
+                f"{', '.join(sorted(DEPLOYMENT_SIZES))}.",
+            )
+        num_nodes = spec_ref.get("num_nodes", 1)
+        if not isinstance(num_nodes, int) or isinstance(num_nodes, bool) or num_nodes < 1:
+            raise IbmApiError(
+                400,
+                "invalid_hardware_specification",
+                f"num_nodes must be a positive integer, got {num_nodes!r}",
+            )
         with self.state.lock:
             space = self._space(space_id)
             if space["entity"]["status"]["state"] != "active":
@@ -265,7 +280,7 @@ class WmlService(FakeService):
                 "entity": {
                     "asset": {"id": asset_id, "rev": "1"},
                     "online": body.get("online") or {},
-                    "hardware_spec": {"id": hardware_id(hardware), "name": hardware, "num_nodes": 1},
+                    "hardware_spec": {"id": hardware_id(hardware), "name": hardware, "num_nodes": num_nodes},
                     "deployed_asset_type": "model",
                     "space_id": space_id,
                     "status": {
