@@ -4,6 +4,7 @@ constraint, Key Protect headers and their authorization, the owning instance) is
 from __future__ import annotations
 
 import pytest
+import requests
 from fakes import ACCOUNT_ID, IbmCloudFake
 from fakes import clients as ibm
 from ibm_botocore.exceptions import ClientError
@@ -176,3 +177,56 @@ def test_copy_object_copies_body_and_metadata_and_a_missing_source_is_no_such_ke
             Bucket="mnist-copy", Key="x", CopySource={"Bucket": "mnist-copy", "Key": "models/none"}
         )
     assert error_code(missing) == "NoSuchKey"
+
+
+def raw_cos_request(fake: IbmCloudFake, method: str, path: str, body: bytes) -> requests.Response:
+    """A request no SDK would build (the SDKs validate first), with a valid IAM token."""
+    token = ibm.authenticator(fake).token_manager.get_token()
+    return requests.request(
+        method, f"{fake.cos_url}{path}", data=body, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "code", "words"),
+    [
+        ("POST", "/mnist-x?delete", b"<Delete><Object><Kee>a</Kee></Object></Delete>", "MalformedXML", "Kee"),
+        ("POST", "/mnist-x?delete", b"<Delete><Quiet>true</Quiet></Delete>", "MalformedXML", "needs Objects"),
+        ("POST", "/mnist-x?delete", b"", "MissingRequestBodyError", "Delete"),
+        (
+            "PUT",
+            "/mnist-x?versioning",
+            b"<VersioningConfiguration><Status>On</Status></VersioningConfiguration>",
+            "InvalidArgument",
+            "Enabled, Suspended",
+        ),
+        ("PATCH", "/mnist-x", b"", "MethodNotAllowed", "PATCH"),
+    ],
+    ids=["unknown-element", "missing-required-element", "missing-body", "bad-enum", "no-such-operation"],
+)
+def test_requests_ibm_botocores_s3_model_refuses_are_refused_in_s3s_words(
+    ibm_cloud_fake: IbmCloudFake,
+    cos_instance: dict,
+    method: str,
+    path: str,
+    body: bytes,
+    code: str,
+    words: str,
+) -> None:
+    ibm.cos(ibm_cloud_fake, cos_instance["guid"]).create_bucket(Bucket="mnist-x")
+    reply = raw_cos_request(ibm_cloud_fake, method, path, body)
+    assert reply.status_code in (400, 405)
+    assert f"<Code>{code}</Code>" in reply.text
+    assert words in reply.text
+
+
+def test_delete_objects_takes_at_most_a_thousand_keys(
+    ibm_cloud_fake: IbmCloudFake, cos_instance: dict
+) -> None:
+    s3 = ibm.cos(ibm_cloud_fake, cos_instance["guid"])
+    s3.create_bucket(Bucket="mnist-many")
+    keys = [{"Key": f"k{i}"} for i in range(1001)]
+    with pytest.raises(ClientError) as refused:
+        s3.delete_objects(Bucket="mnist-many", Delete={"Objects": keys})
+    assert error_code(refused) == "MalformedXML"
+    assert s3.delete_objects(Bucket="mnist-many", Delete={"Objects": keys[:1000]})["Deleted"]

@@ -274,6 +274,27 @@ def test_bucket_is_created_in_its_location_and_deleted_with_its_objects(ibm_clou
     CosBucketProvider().delete(name, {**props, **(created.outs or {})})  # already gone
 
 
+def test_a_versioned_bucket_is_emptied_of_every_version_and_delete_marker_before_it_goes(
+    ibm_cloud_fake: IbmCloudFake,
+):
+    cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
+    props = bucket_props(ibm_cloud_fake, cos)
+    created = CosBucketProvider().create(props)
+    s3 = connection.Connection.of(props).cos_client()
+    # Someone turned versioning on (a retention rule, a console click): deletes now leave versions behind.
+    s3.put_bucket_versioning(Bucket=created.id, VersioningConfiguration={"Status": "Enabled"})
+    for body in (b"first", b"second"):
+        s3.put_object(Bucket=created.id, Key="models/a/model.tar.gz", Body=body)
+    s3.delete_object(Bucket=created.id, Key="models/a/model.tar.gz")
+    listed = s3.list_object_versions(Bucket=created.id)
+    assert (len(listed["Versions"]), len(listed["DeleteMarkers"])) == (2, 1)
+    assert not s3.list_objects_v2(Bucket=created.id).get("Contents")  # the plain listing sees nothing
+
+    CosBucketProvider().delete(created.id, {**props, **(created.outs or {})})
+
+    assert created.id not in ibm_cloud_fake.state.buckets
+
+
 def test_bucket_with_a_root_key_after_the_authorization_cos_reads_keys(ibm_cloud_fake: IbmCloudFake):
     cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
     authorization = {

@@ -1,5 +1,11 @@
 """Cloud Object Storage's S3 API (s3.<region>.cloud-object-storage.appdomain.cloud), path-style.
 
+Every request is first checked against ibm_botocore's S3 service model (`s3_model.py`): its operation,
+required members, XML payload elements and enum values; a refusal is S3's XML error. Versioning is
+modelled (PutBucketVersioning; a versioned bucket keeps older versions and delete markers, which
+ListObjectVersions lists and DeleteObject/DeleteObjects with a VersionId remove); DeleteObjects takes at
+most 1,000 keys, as S3 documents.
+
 What moto does not check and COS does: the OAuth bearer token (`Config(signature_version="oauth")`),
 the `ibm-service-instance-id` a bucket is created in (an active COS instance of the fake Resource
 Controller), the location constraint (`<region>-<storage class>` of this endpoint's region), and the Key
@@ -21,6 +27,7 @@ from xml.etree import ElementTree
 from flask import Response, request
 
 from .iam import authorizes
+from .s3_model import ModelViolation, check_request
 from .server import FakeService, IbmApiError
 from .state import Bucket, StoredObject
 
@@ -30,6 +37,7 @@ KP_ALGORITHM_HEADER = "ibm-sse-kp-encryption-algorithm"
 KP_ROOT_KEY_HEADER = "ibm-sse-kp-customer-root-key-crn"
 SERVICE_INSTANCE_HEADER = "ibm-service-instance-id"
 COPY_SOURCE_HEADER = "x-amz-copy-source"
+MAX_KEYS_PER_DELETE = 1000  # DeleteObjects, as S3 documents it (the service model sets no maximum)
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 ROOT_KEY_CRN = re.compile(
     r"^crn:v1:bluemix:public:(kms|hs-crypto):([a-z-]+):a/([0-9a-f]+):([0-9a-f-]+):key:([0-9a-f-]+)$"
@@ -53,6 +61,7 @@ class CosService(FakeService):
     region = "us-south"
 
     def routes(self) -> None:
+        self.app.before_request(self._check_against_the_service_model)
         rule = self.app.add_url_rule
         rule("/", view_func=self.list_buckets, methods=["GET"])
         rule("/<bucket>", view_func=self.bucket, methods=["GET", "PUT", "HEAD", "DELETE", "POST"])
@@ -72,6 +81,17 @@ class CosService(FakeService):
             ElementTree.SubElement(root, tag).text = text
         body = b"" if request.method == "HEAD" else _xml(root)
         return Response(body, status=error.status, content_type="application/xml")
+
+    def _check_against_the_service_model(self) -> None:
+        self._authorize()  # S3 answers a request without credentials 403 before it reads it
+        try:
+            check_request(
+                request.method, request.path, request.args, dict(request.headers), request.get_data()
+            )
+        except ModelViolation as violation:
+            raise S3Error(
+                400 if violation.code != "MethodNotAllowed" else 405, violation.code, violation.message
+            ) from None
 
     def _authorize(self) -> None:
         header = request.headers.get("Authorization", "")
@@ -103,7 +123,7 @@ class CosService(FakeService):
     def bucket(self, bucket: str) -> Response:
         self._authorize()
         method = request.method
-        if method == "PUT":
+        if method == "PUT" and "versioning" not in request.args:
             return self._create_bucket(bucket)
         with self.state.lock:
             found = self.state.buckets.get(bucket)
@@ -115,12 +135,16 @@ class CosService(FakeService):
                     headers["ibm-sse-kp-crk-id"] = found.kp_root_key_crn
                 return Response(b"", headers=headers)
             if method == "DELETE":
-                if found.objects:
+                if found.objects or found.noncurrent:
                     raise S3Error(409, "BucketNotEmpty", "The bucket you tried to delete is not empty.")
                 del self.state.buckets[bucket]
                 return Response(b"", status=204)
             if method == "POST" and "delete" in request.args:
                 return self._delete_objects(found)
+            if method == "PUT" and "versioning" in request.args:
+                return self._put_versioning(found)
+            if method == "GET" and "versions" in request.args:
+                return self._list_versions(found)
             if method == "GET" and "location" in request.args:
                 root = ElementTree.Element("LocationConstraint", xmlns=S3_NS)
                 root.text = found.location_constraint
@@ -265,15 +289,60 @@ class CosService(FakeService):
         return Response(_xml(root), content_type="application/xml")
 
     def _delete_objects(self, bucket: Bucket) -> Response:
-        try:
-            document = ElementTree.fromstring(request.get_data())
-        except ElementTree.ParseError as error:
-            raise S3Error(400, "MalformedXML", f"Delete is not valid XML: {error}") from None
+        document = ElementTree.fromstring(request.get_data())  # well-formed: the model check parsed it
+        entries = [e for e in document if e.tag.rsplit("}", 1)[-1] == "Object"]
+        if len(entries) > MAX_KEYS_PER_DELETE:
+            raise S3Error(
+                400,
+                "MalformedXML",
+                f"The XML you provided was not well-formed or did not validate against our published schema "
+                f"(DeleteObjects takes at most {MAX_KEYS_PER_DELETE} keys; got {len(entries)})",
+            )
         root = ElementTree.Element("DeleteResult", xmlns=S3_NS)
-        for element in document.iter():
-            if element.tag.endswith("Key") and element.text:
-                bucket.objects.pop(element.text, None)
-                ElementTree.SubElement(ElementTree.SubElement(root, "Deleted"), "Key").text = element.text
+        for entry in entries:
+            fields = {child.tag.rsplit("}", 1)[-1]: child.text or "" for child in entry}
+            key, version = fields["Key"], fields.get("VersionId")
+            _delete(bucket, key, version)
+            deleted = ElementTree.SubElement(root, "Deleted")
+            ElementTree.SubElement(deleted, "Key").text = key
+            if version:
+                ElementTree.SubElement(deleted, "VersionId").text = version
+        return Response(_xml(root), content_type="application/xml")
+
+    def _put_versioning(self, bucket: Bucket) -> Response:
+        document = ElementTree.fromstring(request.get_data())
+        status = next((c.text for c in document if c.tag.rsplit("}", 1)[-1] == "Status"), None)
+        if status:
+            bucket.versioning = status
+        return Response(b"")
+
+    def _list_versions(self, bucket: Bucket) -> Response:
+        """ListObjectVersions, one page (the stack's buckets hold a few objects): each key's versions
+        newest first, delete markers among them, `IsLatest` on the newest."""
+        prefix = request.args.get("prefix", "")
+        root = ElementTree.Element("ListVersionsResult", xmlns=S3_NS)
+        for tag, text in (("Name", bucket.name), ("Prefix", prefix), ("IsTruncated", "false")):
+            ElementTree.SubElement(root, tag).text = text
+        history: dict[str, list[tuple[str, StoredObject | None]]] = {}
+        for key, version, stored in bucket.noncurrent:
+            history.setdefault(key, []).append((version, stored))
+        for key, stored in bucket.objects.items():
+            history.setdefault(key, []).append((stored.version_id, stored))
+        for key in sorted(k for k in history if k.startswith(prefix)):
+            for index, (version, stored) in enumerate(reversed(history[key])):
+                entry = ElementTree.SubElement(root, "Version" if stored is not None else "DeleteMarker")
+                fields = [("Key", key), ("VersionId", version), ("IsLatest", str(index == 0).lower())]
+                if stored is not None:
+                    fields += [
+                        ("LastModified", _iso(stored.last_modified)),
+                        ("ETag", f'"{stored.etag}"'),
+                        ("Size", str(len(stored.body))),
+                        ("StorageClass", "STANDARD"),
+                    ]
+                else:
+                    fields.append(("LastModified", _iso(datetime.now(UTC))))
+                for tag, text in fields:
+                    ElementTree.SubElement(entry, tag).text = text
         return Response(_xml(root), content_type="application/xml")
 
     # Objects ----------------------------------------------------------------------------------------
@@ -290,16 +359,20 @@ class CosService(FakeService):
                     return self._copy_object(found, key)
                 body = request.get_data()
                 etag = hashlib.md5(body).hexdigest()
-                found.objects[key] = StoredObject(
-                    body=body,
-                    etag=etag,
-                    last_modified=datetime.now(UTC),
-                    content_type=request.headers.get("Content-Type", "binary/octet-stream"),
-                    metadata=_metadata_headers(),
+                stored = _put(
+                    found,
+                    key,
+                    StoredObject(
+                        body=body,
+                        etag=etag,
+                        last_modified=datetime.now(UTC),
+                        content_type=request.headers.get("Content-Type", "binary/octet-stream"),
+                        metadata=_metadata_headers(),
+                    ),
                 )
-                return Response(b"", headers={"ETag": f'"{etag}"'})
+                return Response(b"", headers={"ETag": f'"{etag}"', "x-amz-version-id": stored.version_id})
             if request.method == "DELETE":
-                found.objects.pop(key, None)
+                _delete(found, key, request.args.get("versionId"))
                 return Response(b"", status=204)
             stored = found.objects.get(key)
             if stored is None:
@@ -337,11 +410,43 @@ class CosService(FakeService):
             else source.content_type,
             metadata=_metadata_headers() if replace else dict(source.metadata),
         )
-        target.objects[key] = copied
+        _put(target, key, copied)
         root = ElementTree.Element("CopyObjectResult", xmlns=S3_NS)
         ElementTree.SubElement(root, "LastModified").text = _iso(copied.last_modified)
         ElementTree.SubElement(root, "ETag").text = f'"{copied.etag}"'
         return Response(_xml(root), content_type="application/xml")
+
+
+def _put(bucket: Bucket, key: str, stored: StoredObject) -> StoredObject:
+    """Store a new current version of `key`; a versioned bucket keeps the one it replaces."""
+    if bucket.versioning == "Enabled":
+        stored.version_id = uuid.uuid4().hex
+        previous = bucket.objects.get(key)
+        if previous is not None:
+            bucket.noncurrent.append((key, previous.version_id, previous))
+    bucket.objects[key] = stored
+    bucket.markers.pop(key, None)
+    return stored
+
+
+def _delete(bucket: Bucket, key: str, version: str | None) -> None:
+    """DeleteObject: without a version, a versioned bucket only hides the key behind a delete marker;
+    with one, that version (or marker) is gone for good."""
+    if version is None:
+        current = bucket.objects.pop(key, None)
+        if bucket.versioning == "Enabled":
+            if current is not None:
+                bucket.noncurrent.append((key, current.version_id, current))
+            marker = uuid.uuid4().hex
+            bucket.noncurrent.append((key, marker, None))
+            bucket.markers[key] = marker
+        return
+    current = bucket.objects.get(key)
+    if current is not None and current.version_id == version:
+        del bucket.objects[key]
+    bucket.noncurrent = [entry for entry in bucket.noncurrent if (entry[0], entry[1]) != (key, version)]
+    if bucket.markers.get(key) == version:
+        del bucket.markers[key]
 
 
 def _metadata_headers() -> dict[str, str]:

@@ -166,6 +166,7 @@ class StoredObject:
     last_modified: datetime
     content_type: str
     metadata: dict[str, str]
+    version_id: str = "null"  # S3's id of the one version an unversioned bucket keeps
 
 
 @dataclass
@@ -176,4 +177,8 @@ class Bucket:
     created: datetime
     kp_algorithm: str | None = None
     kp_root_key_crn: str | None = None
-    objects: dict[str, StoredObject] = field(default_factory=dict)
+    objects: dict[str, StoredObject] = field(default_factory=dict)  # the current version of each key
+    versioning: str | None = None  # None (never configured), "Enabled" or "Suspended"
+    # Older versions of a versioned bucket and its delete markers (object None), oldest first
+    noncurrent: list[tuple[str, str, StoredObject | None]] = field(default_factory=list)
+    markers: dict[str, str] = field(default_factory=dict)  # key -> version id of its latest delete marker
