@@ -44,6 +44,7 @@ WORK_ROOT = REPO_ROOT / ".mnist-platform" / "mutation"
 # under test is mutated. The rest of the tree (docs, stack files, test data) is copied beside them.
 PACKAGES = ["infra", "mnistctl", "policy", "serving", "training", "bench"]
 NOT_COPIED = {"tests", "pyproject.toml", *PACKAGES}
+TEST_TIMEOUT_S = 60  # per test (pytest-timeout): the listed tests take seconds each
 
 # Module -> the tests that exercise it (the fast ones: a test of minutes would run for each mutant).
 TESTS: dict[str, list[str]] = {
@@ -53,8 +54,13 @@ TESTS: dict[str, list[str]] = {
         "tests/aws/test_aws_gate.py",
         "tests/gcp/test_gcp_gate.py",
         "tests/ibm/test_ibm_gate.py",
+        "-m",
+        "not slow and not e2e",
     ],
-    "serving/payloads.py": ["tests/serving/test_serving_payloads.py"],
+    "serving/payloads.py": [
+        "tests/serving/test_serving_payloads.py",
+        "tests/serving/test_sagemaker_replies.py",
+    ],
     "serving/batching.py": [
         "tests/serving/test_batching.py",
         "tests/serving/test_model_free_server.py",
@@ -112,7 +118,8 @@ def prepare_copy(module: str) -> Path:
         "source_paths": PACKAGES,
         "only_mutate": [module],
         "also_copy": also_copy,
-        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "no:randomly"],
+        # A mutant that makes a test wait forever sleeps, so mutmut's CPU-time limit never ends it.
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "--timeout", str(TEST_TIMEOUT_S)],
         "pytest_add_cli_args_test_selection": TESTS[module],
         # TensorFlow, torch and gRPC are not safe to fork after use: each mutant forks from a clean server.
         "process_isolation": "forkserver",

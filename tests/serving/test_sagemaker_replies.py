@@ -80,5 +80,23 @@ def test_unsupported_selectable_keys_fail_at_start_naming_the_supported_ones(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(SAGEMAKER_INFERENCE_OUTPUT_ENV, "raw_scores")
-    with pytest.raises(PlatformError, match="probabilities"):
+    with pytest.raises(
+        PlatformError, match=r"use any of predicted_label, labels, probability, probabilities$"
+    ):
         SageMakerXGBoostModel("mnist-test", "unused")
+
+
+def test_every_selectable_key_is_answered_as_the_container_fills_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fixtures cover predicted_label and probabilities; the container's serve_utils also fills `labels`
+    # (every class, in order) and `probability` (the highest of the row) for multi:softprob.
+    model = _model(monkeypatch, "predicted_label,labels,probability,probabilities")
+    probabilities = np.full((1, 10), 0.05, dtype=np.float32)
+    probabilities[0, 3] = 0.55
+    reply = model.postprocess(probabilities, InferenceRequest(body=b"", content_type=CSV, accept=JSON))
+    (prediction,) = json.loads(reply.body)["predictions"]
+    assert prediction == {
+        "predicted_label": 3,
+        "labels": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        "probability": pytest.approx(0.55),
+        "probabilities": pytest.approx([0.05] * 3 + [0.55] + [0.05] * 6),
+    }
