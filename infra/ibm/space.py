@@ -1,7 +1,7 @@
 """A watsonx.ai deployment space (ibm-watsonx-ai `client.spaces`).
 
 Its storage is the COS instance (the space creates a bucket of its own there, so the identity needs
-Writer or Manager on that instance) and its compute the watsonx.ai Runtime instance. Create waits
+Manager on that instance, as IBM's watsonx Terraform module grants; Writer is not enough) and its compute the watsonx.ai Runtime instance. Create waits
 until the space is `active`. A first-time user of watsonx.ai has no data-platform user profile and
 cannot create a space until they have one: the error says so and how to get it.
 """
@@ -169,8 +169,8 @@ def _space_failure(what: str, error: BaseException) -> IbmProviderError:
     return failure(
         what,
         error,
-        "The API key needs Editor on the watsonx.ai Runtime instance and Writer (or Manager) on the COS "
-        "instance, whose bucket the space creates.",
+        "The API key needs Editor on the watsonx.ai Runtime instance and Manager on the COS instance, "
+        "whose bucket the space creates (docs/ibm.md).",
     )
 
 

@@ -366,6 +366,28 @@ def test_a_space_create_answered_502_after_it_landed_is_adopted_not_made_twice(
     assert len(ibm_cloud_fake.requests_to("platform", "POST", r"^/v2/spaces$")) == 1
 
 
+def test_writer_on_cos_is_not_enough_for_a_space_which_creates_its_own_bucket(ibm_cloud_fake: IbmCloudFake):
+    """What docs/ibm.md used to ask for (Writer on COS) stops the space; Manager is what it needs."""
+    cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
+    runtime = create_instance(ibm_cloud_fake)
+    ibm_cloud_fake.caller_holds("cloud-object-storage", "Editor", "Writer")
+    with pytest.raises(
+        IbmProviderError, match=r"(?s)\(HTTP 403\).*needs the Manager role on cloud-object-storage"
+    ):
+        DeploymentSpaceProvider().create(space_props(ibm_cloud_fake, cos, runtime))
+    assert not ibm_cloud_fake.state.spaces
+
+
+def test_a_bucket_needs_writer_or_manager_on_cos(ibm_cloud_fake: IbmCloudFake):
+    cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
+    ibm_cloud_fake.caller_holds("cloud-object-storage", "Editor", "Reader")
+    with pytest.raises(
+        IbmProviderError, match=r"AccessDenied.*CreateBucket needs the Manager or Writer role"
+    ):
+        CosBucketProvider().create(bucket_props(ibm_cloud_fake, cos))
+    assert not ibm_cloud_fake.state.buckets
+
+
 def test_space_creation_without_a_user_profile_says_how_to_get_one(ibm_cloud_fake: IbmCloudFake):
     cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
     runtime = create_instance(ibm_cloud_fake)

@@ -115,6 +115,7 @@ def test_ibm_stack_trains_deploys_scores_98_percent_and_destroy_leaves_nothing(
         "space": space_id,
         "url": ibm_cloud_fake.wml_url,
         "iam_url": ibm_cloud_fake.iam_url,
+        "input_shape": [1, 28, 28],  # read by the stored model's provider from the trained ONNX file
     }
     bucket = outputs["bucket"]
     assert bucket in ibm_cloud_fake.state.buckets

@@ -146,6 +146,10 @@ class IbmCloudFake:
         """IAM issues tokens that expire after `seconds` (IBM's last an hour)."""
         self.state.scenario.token_lifetime_seconds = seconds
 
+    def caller_holds(self, service: str, *roles: str) -> None:
+        """The caller's IAM roles on `service` from now on (by default what docs/ibm.md asks for)."""
+        self.state.scenario.caller_roles[service] = set(roles)
+
     def slow_reclamations(self, listings: int | None = 2) -> None:
         """A deleted instance's reclamation shows only after `listings` listings (None: never)."""
         self.state.scenario.reclamation_lists_before_visible = listings

@@ -85,13 +85,24 @@ class CosService(FakeService):
     def _check_against_the_service_model(self) -> None:
         self._authorize()  # S3 answers a request without credentials 403 before it reads it
         try:
-            check_request(
+            operation = check_request(
                 request.method, request.path, request.args, dict(request.headers), request.get_data()
             )
         except ModelViolation as violation:
             raise S3Error(
                 400 if violation.code != "MethodNotAllowed" else 405, violation.code, violation.message
             ) from None
+        # COS's service roles: Reader lists and downloads; Writer (and Manager) also create and delete
+        # buckets and objects.
+        reads = operation.startswith(("Get", "Head", "List"))
+        roles = {"Reader", "Writer", "Manager"} if reads else {"Writer", "Manager"}
+        if not self.state.scenario.caller_roles.get("cloud-object-storage", set()) & roles:
+            raise S3Error(
+                403,
+                "AccessDenied",
+                f"Access Denied: {operation} needs the {' or '.join(sorted(roles))} role on "
+                "Cloud Object Storage",
+            )
 
     def _authorize(self) -> None:
         header = request.headers.get("Authorization", "")

@@ -54,6 +54,7 @@ class ResourceControllerService(FakeService):
         if found is None:
             raise IbmApiError(400, "invalid_plan", f"resource plan {body['resource_plan_id']} does not exist")
         service, plan = found
+        self.state.require_role(service, {"Editor", "Administrator"}, f"create a {service} instance")
         if body["resource_group"] != self.state.resource_group_id:
             raise IbmApiError(
                 400, "invalid_resource_group", f"resource group {body['resource_group']} not found"

@@ -58,6 +58,11 @@ class DataPlatformService(FakeService):
         body = self.json_body()
         if not body.get("name"):
             raise IbmApiError(400, "invalid_request_body", "'name' is required")
+        # The space creates its own bucket in the COS instance, which takes more than Writer: IBM's
+        # watsonx Terraform module grants the space's creator Editor and Manager on COS.
+        self.state.require_role(
+            "cloud-object-storage", {"Manager"}, "create the deployment space's bucket in the COS instance"
+        )
         storage = body.get("storage") or {}
         compute = body.get("compute") or []
         with self.state.lock:

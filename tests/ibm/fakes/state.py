@@ -38,6 +38,11 @@ class Scenario:
     token_lifetime_seconds: int = 3600
     # The caller has no data-platform user profile yet (a first-time user): spaces cannot be created.
     user_profile_missing: bool = False
+    # The IAM roles the caller (the API key's identity) holds, per service: what docs/ibm.md asks a user
+    # to grant. The fakes check them where IBM Cloud does (see tests/ibm/README.md).
+    caller_roles: dict[str, set[str]] = field(
+        default_factory=lambda: {"cloud-object-storage": {"Editor", "Manager"}, "pm-20": {"Editor"}}
+    )
     # Reclamation listings of a deleted instance that still come back empty: Resource Controller opens
     # the reclamation after the delete, not with it. None: it never appears.
     reclamation_lists_before_visible: int | None = 0
@@ -154,6 +159,19 @@ class CloudState:
     def add_failure(self, failure: InjectedFailure) -> None:
         with self.lock:
             self.failures.append(failure)
+
+    def require_role(self, service: str, roles: set[str], what: str) -> None:
+        """403 unless the caller holds one of `roles` on `service` (IBM's words: the action and the role)."""
+        from .server import IbmApiError
+
+        held = self.scenario.caller_roles.get(service, set())
+        if not held & roles:
+            raise IbmApiError(
+                403,
+                "forbidden",
+                f"You are not authorized to {what}: it needs the {' or '.join(sorted(roles))} role on "
+                f"{service}, and the caller holds {', '.join(sorted(held)) or 'none'}",
+            )
 
     def crn(self, service: str, region: str, guid: str, suffix: str = "::") -> str:
         return f"crn:v1:bluemix:public:{service}:{region}:a/{self.account_id}:{guid}{suffix}"
