@@ -1,8 +1,10 @@
 """What every dynamic provider of the project shares, whatever the cloud: logging to the Pulumi log,
-error tails, and the diff of recorded against new inputs."""
+error tails, the diff of recorded against new inputs, and the identity a create gives what it makes."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -66,3 +68,30 @@ def _normalise(value: Any) -> Any:
 def state_of(props: Mapping[str, Any]) -> dict[str, Any]:
     """The resource's properties without the serialized provider, to return as outputs."""
     return {k: v for k, v in props.items() if k != "__provider" and v is not None}
+
+
+IDENTITY_SEED = "identity_seed"
+"""The input that carries a resource's identity seed (see `identity_seed`)."""
+IDENTITY_TAG = "mnist-platform-id"
+"""The tag or label key under which a created thing carries its identity, where the service has tags."""
+
+
+def identity_seed(kind: str, name: str) -> str:
+    """What names one declared resource across runs of `pulumi up`: a hash of the parts of its URN
+    (project, stack, resource kind, resource name). A dynamic resource passes it as the input
+    `identity_seed`, since a dynamic provider's `create` is not told its URN."""
+    urn = f"{pulumi.get_project()}::{pulumi.get_stack()}::{kind}::{name}"
+    return hashlib.sha256(urn.encode()).hexdigest()[:16]
+
+
+def identity(props: Mapping[str, Any], replace_keys: Iterable[str]) -> str:
+    """The identity of what one `create` makes: the resource's seed and the inputs whose change forces a
+    replacement. A create interrupted before its result reached the state left something with this same
+    identity, which the next create finds and adopts; the replacement of a resource (created before the
+    old one is deleted) gets a new one, so it never adopts the thing it replaces."""
+    material = {
+        "seed": props.get(IDENTITY_SEED) or "",
+        "inputs": {key: _normalise(props.get(key)) for key in sorted(replace_keys)},
+    }
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+    return digest[:12]

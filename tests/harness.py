@@ -329,6 +329,13 @@ def _run_on_loop(
     )
 
 
+class EngineInterrupted(BaseException):
+    """Raised (by a test's fault injector) inside a provider's create to stand for `pulumi up` being killed
+    there (Ctrl-C, a lost laptop lid, CI's timeout): the service may have accepted the create, but its
+    result never reaches the state. A BaseException, so that no provider's `except Exception` cleans up
+    after it, as nothing would after a SIGKILL."""
+
+
 @dataclass
 class LiveResource:
     """A dynamic resource that exists for real: its provider, id and state (what the engine would store)."""
@@ -391,7 +398,12 @@ class ProviderEngine:
     def _create(
         self, args: MockResourceArgs, provider: ResourceProvider, news: dict[str, Any], step: str
     ) -> tuple[str, dict[str, Any]]:
-        result = provider.create(news)
+        try:
+            result = provider.create(news)
+        except EngineInterrupted:
+            # What `pulumi up` leaves when it dies inside a create: a pending create, nothing in the state.
+            self._record("interrupted", args.name)
+            raise
         live = LiveResource(args.typ, args.name, result.id, provider, {**news, **(result.outs or {})})
         with self.lock:
             self.live.pop(args.name, None)
@@ -420,7 +432,8 @@ class ProviderEngine:
         self._declared.clear()
 
     def refresh(self) -> list[str]:
-        """`pulumi refresh`: read each resource; those whose provider says they are gone leave the state."""
+        """`pulumi refresh`: read each resource; those whose provider says they are gone leave the state,
+        the others' state becomes what `read` reports (so the next `up` diffs against the truth)."""
         gone = []
         for live in list(self.live.values()):
             result = live.provider.read(live.id, live.state)
@@ -428,6 +441,8 @@ class ProviderEngine:
                 gone.append(live.name)
                 with self.lock:
                     del self.live[live.name]
+            elif result.outs is not None:
+                live.state = dict(result.outs)
         return gone
 
     def destroy(self) -> None:
