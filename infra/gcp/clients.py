@@ -29,8 +29,11 @@ from infra.dynamic import log
 T = TypeVar("T")
 
 # A freshly enabled API answers 403 SERVICE_DISABLED for a few minutes (projects.Service returns
-# before every frontend knows); 429 and 503 are quota and load. Everything else is a real answer.
+# before every frontend knows); a fresh IAM grant or service account answers 403 PERMISSION_DENIED until
+# it has propagated: "typically 2 minutes, could take 7 minutes or longer" (IAM docs, "Access change
+# propagation"). 429 and 503 are quota and load. Everything else is a real answer.
 RETRY_FOR_SECONDS = 300.0
+IAM_PROPAGATION_SECONDS = 420.0
 RETRY_MAX_WAIT_SECONDS = 30.0
 DEFAULT_POLL_SECONDS = 15.0
 # What a client of a plain-http loopback fake sends as its bearer token: a placeholder, not a credential.
@@ -96,8 +99,12 @@ def split_gs_uri(uri: str) -> tuple[str, str]:
     return bucket, name
 
 
+# A 403: google-api-core raises Forbidden for the HTTP status (REST) and PermissionDenied for the gRPC code.
+_DENIED = (exceptions.Forbidden, exceptions.PermissionDenied)
+
+
 def is_service_disabled(error: BaseException) -> bool:
-    if not isinstance(error, exceptions.PermissionDenied):
+    if not isinstance(error, _DENIED):
         return False
     reason = getattr(error, "reason", None)
     return (
@@ -121,9 +128,21 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, transient) or is_service_disabled(error)
 
 
+def is_permission_denied(error: BaseException) -> bool:
+    """403 PERMISSION_DENIED that is not a disabled API: a missing grant, or one not propagated yet."""
+    return isinstance(error, _DENIED) and not is_service_disabled(error)
+
+
 def _log_retry(state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0
+    if error is not None and is_permission_denied(error):
+        log(
+            f"permission denied ({_first_line(error)}): a grant or service account made moments ago takes "
+            f"minutes to reach every Google service; retrying in {wait:.0f}s "
+            f"(for up to {IAM_PROPAGATION_SECONDS:.0f}s in all)"
+        )
+        return
     log(f"transient error ({type(error).__name__}: {_first_line(error)}); retrying in {wait:.0f}s")
 
 
@@ -132,11 +151,20 @@ def _first_line(error: BaseException | None) -> str:
 
 
 def retrying(call: Callable[..., T], *args: Any, retry_for: float = RETRY_FOR_SECONDS, **kwargs: Any) -> T:
-    """`call(*args, **kwargs)`, retried with exponential backoff while the error is transient."""
+    """`call(*args, **kwargs)`, retried with exponential backoff while the error is transient, and while
+    it is PERMISSION_DENIED for up to IAM_PROPAGATION_SECONDS (the stack uses its grants right after
+    making them). A permission that is really missing still fails, with Google's message, after that."""
+    started = time.monotonic()
+
+    def worth_retrying(error: BaseException) -> bool:
+        if is_permission_denied(error):
+            return time.monotonic() - started < IAM_PROPAGATION_SECONDS
+        return is_transient(error) and time.monotonic() - started < retry_for
+
     wrapped = retry(
-        retry=retry_if_exception(is_transient),
+        retry=retry_if_exception(worth_retrying),
         wait=wait_exponential(multiplier=1, min=1, max=RETRY_MAX_WAIT_SECONDS),
-        stop=stop_after_delay(retry_for),
+        stop=stop_after_delay(max(retry_for, IAM_PROPAGATION_SECONDS)),
         before_sleep=_log_retry,
         reraise=True,
     )(call)

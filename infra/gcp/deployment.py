@@ -6,6 +6,11 @@ and waits. A new model (or new machines) is a new deployment, created *before* t
 (Pulumi's default create-before-delete), so the endpoint never stops serving; meanwhile both are billed
 and count against the serving quota. `delete` undeploys (404: already gone); it always runs before the
 model's delete, since the deployment depends on the model.
+
+A deploy that times out (or is interrupted) is not left to finish unseen: a deployment the operation
+makes later would bill by the hour with nothing in the state to undeploy it. `create` cancels the
+operation (google.longrunning's CancelOperation, "best effort"), waits for it to end and undeploys
+whatever it deployed all the same.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from infra.gcp.clients import GcpProviderError, endpoint_service, ignore_not_fou
 
 DEPLOY_WAIT_SECONDS = 3600.0  # provisioning serving nodes takes 10-30 minutes
 UNDEPLOY_WAIT_SECONDS = 1800.0
+# How long a timed-out deploy is watched after its cancel, to undeploy what it may still deploy.
+ABANDON_WAIT_SECONDS = 1800.0
 _REPLACE_KEYS = (
     "project",
     "region",
@@ -116,6 +123,16 @@ class VertexDeploymentProvider(ResourceProvider):
                 f"deploying {props['model']} to {endpoint} failed: {error.message}. The serving container "
                 "must answer its health route on AIP_HTTP_PORT; see the endpoint's logs in the console."
             ) from error
+        except GcpProviderError as error:  # timed out
+            _abandon(client, operation, endpoint)
+            raise GcpProviderError(
+                f"deploying {props['model']} to {endpoint} did not finish within {DEPLOY_WAIT_SECONDS:.0f}s; "
+                "it was cancelled (and undeployed if it had finished meanwhile), so nothing bills for it. "
+                "Check the serving quota and the container's start-up time, then run `pulumi up` again."
+            ) from error
+        except BaseException:  # interrupted (Ctrl-C): same clean-up, then let it through
+            _abandon(client, operation, endpoint)
+            raise
         deployed_id = response.deployed_model.id
         log(f"deployed model {deployed_id} serves 100% of {endpoint}")
         return CreateResult(
@@ -142,18 +159,47 @@ class VertexDeploymentProvider(ResourceProvider):
         if endpoint is None or deployed_id not in {m.id for m in endpoint.deployed_models}:
             log(f"deployed model {deployed_id} is no longer on {name}")
             return
-        split = traffic_after_undeploy(
-            dict(endpoint.traffic_split), deployed_id, [m.id for m in endpoint.deployed_models]
+        _undeploy(client, endpoint, deployed_id)
+
+
+def _undeploy(client: Any, endpoint: Any, deployed_id: str) -> None:
+    """Undeploy `deployed_id` from `endpoint` (as read just before), its traffic moved to what remains."""
+    name = endpoint.name
+    split = traffic_after_undeploy(
+        dict(endpoint.traffic_split), deployed_id, [m.id for m in endpoint.deployed_models]
+    )
+    log(f"undeploying {deployed_id} from {name}")
+    try:
+        operation = retrying(
+            client.undeploy_model, endpoint=name, deployed_model_id=deployed_id, traffic_split=split or {}
         )
-        log(f"undeploying {deployed_id} from {name}")
-        try:
-            operation = retrying(
-                client.undeploy_model, endpoint=name, deployed_model_id=deployed_id, traffic_split=split or {}
-            )
-            wait_for(operation, f"undeploying {deployed_id} from {name}", UNDEPLOY_WAIT_SECONDS)
-        except exceptions.NotFound:
-            pass
-        log(f"undeployed {deployed_id} from {name}")
+        wait_for(operation, f"undeploying {deployed_id} from {name}", UNDEPLOY_WAIT_SECONDS)
+    except exceptions.NotFound:
+        pass
+    log(f"undeployed {deployed_id} from {name}")
+
+
+def _abandon(client: Any, operation: Any, endpoint: str) -> None:
+    """Cancel a deploy the provider stops waiting for; undeploy what it deploys anyway."""
+    log(f"cancelling the deployment to {endpoint}")
+    try:
+        # The client's own CancelOperation: google-api-core's `operation.cancel()` fails before sending
+        # anything with google-cloud-aiplatform's http rules (KeyError 'body': they give the call no body).
+        client.cancel_operation(request={"name": operation.operation.name})
+        response = operation.result(timeout=ABANDON_WAIT_SECONDS)
+    except exceptions.GoogleAPICallError:
+        log(f"the deployment to {endpoint} was cancelled")
+        return
+    except TimeoutError:
+        log(
+            f"warning: the cancelled deployment to {endpoint} is still running; when it ends, undeploy it: "
+            f"`gcloud ai endpoints undeploy-model {endpoint}` (see the endpoint in the console)"
+        )
+        return
+    deployed_id = response.deployed_model.id
+    log(f"the cancelled deployment {deployed_id} finished all the same; undeploying it")
+    current = retrying(client.get_endpoint, name=endpoint)
+    _undeploy(client, current, deployed_id)
 
 
 class VertexDeployment(pulumi.dynamic.Resource, module="vertex", name="Deployment"):

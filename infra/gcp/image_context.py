@@ -2,11 +2,11 @@
 
 Cloud Build builds the image from a .tar.gz source in the bucket (no Docker on the user's machine). The
 context holds exactly what the image installs: `container/Dockerfile` (at its root, as `Dockerfile`),
-`pyproject.toml`, a fixed stand-in `README.md` (the project's `readme`, which `pip install` reads)
-and the three packages the custom job and the serving container import (`training`, `serving`,
-`mnistctl`). Nothing else: no tests, virtualenv, stack state, caches or keys. The archive is
-byte-for-byte reproducible and `sha256` covers names and bytes, so an unchanged tree gives the same
-image tag and no rebuild.
+`pyproject.toml` and the `LICENSE` it names, a fixed stand-in `README.md` (the project's `readme`,
+which `pip install` reads) and the three packages the custom job and the serving container import
+(`training`, `serving`, `mnistctl`). Nothing else: no tests, virtualenv, stack state, caches or keys.
+The archive is byte-for-byte reproducible and `sha256` covers names and bytes, so an unchanged tree
+gives the same image tag and no rebuild.
 
 One image serves twice: as the custom job's container (`TRAIN_COMMAND`, the TF trainer) and as the
 model's custom serving container (`SERVE_COMMAND`, which reads Vertex's `AIP_*` environment).
@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DOCKERFILE = Path("container") / "Dockerfile"
-TOP_LEVEL_FILES = ("pyproject.toml",)
+# LICENSE: pyproject.toml's `license-files`; setuptools warns that a missing one becomes an error after
+# 2027-02-18, and `pip install .` in the image would then fail.
+TOP_LEVEL_FILES = ("pyproject.toml", "LICENSE")
 # pyproject.toml names README.md as the package's readme, so `pip install` in the image needs one; the
 # repository's own README changes with every docs edit, and a docs edit must not rebuild the image
 # (and so retrain the model). The context carries this fixed stand-in instead.

@@ -33,6 +33,7 @@ from infra.gcp.custom_job import VertexCustomJob, VertexCustomJobArgs
 from infra.gcp.data import NPZ_CONTENT_TYPE, StagedNpz, data_hash, stage_npz
 from infra.gcp.deployment import VertexDeployment, VertexDeploymentArgs
 from infra.gcp.gate import VertexGate, VertexGateArgs
+from infra.gcp.iam_wait import DEFAULT_PROPAGATION_SECONDS, IamPropagation
 from infra.gcp.image_build import CloudBuildImage, CloudBuildImageArgs
 from infra.gcp.image_context import (
     HEALTH_ROUTE,
@@ -56,8 +57,10 @@ PREBUILT_PREDICTION_REPOSITORY = "us-docker.pkg.dev/vertex-ai/prediction"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Roles on the stack's bucket only: TF's GCS filesystem reads bucket metadata (legacyBucketReader).
 TRAINING_BUCKET_ROLES = ("roles/storage.objectUser", "roles/storage.legacyBucketReader")
-SERVING_BUCKET_ROLES = ("roles/storage.objectViewer", "roles/storage.legacyBucketReader")
 BUILD_BUCKET_ROLES = ("roles/storage.objectViewer",)
+# The serving account gets nothing on the bucket (training data, build context, every job's output): its
+# container reads only AIP_STORAGE_URI, the copy of the model's artifacts that Vertex AI makes in a bucket
+# of its own and lets the deployed model's account read (Vertex AI docs, "Custom container requirements").
 KMS_ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 # What the Vertex AI Service Agent needs on a user-managed account a DeployedModel runs as
 # (Vertex AI docs, "Use a custom service account"), granted on that one account, not the project.
@@ -112,6 +115,8 @@ class VertexPlatformArgs:
     """How often a running custom job is polled."""
     promotion: PromotionRule = field(default_factory=lambda: PromotionRule(min_accuracy=0.0))
     """The champion gate's rule for the TF model (docs/gate.md)."""
+    iam_propagation_seconds: float = DEFAULT_PROPAGATION_SECONDS
+    """How long the build, the job and the deployment wait for new accounts and grants (iam_wait.py)."""
 
     def __post_init__(self) -> None:
         if {f.name for f in self.staged_files} != {"train.npz", "test.npz"}:
@@ -125,6 +130,13 @@ class VertexPlatformArgs:
 def label_value(value: str) -> str:
     """A GCP label value: lowercase letters, digits, `_` and `-`, at most 63 characters."""
     return re.sub(r"[^a-z0-9_-]", "-", value.lower())[:63]
+
+
+def repository_id(stack: str) -> str:
+    """An Artifact Registry repository ID: lowercase letters, digits and hyphens, a letter first, a letter or
+    digit last, at most 63 characters (a stack name may hold `_` or `.`, which a label value keeps)."""
+    stem = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", f"mnist-{stack.lower()}"))
+    return stem[:63].rstrip("-")
 
 
 def account_id(stack: str, role: str) -> str:
@@ -163,6 +175,7 @@ class VertexPlatform(pulumi.ComponentResource):
         settings: Settings,
         api_endpoints: GcpApiEndpoints | None = None,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
+        iam_propagation_seconds: float = DEFAULT_PROPAGATION_SECONDS,
     ) -> VertexPlatform:
         """The preflight (before any resource), the staged dataset and image context, the component."""
         from training.datasets import default_data_dir
@@ -202,6 +215,7 @@ class VertexPlatform(pulumi.ComponentResource):
             api_endpoints=api_endpoints or GcpApiEndpoints(),
             poll_seconds=poll_seconds,
             promotion=settings.promotion.rule(Framework.TENSORFLOW),
+            iam_propagation_seconds=iam_propagation_seconds,
         )
         return cls(name, args)
 
@@ -241,8 +255,7 @@ class VertexPlatform(pulumi.ComponentResource):
             for role, title in (("train", "training"), ("serve", "serving"), ("build", "image build"))
         )
         training_access = self._bucket_roles(bucket, training_sa, "train", TRAINING_BUCKET_ROLES)
-        serving_access = self._bucket_roles(bucket, serving_sa, "serve", SERVING_BUCKET_ROLES)
-        serving_access.append(
+        serving_access: list[pulumi.CustomResource] = [
             gcp.serviceaccount.IAMMember(
                 f"{name}-serve-vertex-agent",
                 service_account_id=serving_sa.name,
@@ -250,10 +263,21 @@ class VertexPlatform(pulumi.ComponentResource):
                 member=self._vertex_agent.member,
                 opts=self._opts(),
             )
-        )
+        ]
         uploads = self._upload_dataset(bucket)
-        image = self._image(bucket, build_sa, depends_on=key_grants)
-        job = self._training_job(bucket, image, training_sa, depends_on=[*uploads, *training_access])
+        repository = self._repository(depends_on=key_grants)
+        build_access = self._build_grants(bucket, repository, build_sa)
+        # What runs as these accounts starts only once they and their grants have propagated.
+        propagated = IamPropagation(
+            f"{name}-iam-propagation",
+            grants=[*training_access, *serving_access, *build_access],
+            seconds=args.iam_propagation_seconds,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[training_sa, serving_sa, build_sa]),
+        )
+        image = self._image(bucket, repository, build_sa, depends_on=[*build_access, propagated])
+        job = self._training_job(
+            bucket, image, training_sa, depends_on=[*uploads, *training_access, propagated]
+        )
         endpoint = gcp.vertex.AiEndpoint(
             f"{name}-endpoint",
             name=endpoint_id(args.project, args.region, args.stack, name),
@@ -297,7 +321,7 @@ class VertexPlatform(pulumi.ComponentResource):
                 max_replicas=args.serving_max_replicas,
                 api_endpoint=args.api_endpoints.vertex,
             ),
-            opts=self._dynamic_opts(depends_on=[endpoint, model, *serving_access]),
+            opts=self._dynamic_opts(depends_on=[endpoint, model, *serving_access, propagated]),
         )
 
         self.bucket = bucket.name
@@ -360,13 +384,16 @@ class VertexPlatform(pulumi.ComponentResource):
             "registry": registry_agent.member,
             "vertex": self._vertex_agent.member,
         }
+        # retain_on_delete: the key is the user's, and so may be its grants. On a shared key the Storage
+        # service agent's grant may predate this stack and serve other CMEK buckets of the project; removing
+        # it on `pulumi destroy` would break them. `destroy` forgets these grants and leaves them on the key.
         return [
             gcp.kms.CryptoKeyIAMMember(
                 f"{self._name}-key-{who}",
                 crypto_key_id=args.kms_key_name,
                 role=KMS_ROLE,
                 member=member,
-                opts=self._opts(),
+                opts=self._opts(retain_on_delete=True),
             )
             for who, member in members.items()
         ]
@@ -396,7 +423,7 @@ class VertexPlatform(pulumi.ComponentResource):
 
     def _bucket_roles(
         self, bucket: gcp.storage.Bucket, account: gcp.serviceaccount.Account, who: str, roles: Sequence[str]
-    ) -> list[pulumi.Resource]:
+    ) -> list[pulumi.CustomResource]:
         return [
             gcp.storage.BucketIAMMember(
                 f"{self._name}-{who}-{role.rsplit('.', 1)[-1]}",
@@ -423,26 +450,12 @@ class VertexPlatform(pulumi.ComponentResource):
             for staged in self._args.staged_files
         ]
 
-    def _image(
-        self,
-        bucket: gcp.storage.Bucket,
-        account: gcp.serviceaccount.Account,
-        depends_on: Sequence[pulumi.Resource],
-    ) -> CloudBuildImage:
-        """The build context uploaded, a Docker repository, and the image Cloud Build makes from them."""
+    def _repository(self, depends_on: Sequence[pulumi.Resource]) -> gcp.artifactregistry.Repository:
+        """The Docker repository the image is pushed to."""
         args, name = self._args, self._name
-        context = args.image_context
-        source = gcp.storage.BucketObject(
-            f"{name}-image-context",
-            bucket=bucket.name,
-            name=f"build/{context.sha256[:16]}.tar.gz",
-            source=pulumi.FileAsset(str(context.archive)),
-            content_type="application/gzip",
-            opts=self._opts(),
-        )
-        repository = gcp.artifactregistry.Repository(
+        return gcp.artifactregistry.Repository(
             f"{name}-images",
-            repository_id=f"mnist-{label_value(args.stack)}",
+            repository_id=repository_id(args.stack),
             location=args.region,
             format="DOCKER",
             description="mnist-platform: the project's image (train and serve), tagged by content",
@@ -450,7 +463,16 @@ class VertexPlatform(pulumi.ComponentResource):
             kms_key_name=args.kms_key_name,
             opts=self._opts(depends_on=[*self._apis, *depends_on]),
         )
-        grants: list[pulumi.Resource] = [
+
+    def _build_grants(
+        self,
+        bucket: gcp.storage.Bucket,
+        repository: gcp.artifactregistry.Repository,
+        account: gcp.serviceaccount.Account,
+    ) -> list[pulumi.CustomResource]:
+        """The build account reads the context, pushes to the repository and writes its logs."""
+        args, name = self._args, self._name
+        return [
             *self._bucket_roles(bucket, account, "build", BUILD_BUCKET_ROLES),
             gcp.artifactregistry.RepositoryIamMember(
                 f"{name}-build-writer",
@@ -468,6 +490,25 @@ class VertexPlatform(pulumi.ComponentResource):
                 opts=self._opts(),
             ),
         ]
+
+    def _image(
+        self,
+        bucket: gcp.storage.Bucket,
+        repository: gcp.artifactregistry.Repository,
+        account: gcp.serviceaccount.Account,
+        depends_on: Sequence[pulumi.Resource],
+    ) -> CloudBuildImage:
+        """The build context uploaded, and the image Cloud Build makes from it."""
+        args, name = self._args, self._name
+        context = args.image_context
+        source = gcp.storage.BucketObject(
+            f"{name}-image-context",
+            bucket=bucket.name,
+            name=f"build/{context.sha256[:16]}.tar.gz",
+            source=pulumi.FileAsset(str(context.archive)),
+            content_type="application/gzip",
+            opts=self._opts(),
+        )
         uri = repository.repository_id.apply(
             lambda repository_id: image_uri(
                 args.region, args.project, repository_id, image_tag(context.sha256)
@@ -486,7 +527,7 @@ class VertexPlatform(pulumi.ComponentResource):
                 api_endpoint=args.api_endpoints.cloudbuild,
                 registry_api_endpoint=args.api_endpoints.artifact_registry,
             ),
-            opts=self._dynamic_opts(depends_on=[source, repository, *grants]),
+            opts=self._dynamic_opts(depends_on=[source, repository, *depends_on]),
         )
 
     def _training_job(

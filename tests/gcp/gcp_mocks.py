@@ -39,6 +39,7 @@ CUSTOM_JOB = "pulumi-python:dynamic/vertex:CustomJob"
 MODEL = "pulumi-python:dynamic/vertex:Model"
 DEPLOYMENT = "pulumi-python:dynamic/vertex:Deployment"
 GATE = "pulumi-python:dynamic/gcp:ChampionGate"
+IAM_PROPAGATION = "pulumi-python:dynamic/gcp:IamPropagation"
 BUCKET_NAME = "mnist-data-0a1b2c3"
 
 

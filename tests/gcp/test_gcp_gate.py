@@ -228,8 +228,12 @@ def test_429_and_503_are_retried(gcs_fake: GcsFake, job):
     assert champions(gcs_fake) == []
 
 
-def test_a_failed_copy_leaves_no_half_copy_and_names_the_permissions(gcs_fake: GcsFake, job):
-    gcs_fake.fail_next("POST", r"variables%2Fvariables\.index/rewriteTo/", 403)
+def test_a_failed_copy_leaves_no_half_copy_and_names_the_permissions(
+    gcs_fake: GcsFake, job, monkeypatch: pytest.MonkeyPatch
+):
+    # A 403 is retried while a fresh grant may still propagate (minutes; here half a second), then fails.
+    monkeypatch.setattr(clients, "IAM_PROPAGATION_SECONDS", 0.5)
+    gcs_fake.fail_next("POST", r"variables%2Fvariables\.index/rewriteTo/", 403, times=1000)
     with pytest.raises(GateError) as error:
         VertexGateProvider().create(props(gcs_fake, job("101", {"accuracy": 0.985})))
     assert "could not copy" in str(error.value) and "storage.objects" in str(error.value)

@@ -117,6 +117,35 @@ def test_job_create_retries_429_and_503(vertex_fake: VertexFake, gcs_fake: GcsFa
     assert len(vertex_fake.requests_to("POST", r"/customJobs$")) == 2
 
 
+ACT_AS_DENIED = (
+    "Permission 'iam.serviceAccounts.actAs' denied on service account "
+    "mnist-gcp-train@mnist-test.iam.gserviceaccount.com (or it may not exist)."
+)
+
+
+def test_a_permission_denied_is_retried_while_a_fresh_grant_propagates(
+    vertex_fake: VertexFake, gcs_fake: GcsFake
+) -> None:
+    """The stack uses its accounts and grants seconds after making them; Google answers 403 until they have
+    propagated (typically 2 minutes, up to 7)."""
+    vertex_fake.fail_next("POST", r"/customJobs$", 403, times=2, message=ACT_AS_DENIED)
+    outs = VertexCustomJobProvider().create(job_props(vertex_fake, gcs_fake)).outs
+    assert outs["state"] == "JOB_STATE_SUCCEEDED"
+    assert len(vertex_fake.requests_to("POST", r"/customJobs$")) == 3
+
+
+def test_a_permission_that_stays_missing_fails_with_googles_message(
+    vertex_fake: VertexFake, gcs_fake: GcsFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from infra.gcp import clients
+
+    monkeypatch.setattr(clients, "IAM_PROPAGATION_SECONDS", 2.0)
+    vertex_fake.fail_next("POST", r"/customJobs$", 403, times=100, message=ACT_AS_DENIED)
+    with pytest.raises(exceptions.Forbidden, match=r"iam\.serviceAccounts\.actAs"):  # REST: HTTP 403
+        VertexCustomJobProvider().create(job_props(vertex_fake, gcs_fake))
+    assert not vertex_fake.jobs
+
+
 def test_deleting_a_running_job_cancels_it_waits_then_deletes_it(
     vertex_fake: VertexFake, gcs_fake: GcsFake
 ) -> None:
@@ -233,6 +262,30 @@ def test_a_new_model_is_deployed_before_the_old_is_undeployed_and_undeploy_comes
     models.delete(second_model.id, second_model.outs)
     assert not endpoint_client(vertex_fake).get_endpoint(name=endpoint).deployed_models
     assert not vertex_fake.running_processes()
+
+
+@pytest.mark.parametrize("cancel_honoured", [True, False], ids=["cancelled", "finished-anyway"])
+def test_a_deploy_that_times_out_leaves_nothing_deployed_to_bill(
+    vertex_fake: VertexFake, gcs_fake: GcsFake, monkeypatch: pytest.MonkeyPatch, cancel_honoured: bool
+) -> None:
+    from infra.gcp import deployment
+
+    monkeypatch.setattr(deployment, "DEPLOY_WAIT_SECONDS", 1.0)
+    vertex_fake.honour_cancel = cancel_honoured
+    gcs_fake.put(f"gs://{BUCKET}/jobs/1/model/saved_model.pb", b"one")
+    endpoint_id = "1234567890"
+    endpoint = vertex_fake.add_endpoint(endpoint_id)
+    slow = {**model_props(vertex_fake, f"gs://{BUCKET}/jobs/1/model"), "env": {"STAND_IN_START_SECONDS": "3"}}
+    model = VertexModelProvider().create(slow)
+
+    with pytest.raises(GcpProviderError, match="did not finish within 1s; it was cancelled"):
+        VertexDeploymentProvider().create(deployment_props(vertex_fake, endpoint_id, model.id))
+
+    assert vertex_fake.requests_to("POST", r"/operations/\d+:cancel$")
+    vertex_fake.settle()  # whatever the deploy was going to do, it has done
+    assert not endpoint_client(vertex_fake).get_endpoint(name=endpoint).deployed_models
+    assert not vertex_fake.running_processes()
+    VertexModelProvider().delete(model.id, model.outs)
 
 
 def test_a_model_upload_retries_a_503_and_waits_for_a_slow_operation(vertex_fake: VertexFake) -> None:

@@ -5,8 +5,12 @@ Full MNIST is not available offline, so every run uses `dataset: mnist-t10k` fro
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
+from typing import Any
 
+import pulumi_gcp as gcp
 import pytest
 from gcp_mocks import (
     ACCOUNT,
@@ -19,6 +23,7 @@ from gcp_mocks import (
     DEPLOYMENT,
     ENDPOINT,
     GATE,
+    IAM_PROPAGATION,
     IMAGE,
     KEY_IAM,
     MODEL,
@@ -36,9 +41,10 @@ from gcp_mocks import (
 from harness import provider_props, unwrap_provider
 
 from infra.gcp.custom_job import worker_pool_specs
+from infra.gcp.iam_wait import IamPropagationProvider
 from infra.gcp.image_context import SERVE_COMMAND, TRAIN_COMMAND, build_image_context
 from infra.gcp.names import image_tag
-from infra.gcp.platform import PROJECT_ROOT
+from infra.gcp.platform import PROJECT_ROOT, repository_id
 from training.formats import read_npz
 
 KMS_KEY = f"projects/{PROJECT}/locations/{REGION}/keyRings/mnist/cryptoKeys/data"
@@ -155,10 +161,8 @@ def test_service_accounts_hold_only_roles_on_the_stacks_own_bucket_and_repositor
         ("storage", "roles/storage.objectUser"),
         ("storage", "roles/storage.legacyBucketReader"),  # TF's GCS filesystem reads bucket metadata
     }
-    assert _roles_of(stack, "mnist-gcp-serve") == {
-        ("storage", "roles/storage.objectViewer"),
-        ("storage", "roles/storage.legacyBucketReader"),
-    }
+    # Nothing on the bucket: the serving container reads only Vertex AI's own copy (AIP_STORAGE_URI).
+    assert _roles_of(stack, "mnist-gcp-serve") == set()
     assert _roles_of(stack, "mnist-gcp-build") == {
         ("storage", "roles/storage.objectViewer"),
         ("artifactregistry", "roles/artifactregistry.writer"),
@@ -194,6 +198,29 @@ def test_job_and_deployment_run_as_their_own_accounts(stack: GcpRun) -> None:
     for grant in stack.of_type(BUCKET_IAM):
         if "train" in grant.name:
             assert stack.depends_on(stack.one(CUSTOM_JOB), grant), grant.name
+
+
+def test_build_job_and_deployment_wait_until_every_account_and_grant_has_propagated(stack: GcpRun) -> None:
+    """IAM changes take minutes to reach every Google service; what uses them fails asynchronously (a
+    FAILED job or build) if it starts first, so all three wait for the propagation pause."""
+    wait = stack.one(IAM_PROPAGATION)
+    grants = [g for t in (BUCKET_IAM, PROJECT_IAM, REPOSITORY_IAM, ACCOUNT_IAM) for g in stack.of_type(t)]
+    assert grants and all(stack.depends_on(wait, g) for g in grants)
+    assert all(stack.depends_on(wait, a) for a in stack.of_type(ACCOUNT))
+    assert sorted(wait.inputs["grants"]) == sorted(g.id for g in grants)
+    assert wait.inputs["seconds"] >= 60  # Google: "typically 2 minutes"
+    for user in (IMAGE, CUSTOM_JOB, DEPLOYMENT):
+        assert stack.depends_on(stack.one(user), wait), user
+
+
+def test_the_propagation_wait_sleeps_once_per_set_of_grants() -> None:
+    provider = IamPropagationProvider()
+    olds = {"grants": ["a", "b"], "seconds": 0.3}
+    started = time.monotonic()
+    provider.create(olds)
+    assert time.monotonic() - started >= 0.3
+    assert not provider.diff("w", olds, {**olds, "seconds": 600.0}).changes  # no new grant: no new wait
+    assert provider.diff("w", olds, {**olds, "grants": ["a", "b", "c"]}).replaces == ["grants"]
 
 
 # -- image ---------------------------------------------------------------------------------------
@@ -313,6 +340,36 @@ def test_every_resource_is_a_child_of_the_component_on_its_provider(stack: GcpRu
         assert resource.parent == component.urn, resource.name
         if resource.typ.startswith("gcp:"):
             assert stack.providers[f"{resource.typ}::{resource.name}"].startswith(provider.urn), resource.name
+
+
+def test_grants_on_the_users_key_survive_destroy(t10k_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key is the user's: `pulumi destroy` must not revoke its grants (on a shared key that would cut
+    the project's Storage agent off every other CMEK bucket). retain_on_delete leaves them on the key."""
+    options = []
+    declare = gcp.kms.CryptoKeyIAMMember.__init__
+
+    def recording(self: Any, name: str, *args: Any, **kwargs: Any) -> None:
+        options.append(kwargs.get("opts"))
+        declare(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(gcp.kms.CryptoKeyIAMMember, "__init__", recording)
+    run_gcp(t10k_dir, {"kmsKeyName": KMS_KEY})
+    assert len(options) == 3 and all(o is not None and o.retain_on_delete for o in options)
+
+
+@pytest.mark.parametrize(
+    ("stack_name", "expected"),
+    [
+        ("gcp", "mnist-gcp"),
+        ("team_a.dev", "mnist-team-a-dev"),
+        ("Prod__EU", "mnist-prod-eu"),
+        ("x" * 80, "mnist-" + "x" * 57),
+    ],
+)
+def test_the_repository_id_is_valid_for_any_stack_name(stack_name: str, expected: str) -> None:
+    # Artifact Registry: lowercase letters, digits and hyphens, a letter first, a letter or digit last, <= 63.
+    assert repository_id(stack_name) == expected
+    assert re.fullmatch(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?", expected)
 
 
 def test_distributed_training_uses_the_configured_machines_replicas_and_customer_key(

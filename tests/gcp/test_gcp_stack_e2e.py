@@ -22,6 +22,7 @@ import gcp_mocks
 import pulumi
 import pytest
 from gcp_fakes import CloudBuildFake, GcsFake, VertexFake
+from gcp_fakes import clients as fake_clients
 from gcp_mocks import BUCKET_NAME, ENDPOINT, OBJECT
 from harness import ProviderEngine, StackRun, run_stack
 from pulumi.runtime.mocks import MockResourceArgs
@@ -32,7 +33,24 @@ from mnistctl.smoke import smoke
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-DYNAMIC = ("mnist-image", "mnist-training", "mnist-gate", "mnist-model", "mnist-deployment")
+DYNAMIC = (
+    "mnist-iam-propagation",
+    "mnist-image",
+    "mnist-training",
+    "mnist-gate",
+    "mnist-model",
+    "mnist-deployment",
+)
+
+
+@pytest.fixture(autouse=True)
+def smoke_sends_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mnistctl smoke` sends no credentials to a plain-http URL (it takes one for a local server) and ADC's
+    token to Google. The Vertex fake, like Google, refuses a request without a token: here the smoke client
+    gets the placeholder token where it would have had ADC's."""
+    from google.auth import credentials
+
+    monkeypatch.setattr(credentials, "AnonymousCredentials", fake_clients.credentials)
 
 
 @pytest.fixture
@@ -49,6 +67,7 @@ class StackUnderFakes:
         self, engine: ProviderEngine, vertex: VertexFake, build: CloudBuildFake, gcs: GcsFake
     ) -> None:
         self.engine, self.vertex, self.build, self.gcs = engine, vertex, build, gcs
+        self.propagation = 0.5  # the stack's wait for new grants (two minutes in a real project)
         engine.fallback = self._native
         self.endpoints = GcpApiEndpoints(
             vertex=vertex.api_endpoint,
@@ -75,7 +94,9 @@ class StackUnderFakes:
             settings = load_settings(
                 "gcp", pulumi.Config(), aws_config=pulumi.Config("aws"), gcp_config=pulumi.Config("gcp")
             )
-            platform = VertexPlatform.from_settings("mnist", settings, self.endpoints, poll_seconds=0.5)
+            platform = VertexPlatform.from_settings(
+                "mnist", settings, self.endpoints, poll_seconds=0.5, iam_propagation_seconds=self.propagation
+            )
             for key in ("endpoints", "models", "bucket", "dataset"):
                 pulumi.export(key, getattr(platform, key))
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ def _members(context: ImageContext) -> dict[str, bytes]:
 def _copy_project(dest: Path) -> Path:
     dest.mkdir()
     shutil.copy(REPO_ROOT / "pyproject.toml", dest / "pyproject.toml")
+    shutil.copy(REPO_ROOT / "LICENSE", dest / "LICENSE")
     (dest / "container").mkdir()
     shutil.copy(REPO_ROOT / "container" / "Dockerfile", dest / "container" / "Dockerfile")
     for package in PACKAGES:
@@ -46,8 +48,23 @@ def test_context_holds_the_dockerfile_at_its_root_and_the_project_sources(tmp_pa
     for package in PACKAGES:
         sources = {p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / package).rglob("*.py")}
         assert sources and sources <= set(members), f"{package} sources missing from the context"
-    outside = {n for n in members if n not in {"Dockerfile", "pyproject.toml", "README.md"}}
+    outside = {n for n in members if n not in {"Dockerfile", "pyproject.toml", "README.md", "LICENSE"}}
     assert {n.split("/")[0] for n in outside} == set(PACKAGES)
+
+
+def test_the_license_files_pyproject_names_are_in_the_context_and_copied_before_pip_install(
+    tmp_path: Path,
+) -> None:
+    """`pip install .` builds the project with setuptools, which needs every `license-files` entry (a warning
+    today, an error from 2027-02-18): the context carries them and the Dockerfile copies them in."""
+    named = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["license-files"]
+    members = _members(build_image_context(REPO_ROOT, tmp_path))
+    for name in named:
+        assert members[name] == (REPO_ROOT / name).read_bytes()
+    lines = (REPO_ROOT / "container" / "Dockerfile").read_text().splitlines()
+    install = next(i for i, line in enumerate(lines) if line.startswith("RUN pip install"))
+    copied = {word for line in lines[:install] if line.startswith("COPY ") for word in line.split()[1:-1]}
+    assert set(named) <= copied
 
 
 def test_dockerfile_builds_a_python_311_image_that_runs_as_a_non_root_user() -> None:
@@ -79,7 +96,9 @@ def test_context_leaves_out_tests_state_caches_and_keys(tmp_path: Path) -> None:
         (root / name).write_text("not for the image")
     names = set(_members(build_image_context(root, tmp_path / "out")))
     assert not names & set(planted)
-    assert all(n == "Dockerfile" or n in {"pyproject.toml", "README.md"} or n.endswith(".py") for n in names)
+    assert all(
+        n in {"Dockerfile", "pyproject.toml", "README.md", "LICENSE"} or n.endswith(".py") for n in names
+    )
 
 
 def test_same_tree_gives_the_same_archive_and_hash_and_a_change_gives_a_new_hash(tmp_path: Path) -> None:

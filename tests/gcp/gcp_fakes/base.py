@@ -167,6 +167,7 @@ class Operation:
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     polls_before_done: int = 0  # injected slowness: report done=false this many more times
+    cancel_requested: bool = False  # CancelOperation was called (the work may honour it or not)
 
     def finish(self, response: dict[str, Any] | None = None, error: dict[str, Any] | None = None) -> None:
         self.response, self.error, self.done = response, error, True
@@ -324,6 +325,15 @@ class FakeServer:
         with self.lock:
             self._operations[name] = operation
         return operation
+
+    def cancel_operation(self, name: str) -> dict[str, Any]:
+        """google.longrunning CancelOperation: asks; whether the work stops is up to it (best effort)."""
+        with self.lock:
+            operation = self._operations.get(name)
+            if operation is None:
+                raise not_found(f"Operation {name}")
+            operation.cancel_requested = True
+        return {}
 
     def operation_reply(self, name: str, count_poll: bool = True) -> dict[str, Any]:
         with self.lock:

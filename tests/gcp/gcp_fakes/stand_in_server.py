@@ -1,11 +1,13 @@
 """A stand-in model server for the Vertex fake's own tests: it speaks Vertex AI's custom-container
 contract (AIP_HTTP_PORT, AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE) and answers each instance with the
-AIP_* environment it was given, so a test sees what the fake set. Run as `python stand_in_server.py`."""
+AIP_* environment it was given, so a test sees what the fake set. Run as `python stand_in_server.py`;
+STAND_IN_START_SECONDS delays its start (a model server that takes its time to load)."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -37,4 +39,5 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    time.sleep(float(os.environ.get("STAND_IN_START_SECONDS", "0")))
     ThreadingHTTPServer(("127.0.0.1", int(os.environ["AIP_HTTP_PORT"])), Handler).serve_forever()

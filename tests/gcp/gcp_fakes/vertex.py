@@ -76,6 +76,7 @@ TF_TASK_TYPES = ("chief", "worker", "ps", "evaluator")
 TYPE_PREFIX = "type.googleapis.com/google.cloud.aiplatform.v1."
 PROJECT_NUMBER = "123456789012"
 STOP_GRACE_SECONDS = 10.0
+CANCELLED = "Operation was cancelled."
 # Online prediction's request limit, 1.5 MB ("gcloud ai endpoints predict": "the payload limit size
 # (currently, 1.5MB)"); Google's front end words it so (handson-ml2 #205).
 PREDICT_PAYLOAD_LIMIT = 1572864
@@ -173,6 +174,11 @@ class VertexFake(FakeServer):
         # google-cloud-aiplatform's operations client polls the first URI of the service's http rules, which
         # is `/ui/{name=projects/*/locations/*/.../operations/*}`; `/v1/` is the documented one.
         self.route("GET", r"/(?:v1|ui)/(?P<name>projects/[^:]+/operations/[^/:]+)", self._get_operation)
+        self.route(
+            "POST", r"/(?:v1|ui)/(?P<name>projects/[^:]+/operations/[^/:]+):cancel", self._cancel_operation
+        )
+        # Whether a deploy stops when its operation is cancelled (Google: "best effort"); False: it goes on.
+        self.honour_cancel = True
 
     @property
     def gcs_root(self) -> Path:
@@ -230,6 +236,12 @@ class VertexFake(FakeServer):
                 raise TimeoutError(f"job {job_id} still {self.jobs[job_id].state}")
             time.sleep(0.1)
         return self.jobs[job_id].state
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait until the fake's background work (deployments, undeploys, job runners) has ended."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         self._closing = True
@@ -672,7 +684,7 @@ class VertexFake(FakeServer):
         else:
             try:
                 deployed.process = _spawn(command, env, deployed.log_path, self.work_dir)
-                failure = self._wait_healthy(deployed)
+                failure = self._wait_healthy(deployed, operation)
             except OSError as error:
                 failure = f"the model server could not start: {error}"
         if failure is not None:
@@ -681,7 +693,8 @@ class VertexFake(FakeServer):
             log.warning(
                 "vertex fake: deployment %s failed:\n%s", deployed.id, _read(deployed.log_path)[-4000:]
             )
-            operation.finish(error={"code": RPC_CODES["FAILED_PRECONDITION"], "message": failure})
+            code = RPC_CODES["CANCELLED"] if failure == CANCELLED else RPC_CODES["FAILED_PRECONDITION"]
+            operation.finish(error={"code": code, "message": failure})
             return
         with self.lock:
             endpoint.deployed[deployed.id] = deployed
@@ -716,10 +729,12 @@ class VertexFake(FakeServer):
             return f"serviceAccount:{account}"
         return f"serviceAccount:service-{self.project_number}@gcp-sa-aiplatform-cc.iam.gserviceaccount.com"
 
-    def _wait_healthy(self, deployed: _Deployed) -> str | None:
+    def _wait_healthy(self, deployed: _Deployed, operation: Any) -> str | None:
         deadline = time.monotonic() + self.deploy_timeout
         assert deployed.process is not None
         while time.monotonic() < deadline and not self._closing:
+            if operation.cancel_requested and self.honour_cancel:
+                return CANCELLED
             if deployed.process.poll() is not None:
                 return (
                     f"Model server exited unexpectedly (exit code {deployed.process.returncode}). "
@@ -810,6 +825,9 @@ class VertexFake(FakeServer):
     # -- operations --------------------------------------------------------------------------------
     def _get_operation(self, call: Call, match: re.Match[str]) -> Any:
         return self.operation_reply(match["name"])
+
+    def _cancel_operation(self, call: Call, match: re.Match[str]) -> Any:
+        return self.cancel_operation(match["name"])
 
 
 def _generic() -> dict[str, str]:
