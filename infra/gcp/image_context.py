@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DOCKERFILE = Path("container") / "Dockerfile"
+# Every distribution `pip install ".[vertex]"` puts in the image, pinned to the version the tests run
+# (tests/gcp/test_image_context.py compares it with the test environment and prints the file to write).
+CONSTRAINTS = Path("container") / "constraints.txt"
 # LICENSE: pyproject.toml's `license-files`; setuptools warns that a missing one becomes an error after
 # 2027-02-18, and `pip install .` in the image would then fail.
 TOP_LEVEL_FILES = ("pyproject.toml", "LICENSE")
@@ -65,7 +68,10 @@ def context_files(project_root: Path) -> dict[str, Path]:
     dockerfile = project_root / DOCKERFILE
     if not dockerfile.is_file():
         raise FileNotFoundError(f"{dockerfile} is missing: the image cannot be built without it")
-    members = {"Dockerfile": dockerfile}
+    constraints = project_root / CONSTRAINTS
+    if not constraints.is_file():
+        raise FileNotFoundError(f"{constraints} is missing: the image would resolve its dependencies afresh")
+    members = {"Dockerfile": dockerfile, "constraints.txt": constraints}
     for name in TOP_LEVEL_FILES:
         path = project_root / name
         if not path.is_file():
