@@ -4,12 +4,16 @@ The training package's loader reads (and, for full MNIST, downloads and verifies
 the user's data folder or cache; the provider copies the files the dataset needs into a folder of
 its own, `<localRoot>/data/<id>/`, where the trainers read them, and records their sha256 and one content
 hash, so that other data means new training jobs. Deleting it, last of all, removes localRoot.
+
+The id is the dataset's name and the resource's identity (infra/dynamic.py); once every file is copied,
+the outputs are written to `<localRoot>/run/<id>.json`, so a create interrupted before its result
+reached the state is adopted by the next one when its files are intact (prepared anew otherwise). Files
+removed or edited behind the stack's back are prepared again in place (an update: same id, same folder).
 """
 
 from __future__ import annotations
 
 import hashlib
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +22,18 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from infra.dynamic import changed_keys, log, state_of
+from infra.dynamic import IDENTITY_SEED, changed_keys, identity, identity_seed, log, state_of
 from infra.hashing import file_sha256
-from infra.local.support import ROOT_MARKER, LocalProviderError, claim_root, remove_tree
+from infra.local.support import (
+    ROOT_MARKER,
+    LocalProviderError,
+    claim_root,
+    forget_record,
+    read_record,
+    record_path,
+    remove_tree,
+    write_record,
+)
 
 # What a new value of these inputs means: another dataset or another place, so a new resource.
 _REPLACE_KEYS = ("dataset", "root")
@@ -50,25 +63,34 @@ class LocalDatasetProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         root = Path(props["root"])
         claim_root(root, props["stack"])
-        # A folder per resource: a replacement is created before the old one is deleted.
-        id_ = f"{props['dataset']}-{secrets.token_hex(4)}"
+        # A folder per identity: a replacement (new inputs) is created beside the old one, deleted after.
+        id_ = f"{props['dataset']}-{identity(props, _REPLACE_KEYS)}"
         target = root / "data" / id_
-        try:
-            outs = _prepare(props, target)
-        except BaseException:
-            remove_tree(target)  # a failed create leaves nothing behind
-            raise
+        record = record_path(root, id_)
+        left = read_record(record)
+        if left is not None and _files_intact(left) and Path(str(left.get("path"))) == target:
+            log(f"dataset {props['dataset']}: adopting the files an interrupted create prepared in {target}")
+            outs = {key: left[key] for key in _OUTPUT_KEYS}
+        else:
+            if target.exists():
+                log(f"dataset {props['dataset']}: removing what an interrupted create left in {target}")
+            remove_tree(target)
+            outs = _prepare_recorded(props, target, record)
         return CreateResult(id_=id_, outs={**state_of(props), **outs})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = changed_keys(olds, news, _REPLACE_KEYS)
         updates = changed_keys(olds, news, _UPDATE_KEYS)
         if not replaces and not _files_intact(olds):
-            replaces = ["files"]  # removed or edited behind the stack's back: prepare them again
+            # Removed or edited behind the stack's back: prepared again in place (a replacement would
+            # share its identity and folder with the resource it replaces, whose delete would remove it).
+            updates = [*updates, "files"]
         return DiffResult(changes=bool(replaces or updates), replaces=replaces, delete_before_replace=False)
 
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs={**state_of(news), **_prepare(news, Path(olds["path"]))})
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        target = Path(olds["path"])
+        outs = _prepare_recorded(news, target, record_path(Path(news["root"]), id_))
+        return UpdateResult(outs={**state_of(news), **outs})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         if not _files_intact(props):
@@ -77,6 +99,7 @@ class LocalDatasetProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         root = Path(props["root"])
+        forget_record(record_path(root, _id))
         if props.get("path"):
             remove_tree(Path(props["path"]))
         leftovers = _stack_contents(root)
@@ -89,6 +112,21 @@ class LocalDatasetProvider(ResourceProvider):
             log(f"removed {root}")
         elif root.exists():
             log(f"left {root} in place: without a {ROOT_MARKER} marker it may hold files that are not ours")
+
+
+_OUTPUT_KEYS = ("path", "files", "content_hash", "n_train", "n_test")
+
+
+def _prepare_recorded(props: dict[str, Any], target: Path, record: Path) -> dict[str, Any]:
+    """Prepare the files into target and record the outputs once all are there; a failure leaves nothing."""
+    forget_record(record)
+    try:
+        outs = _prepare(props, target)
+    except Exception:
+        remove_tree(target)  # a failed create leaves nothing behind
+        raise
+    write_record(record, outs)
+    return outs
 
 
 def _prepare(props: dict[str, Any], target: Path) -> dict[str, Any]:
@@ -172,6 +210,7 @@ class LocalDataset(pulumi.dynamic.Resource, module="local", name="Dataset"):
             "root": args.root,
             "stack": args.stack,
             "source_dir": args.source_dir,
+            IDENTITY_SEED: identity_seed("local:Dataset", name),
             "path": None,
             "files": None,
             "content_hash": None,

@@ -1,17 +1,18 @@
 """The local stack's endpoint: a detached `mnistctl serve` process on a loopback port.
 
 Create starts the server in a session of its own (it outlives `pulumi up`), writes its output to
-`<localRoot>/logs/<id>.log` and returns once the health route answers. Delete stops the process, if
-it is still ours, and waits until the port is closed. A server that died or was killed behind the
-stack's back shows up in `diff` (and `refresh`), so the next `pulumi up` starts it again.
+`<localRoot>/logs/<id>.log` and returns once the health route answers. Its id is the endpoint's name and
+identity (infra/dynamic.py): the record of the server it starts, `<localRoot>/run/<id>.json`, lets a create
+interrupted before its result reached the state be adopted by the next one (servers.py), and a replacement
+(new inputs, new identity) never adopts what it replaces. Delete stops the process, if it is still ours,
+and waits until the port is closed. A server that died or was killed behind the stack's back shows up in
+`diff` and `read` (so `pulumi refresh` drops it), and the next `pulumi up` starts it again; new serving
+code (`code_hash`, the checkout's serving/ and mnistctl/ sources) replaces it.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,16 +21,16 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
-from infra.dynamic import changed_keys, file_tail, log, state_of
+from infra.dynamic import IDENTITY_SEED, changed_keys, identity, identity_seed, log, state_of
+from infra.local.servers import PortTakenError, ServerSpec, found_server, start_server
 from infra.local.support import (
     LocalProviderError,
     answers,
+    forget_record,
     free_port,
     is_our_process,
     port_taken,
-    reap,
-    served_state,
-    start_detached,
+    record_path,
     stop_process_group,
     wait_port_closed,
 )
@@ -44,7 +45,17 @@ from serving.constants import (
 STARTUP_TIMEOUT_SECONDS = 180.0  # loading TensorFlow on a busy two-core machine takes a while
 STOP_TIMEOUT_SECONDS = 10.0
 PORT_CLOSE_TIMEOUT_SECONDS = 10.0
-_REPLACE_KEYS = ("flavor", "name", "model_dir", "artifact_hash", "requested_port", "root", "environment")
+# What a new value of replaces the server; also what its identity is made of (a replacement is a new one).
+_REPLACE_KEYS = (
+    "flavor",
+    "name",
+    "model_dir",
+    "artifact_hash",
+    "requested_port",
+    "root",
+    "environment",
+    "code_hash",
+)
 
 
 def serving_environment(flavor: str) -> dict[str, str]:
@@ -70,13 +81,11 @@ class LocalEndpointArgs:
     artifact_hash: pulumi.Input[str]
     """The artifact's hash: a new artifact replaces the endpoint."""
     root: pulumi.Input[str]
-    """The stack's localRoot; the server's log goes to <root>/logs/."""
+    """The stack's localRoot; the server's log goes to <root>/logs/, its record to <root>/run/."""
+    code_hash: pulumi.Input[str]
+    """Hash of the serving code the server runs (platform.serving_code_hash): new code, new server."""
     requested_port: pulumi.Input[int] = 0
     """A fixed loopback port, or 0 for a free one."""
-
-
-class PortTakenError(LocalProviderError):
-    """The server could not bind its port (taken between our check and its start)."""
 
 
 class LocalEndpointProvider(ResourceProvider):
@@ -85,17 +94,23 @@ class LocalEndpointProvider(ResourceProvider):
     serialize_as_secret_always = False
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        endpoint_id = f"{props['name']}-{secrets.token_hex(4)}"
+        endpoint_id = f"{props['name']}-{identity(props, _REPLACE_KEYS)}"
+        spec = _spec(props, endpoint_id)
+        adopted, previous_port = found_server(spec)
+        if adopted is not None:
+            return CreateResult(id_=endpoint_id, outs={**state_of(props), **adopted})
         requested = int(props.get("requested_port") or 0)
         if not requested:
-            started = _start_on_a_free_port(props, endpoint_id)
+            started = _start_on_a_free_port(spec, previous_port)
         elif port_taken(requested):
             raise port_taken_error(requested, str(props["model"]))
         else:
+            log(f"starting {spec.what} on port {requested}; log: {spec.log_path}")
             try:
-                started = _start(props, endpoint_id, requested)
+                started = start_server(spec, requested)
             except PortTakenError:
                 raise port_taken_error(requested, str(props["model"])) from None
+        log(f"endpoint {props['name']} ready at {started['url']} (pid {started['pid']})")
         return CreateResult(id_=endpoint_id, outs={**state_of(props), **started})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -111,8 +126,11 @@ class LocalEndpointProvider(ResourceProvider):
             return ReadResult(None, {})  # refresh drops it; the next `pulumi up` starts a new one
         return ReadResult(id_, state_of(props))
 
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
         pid, port = int(props.get("pid") or 0), int(props.get("port") or 0)
+        # The record goes with its server; a newer server of the same identity (a replacement started
+        # after this one died) keeps its own.
+        forget_record(record_path(Path(props["root"]), id_), pid)
         if not pid or not is_our_server(props):
             log(f"endpoint {props.get('name')}: server {pid or '?'} is already gone")
             return
@@ -148,50 +166,31 @@ def port_taken_error(port: int, model: str) -> LocalProviderError:
     )
 
 
-@retry(retry=retry_if_exception_type(PortTakenError), stop=stop_after_attempt(3), reraise=True)
-def _start_on_a_free_port(props: dict[str, Any], endpoint_id: str) -> dict[str, Any]:
-    # A free port can be taken by someone else between free_port() and the server's bind: try another.
-    return _start(props, endpoint_id, free_port())
-
-
-def _start(props: dict[str, Any], endpoint_id: str, port: int) -> dict[str, Any]:
+def _spec(props: dict[str, Any], endpoint_id: str) -> ServerSpec:
     root = Path(props["root"])
-    log_path = root / "logs" / f"{endpoint_id}.log"
-    log(f"starting endpoint {props['name']} ({props['flavor']}) on port {port}; log: {log_path}")
-    environment = {**os.environ, **(props.get("environment") or {})}
-    process = start_detached(server_command(props, port), log_path, root, "the server", environment)
-    try:
-        _wait_ready(process, port, log_path, str(props["name"]))
-    except BaseException:
-        if process.poll() is None:
-            stop_process_group(process.pid, STOP_TIMEOUT_SECONDS)
-        process.wait()
-        raise
-    state = served_state(process.pid, port, log_path)
-    log(f"endpoint {props['name']} ready at {state['url']} (pid {process.pid})")
-    return state
-
-
-def _wait_ready(process: subprocess.Popen, port: int, log_path: Path, name: str) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        returncode = process.poll()
-        if returncode is not None:
-            reap(process.pid)
-            output = file_tail(log_path)
-            if "address already in use" in output.lower():
-                raise PortTakenError(f"port {port} was taken before the server of {name} could bind it")
-            raise LocalProviderError(
-                f"the server of endpoint {name} exited with code {returncode} before it was ready. "
-                f"Its last lines:\n{output}\nFull log: {log_path}."
-            )
-        if answers(port, PING_ROUTE):
-            return
-        time.sleep(0.25)
-    raise LocalProviderError(
-        f"the server of endpoint {name} did not answer {PING_ROUTE} on port {port} within "
-        f"{STARTUP_TIMEOUT_SECONDS:.0f}s. Its last lines:\n{file_tail(log_path)}\nFull log: {log_path}."
+    return ServerSpec(
+        what=f"the server of endpoint {props['name']}",
+        marker="serve",
+        identifying=(str(props["model_dir"]), str(props["name"])),
+        command=lambda port: server_command(props, port),
+        ready_route=PING_ROUTE,
+        record=record_path(root, endpoint_id),
+        log_path=root / "logs" / f"{endpoint_id}.log",
+        cwd=root,
+        env={**os.environ, **(props.get("environment") or {})},
+        startup_timeout=STARTUP_TIMEOUT_SECONDS,
+        stop_timeout=STOP_TIMEOUT_SECONDS,
     )
+
+
+@retry(retry=retry_if_exception_type(PortTakenError), stop=stop_after_attempt(3), reraise=True)
+def _start_on_a_free_port(spec: ServerSpec, previous_port: int) -> dict[str, Any]:
+    # The port an earlier server of this identity had, when it is free: what points at its URL (the ui)
+    # still works. Otherwise a free one, which someone else can take before the server binds it: then
+    # another.
+    port = previous_port if previous_port and not port_taken(previous_port) else free_port()
+    log(f"starting {spec.what} on port {port}; log: {spec.log_path}")
+    return start_server(spec, port)
 
 
 class LocalEndpoint(pulumi.dynamic.Resource, module="local", name="Endpoint"):
@@ -213,7 +212,9 @@ class LocalEndpoint(pulumi.dynamic.Resource, module="local", name="Endpoint"):
             "model_dir": args.model_dir,
             "artifact_hash": args.artifact_hash,
             "root": args.root,
+            "code_hash": args.code_hash,
             "requested_port": args.requested_port,
+            IDENTITY_SEED: identity_seed("local:Endpoint", name),
             "environment": pulumi.Output.from_input(args.flavor).apply(serving_environment),
             "pid": None,
             "port": None,

@@ -4,6 +4,12 @@ The challenger is the job's output folder; its accuracy is the `accuracy` of the
 (measured by the trainer on the dataset's held-out test set). A promoted challenger's whole folder
 (artifact, metrics.json, hyperparameters.json) is copied to `<localRoot>/champions/<model>/<job id>/`,
 which is what the endpoint serves: the champion outlives its training job's replacement.
+
+The gate's id carries its identity (infra/dynamic.py: the resource, its model and localRoot), and every
+copy it makes is listed in its record, `<localRoot>/run/<id>.json`, before it is made. A create starts
+without a champion, so whatever copies its record lists were left by an earlier create that never reached
+the state (an interrupted `pulumi up`) or by a gate that `pulumi refresh` dropped: it removes them first,
+and the round leaves exactly one champion copy. `read` reports the gate gone when its champion's copy is.
 """
 
 from __future__ import annotations
@@ -16,11 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+from pulumi.dynamic import CreateResult, ReadResult
 
+from infra.dynamic import IDENTITY_SEED, identity, identity_seed, log, state_of
 from infra.gate import PromotionRule
 from infra.gate_provider import Candidate, ChampionGateProvider, gate_inputs, scored
 from infra.hashing import tree_sha256
-from infra.local.support import LocalProviderError, remove_tree
+from infra.local.support import (
+    LocalProviderError,
+    forget_record,
+    read_record,
+    record_path,
+    remove_tree,
+    write_record,
+)
 from training.hyperparameters import METRICS_FILE
 
 CHAMPIONS_FOLDER = "champions"
@@ -47,6 +62,25 @@ class LocalGateProvider(ChampionGateProvider):
 
     location_keys = ("root",)
 
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        record = _record(props)
+        for copy in (read_record(record) or {}).get("copies", []):
+            log(f"gate {props['model']}: removing {copy}, copied by a create that never reached the state")
+            remove_tree(Path(copy))
+        forget_record(record)
+        result = super().create(props)
+        return CreateResult(id_=gate_id(props), outs=result.outs)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        champion = props.get("champion") or None
+        if champion and not self.kept(props, str(champion.get("artifact"))):
+            return ReadResult(None, {})  # its copy removed behind the stack's back: the next up gates anew
+        return ReadResult(id_, state_of(props))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        super().delete(id_, props)
+        forget_record(_record(props))
+
     def evaluate(self, props: Mapping[str, Any]) -> Candidate:
         artifact = Path(str(props["challenger_artifact"]))
         metrics_path = artifact.parent / METRICS_FILE
@@ -62,6 +96,7 @@ class LocalGateProvider(ChampionGateProvider):
     def keep(self, props: Mapping[str, Any], candidate: Candidate) -> str:
         artifact = Path(candidate.artifact)
         folder = champion_folder(props, candidate.source)
+        _list_copy(props, folder, keep=True)  # listed before it exists: an interrupted copy is found again
         remove_tree(folder)  # a copy left half-written by an interrupted update
         folder.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -76,9 +111,28 @@ class LocalGateProvider(ChampionGateProvider):
 
     def discard(self, props: Mapping[str, Any], artifact: str) -> None:
         remove_tree(Path(artifact).parent)
+        _list_copy(props, Path(artifact).parent, keep=False)
 
     def kept(self, props: Mapping[str, Any], artifact: str) -> bool:
         return Path(artifact).exists() and (Path(artifact).parent / METRICS_FILE).is_file()
+
+
+def gate_id(props: Mapping[str, Any]) -> str:
+    """The gate's id: its model and identity (what replaces a gate: its model, where its copies live)."""
+    return f"{props['model']}-gate-{identity(props, ('model', *LocalGateProvider.location_keys))}"
+
+
+def _record(props: Mapping[str, Any]) -> Path:
+    return record_path(Path(str(props["root"])), gate_id(props))
+
+
+def _list_copy(props: Mapping[str, Any], folder: Path, keep: bool) -> None:
+    """Add the champion copy `folder` to the gate's record (keep) or take it off (once removed)."""
+    record = _record(props)
+    copies = [c for c in (read_record(record) or {}).get("copies", []) if c != str(folder)]
+    if keep:
+        copies.append(str(folder))
+    write_record(record, {"copies": copies})
 
 
 def champion_folder(props: Mapping[str, Any], source: str) -> Path:
@@ -97,6 +151,7 @@ class LocalGate(pulumi.dynamic.Resource, module="local", name="ChampionGate"):
         props = {
             **gate_inputs(args.model, args.challenger_id, args.challenger_artifact, args.rule),
             "root": args.root,
+            IDENTITY_SEED: identity_seed("local:ChampionGate", name),
         }
         super().__init__(LocalGateProvider(), name, props, opts)
 

@@ -18,7 +18,7 @@ import pulumi
 
 from infra.gate import PromotionRule
 from infra.gate_provider import models_entry
-from infra.hashing import tree_sha256
+from infra.hashing import content_hash, tree_sha256
 from infra.local.dataset import LocalDataset, LocalDatasetArgs
 from infra.local.endpoint import LocalEndpoint, LocalEndpointArgs
 from infra.local.gate import LocalGate, LocalGateArgs
@@ -43,6 +43,34 @@ TRAINER_MODULES: dict[Framework, str] = {
     Framework.TENSORFLOW: "tf_trainer.py",
     Framework.PYTORCH: "torch_trainer.py",
 }
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# What a local server runs: the endpoints run serving/ through mnistctl's `serve`, the page mnistctl's `ui`.
+SERVING_SOURCES = ("serving", "mnistctl")
+UI_SOURCES = ("mnistctl",)
+
+
+def serving_code_hash(root: Path = PROJECT_ROOT) -> str:
+    """Hash of the code the endpoints' servers run (serving/ and mnistctl/, the ui's page excepted):
+    editing it restarts the endpoints on the next `pulumi up`."""
+    return _sources_hash(root, SERVING_SOURCES, skip_ui=True)
+
+
+def ui_code_hash(root: Path = PROJECT_ROOT) -> str:
+    """Hash of the code the ui's server runs (mnistctl/, its page included): editing it restarts the ui."""
+    return _sources_hash(root, UI_SOURCES, skip_ui=False)
+
+
+def _sources_hash(root: Path, packages: tuple[str, ...], skip_ui: bool) -> str:
+    parts = []
+    for package in packages:
+        folder = root / package
+        ui_files = {
+            path.relative_to(folder).as_posix() for path in (folder / "ui").rglob("*") if path.is_file()
+        }
+        parts.append(tree_sha256(folder, skip=ui_files if skip_ui else ()))
+    return content_hash(parts, length=64)
 
 
 def training_code_hash(model: Framework, package: Path = TRAINING_PACKAGE) -> str:
@@ -80,6 +108,10 @@ class LocalPlatformArgs:
     """Per model, the champion/challenger rule; a model without one serves every new training run."""
     ui: bool = True
     """Serve the draw-a-digit page of the endpoints (`mnistctl ui`), exported as `ui`."""
+    serving_code_hash: pulumi.Input[str] = ""
+    """Hash of the serving code the endpoints run; a change restarts them."""
+    ui_code_hash: pulumi.Input[str] = ""
+    """Hash of the code the ui runs; a change restarts it."""
 
 
 class LocalPlatform(pulumi.ComponentResource):
@@ -147,6 +179,7 @@ class LocalPlatform(pulumi.ComponentResource):
                     model_dir=gate.champion_dir,
                     artifact_hash=gate.champion_hash,
                     root=args.root,
+                    code_hash=args.serving_code_hash,
                     requested_port=args.ports.get(model, 0),
                 ),
                 child,
@@ -170,7 +203,13 @@ class LocalPlatform(pulumi.ComponentResource):
         if args.ui:
             page = LocalUi(
                 f"{name}-ui",
-                LocalUiArgs(endpoints=self.endpoints, dataset=args.dataset, root=args.root, stack=args.stack),
+                LocalUiArgs(
+                    endpoints=self.endpoints,
+                    dataset=args.dataset,
+                    root=args.root,
+                    stack=args.stack,
+                    code_hash=args.ui_code_hash,
+                ),
                 child,
             )
             self.ui = page.url
@@ -202,6 +241,8 @@ class LocalPlatform(pulumi.ComponentResource):
             dry_run=settings.local.dry_run,
             promotion={model: settings.promotion.rule(model) for model in settings.models},
             ui=settings.local.ui,
+            serving_code_hash=serving_code_hash(),
+            ui_code_hash=ui_code_hash(),
         )
         return cls(name, args)
 

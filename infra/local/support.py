@@ -7,6 +7,7 @@ holds no state: each function looks at the machine as it is now.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -167,6 +168,58 @@ def is_our_process(state: dict, marker: str) -> bool:
         return False
     recorded = state.get("started")
     return recorded is None or process_start(pid) == recorded
+
+
+# --- records: what a create left under localRoot, found again by its identity -----------------------
+#
+# A create writes the record of what it started (pid, start time, port) the moment it started it, before
+# waiting for it: if `pulumi up` dies during that wait, the next create of the same resource (the same
+# identity, infra/dynamic.py) reads the record and adopts or removes what is there, instead of starting
+# a second copy beside it.
+
+RECORDS_FOLDER = "run"
+
+
+def record_path(root: Path, identity_name: str) -> Path:
+    """Where the record of the thing named `identity_name` (its kind and identity) lives under localRoot."""
+    return root / RECORDS_FOLDER / f"{identity_name}.json"
+
+
+def write_record(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(record))
+    partial.replace(path)  # atomic: a reader never sees half a record
+
+
+def read_record(path: Path) -> dict | None:
+    """The record at `path`, or None when there is none (or it is unreadable: nothing to adopt)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def forget_record(path: Path, pid: int | None = None) -> None:
+    """Remove the record, unless `pid` is given and the record now names another process (a newer create
+    of the same resource, which the record belongs to now)."""
+    if pid is not None:
+        record = read_record(path)
+        if record is not None and int(record.get("pid") or 0) != int(pid):
+            return
+    path.unlink(missing_ok=True)
+
+
+def is_recorded_process(record: dict, marker: str, arguments: tuple[str, ...] = ()) -> bool:
+    """Whether the recorded pid is still the process the record describes: alive, started when recorded,
+    its command line holding `marker` (the mnistctl subcommand) and `arguments` (its model or output
+    folder, its port)."""
+    pid = int(record.get("pid") or 0)
+    cmdline = process_cmdline(pid) if pid else None
+    if cmdline is None or marker not in cmdline or any(part not in cmdline for part in arguments):
+        return False
+    return record.get("started") is None or process_start(pid) == record.get("started")
 
 
 # --- ports ----------------------------------------------------------------------------------------

@@ -4,15 +4,23 @@ The job trains into a folder of its own, `<localRoot>/models/<id>/`, so that a r
 trained before the old artifact is deleted. Its inputs include a hash of the training code, the
 dataset's content hash and the hyperparameters: any change trains a new model, and the endpoint
 serving it is replaced after it.
+
+The id is the framework and the job's identity (infra/dynamic.py: the resource and those inputs), so
+a create that `pulumi up` gave up on (Ctrl-C, a killed CLI) is found again by the next one: the trainer
+runs detached (its own session, its output to `<localRoot>/logs/train-<id>.log`, its pid in
+`<localRoot>/run/train-<id>.json`), so it survives the interruption, and the next create waits for a
+trainer still running, adopts a finished model (artifact and metrics.json), and removes anything else
+before training anew. A model removed behind the stack's back is trained again in place (an update:
+same id, same folder), so what follows it does not move.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import re
-import secrets
 import subprocess
 import sys
 import time
@@ -22,15 +30,31 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from infra.dynamic import changed_keys, log, state_of, tail
+from infra.dynamic import IDENTITY_SEED, changed_keys, identity, identity_seed, log, state_of, tail
 from infra.hashing import tree_sha256
-from infra.local.support import LocalProviderError, remove_tree, size_bytes
+from infra.local.support import (
+    LocalProviderError,
+    forget_record,
+    is_recorded_process,
+    process_cmdline,
+    process_start,
+    read_record,
+    reap,
+    record_path,
+    remove_tree,
+    size_bytes,
+    start_detached,
+    stop_process_group,
+    write_record,
+)
 from training.hyperparameters import METRICS_FILE
 from training.run import ARTIFACTS, parse_framework
 
 PROGRESS_INTERVAL_SECONDS = 2.0
+LOG_POLL_SECONDS = 0.2
+STOP_TIMEOUT_SECONDS = 10.0
 # rich draws its progress bar only on a terminal: the trainer is told it has one (without colours, at a
 # fixed width), and its redraws are thinned out to a line every PROGRESS_INTERVAL_SECONDS.
 TRAINER_ENV = {
@@ -86,29 +110,143 @@ class LocalTrainingJobProvider(ResourceProvider):
     serialize_as_secret_always = False
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        job_id = f"{props['framework']}-{secrets.token_hex(4)}"
+        job_id = f"{props['framework']}-{identity(props, TRAINER_INPUTS)}"
         out = Path(props["root"]) / "models" / job_id
-        try:
-            outs = run_trainer(job_id, props, out)
-        except BaseException:
-            remove_tree(out)  # a failed job leaves only its log behind
-            raise
-        return CreateResult(id_=job_id, outs={**state_of(props), **outs})
+        return CreateResult(id_=job_id, outs={**state_of(props), **train_once(job_id, props, out)})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = changed_keys(olds, news, TRAINER_INPUTS)
-        if not replaces and not _artifact_intact(olds):
-            replaces = ["artifact"]  # removed behind the stack's back: train again
-        return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=False)
+        # Removed behind the stack's back: trained again in place (same id, same folder; a replacement
+        # would share its identity and folder with the job it replaces, whose delete would remove it).
+        changes = bool(replaces) or not _artifact_intact(olds)
+        return DiffResult(changes=changes, replaces=replaces, delete_before_replace=False)
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs={**state_of(news), **train_once(id_, news, Path(olds["out_dir"]))})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         if not _artifact_intact(props):
-            return ReadResult(None, {})
+            return ReadResult(None, {})  # refresh drops it; the next `pulumi up` trains it again
         return ReadResult(id_, state_of(props))
 
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        record = record_path(Path(props["root"]), f"train-{id_}")
+        found = read_record(record)
+        if found is not None and is_recorded_process(found, "train", (str(props.get("out_dir")),)):
+            stop_process_group(int(found["pid"]), STOP_TIMEOUT_SECONDS)  # not to write into a removed folder
+        forget_record(record)
         if props.get("out_dir"):
             remove_tree(Path(props["out_dir"]))
+
+
+def train_once(job_id: str, props: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The job's outputs, training only when no earlier create of the same job (an interrupted one) left
+    a trainer running (waited for) or a finished model (adopted); anything else it left is removed first."""
+    framework = str(props["framework"])
+    root = Path(props["root"])
+    record_file = record_path(root, f"train-{job_id}")
+    log_path = root / "logs" / f"train-{job_id}.log"
+    record = read_record(record_file)
+    if record is not None and is_recorded_process(record, "train", (str(out),)):
+        pid = int(record["pid"])
+        log(f"training {framework}: waiting for the trainer (pid {pid}) an interrupted create started")
+        try:
+            follow_trainer(framework, log_path, lambda: None if process_cmdline(pid) else "unknown")
+        except Exception:
+            _abandon(pid, out, record_file)
+            raise
+        forget_record(record_file)
+        if not _finished(out):
+            remove_tree(out)
+            raise LocalProviderError(
+                f"training {framework} (pid {pid}, started by an interrupted `pulumi up`) ended without "
+                f"writing its model; its log: {log_path}. Run `pulumi up` again to train anew."
+            )
+        return _collect(framework, out, log_path)
+    forget_record(record_file)
+    if _finished(out):
+        log(f"training {framework}: adopting the model an interrupted create trained in {out}")
+        return _collect(framework, out, log_path)
+    if out.exists():
+        log(f"training {framework}: removing what an interrupted or failed create left in {out}")
+        remove_tree(out)
+    return _train_detached(framework, props, out, log_path, record_file)
+
+
+def _train_detached(
+    framework: str, props: dict[str, Any], out: Path, log_path: Path, record_file: Path
+) -> dict[str, Any]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log_path.unlink(missing_ok=True)  # this job's log is this run's alone
+    command = trainer_command(props, out)
+    log(f"training {framework}: {' '.join(command[1:])}")
+    process = start_detached(
+        command, log_path, Path.cwd(), f"the {framework} trainer", {**os.environ, **TRAINER_ENV}
+    )
+    write_record(record_file, {"pid": process.pid, "started": process_start(process.pid)})
+    try:
+        last_lines = follow_trainer(framework, log_path, process.poll)
+    except Exception:
+        _abandon(process.pid, out, record_file)
+        raise
+    # An interruption (a BaseException: the provider stopped, Ctrl-C) leaves the trainer running and
+    # recorded on purpose: the next create waits for it.
+    returncode = process.wait()
+    forget_record(record_file)
+    if returncode != 0:
+        remove_tree(out)  # a failed job leaves only its log behind
+        raise LocalProviderError(
+            f"training {framework} failed (exit code {returncode}). The trainer's last lines:\n"
+            f"{tail(chr(10).join(last_lines))}\n"
+            f"Full log: {log_path}. Fix the cause (a hyperparameter in mnist-platform:hyperparameters, the "
+            "dataset, the training code) and run `pulumi up` again."
+        )
+    return _collect(framework, out, log_path)
+
+
+def follow_trainer(
+    framework: str, log_path: Path, exit_code: Callable[[], int | str | None]
+) -> collections.deque[str]:
+    """Stream the trainer's log to the Pulumi log until it exits (`exit_code` not None); its last lines."""
+    last_lines: collections.deque[str] = collections.deque(maxlen=40)
+
+    def emit(line: str) -> None:
+        last_lines.append(line)
+        log(f"[{framework}] {line}")
+
+    lines = TerminalLines(emit)
+    with log_path.open("rb") as reader:
+        while True:
+            chunk = reader.read(1 << 16)
+            if chunk:
+                lines.feed(chunk)
+            elif exit_code() is not None:
+                while chunk := reader.read(1 << 16):  # what it wrote before exiting
+                    lines.feed(chunk)
+                break
+            else:
+                time.sleep(LOG_POLL_SECONDS)
+    lines.close()
+    return last_lines
+
+
+def _abandon(pid: int, out: Path, record_file: Path) -> None:
+    """A create that fails while its trainer runs: stop the trainer, remove its folder and record."""
+    with contextlib.suppress(LocalProviderError):
+        stop_process_group(pid, STOP_TIMEOUT_SECONDS)
+    reap(pid)
+    remove_tree(out)
+    forget_record(record_file)
+
+
+def _finished(out: Path) -> bool:
+    """Whether `out` holds a finished training: an artifact and a whole metrics.json (written last)."""
+    try:
+        metrics = json.loads((out / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    artifact = out / str(metrics.get("artifact") or "") if isinstance(metrics, dict) else out
+    return isinstance(metrics, dict) and artifact != out and artifact.exists()
 
 
 def trainer_command(props: Mapping[str, Any], out: Path) -> list[str]:
@@ -283,7 +421,9 @@ class LocalTrainingJob(pulumi.dynamic.Resource, module="local", name="TrainingJo
             "code_hash": args.code_hash,
             "root": args.root,
             "hyperparameters": dict(args.hyperparameters),
+            "preset": args.preset,
             "dry_run": args.dry_run,
+            IDENTITY_SEED: identity_seed("local:TrainingJob", name),
             "out_dir": None,
             "artifact": None,
             "artifact_hash": None,

@@ -1,15 +1,15 @@
 """The local stack's draw-a-digit page: a detached `mnistctl ui` process on a loopback port.
 
-Like the endpoints (endpoint.py): create writes the stack's endpoints to `<localRoot>/ui/outputs.json`,
-starts the server in a session of its own (it outlives `pulumi up`), logs to `<localRoot>/logs/` and
-returns once the page answers; delete stops it. New endpoints or a dead server replace it.
+Like the endpoints (endpoint.py, servers.py): create writes the stack's endpoints to
+`<localRoot>/ui/<id>.json`, starts the server in a session of its own (it outlives `pulumi up`), records
+it in `<localRoot>/run/<id>.json`, logs to `<localRoot>/logs/<id>.log` and returns once the page answers;
+the id carries the resource's identity, so a create interrupted before its result reached the state is
+adopted by the next one. Delete stops it. New endpoints, new ui code or a dead server replace it.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,15 +17,17 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
 
-from infra.dynamic import changed_keys, file_tail, log, state_of
+from infra.dynamic import IDENTITY_SEED, changed_keys, identity, identity_seed, log, state_of
+from infra.local.servers import ServerSpec, found_server, start_server
 from infra.local.support import (
     LocalProviderError,
     answers,
+    forget_record,
     free_port,
     is_our_process,
-    reap,
-    served_state,
-    start_detached,
+    port_taken,
+    record_path,
+    remove_tree,
     stop_process_group,
     wait_port_closed,
 )
@@ -36,7 +38,8 @@ STOP_TIMEOUT_SECONDS = 10.0
 PORT_CLOSE_TIMEOUT_SECONDS = 10.0
 # What answers once the page can serve: the stack the page was started for.
 UI_READY_ROUTE = "/api/stack"
-_REPLACE_KEYS = ("endpoints", "dataset", "root", "stack")
+# What a new value of replaces the page's server; also what its identity is made of.
+_REPLACE_KEYS = ("endpoints", "dataset", "root", "stack", "code_hash")
 
 
 @dataclass
@@ -48,9 +51,11 @@ class LocalUiArgs:
     dataset: pulumi.Input[str]
     """The stack's dataset (kmnist pages show its characters)."""
     root: pulumi.Input[str]
-    """The stack's localRoot: the outputs file and the log go there."""
+    """The stack's localRoot: the outputs file, the record and the log go there."""
     stack: pulumi.Input[str]
     """The stack's name, shown on the page."""
+    code_hash: pulumi.Input[str] = ""
+    """Hash of the code the page's server runs (platform.ui_code_hash): new code, new server."""
 
 
 class LocalUiProvider(ResourceProvider):
@@ -59,8 +64,36 @@ class LocalUiProvider(ResourceProvider):
     serialize_as_secret_always = False
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        ui_id = f"ui-{secrets.token_hex(4)}"
-        return CreateResult(id_=ui_id, outs={**state_of(props), **_start(props, ui_id, free_port())})
+        ui_id = f"ui-{identity(props, _REPLACE_KEYS)}"
+        root = Path(props["root"])
+        outputs_path = root / "ui" / f"{ui_id}.json"
+        spec = ServerSpec(
+            what="the ui",
+            marker="ui",
+            identifying=(str(outputs_path),),
+            command=lambda port: ui_command(outputs_path, port),
+            ready_route=UI_READY_ROUTE,
+            record=record_path(root, ui_id),
+            log_path=root / "logs" / f"{ui_id}.log",
+            cwd=root,
+            env=None,
+            startup_timeout=STARTUP_TIMEOUT_SECONDS,
+            stop_timeout=STOP_TIMEOUT_SECONDS,
+        )
+        adopted, previous_port = found_server(spec)
+        if adopted is None:
+            outputs_path.parent.mkdir(parents=True, exist_ok=True)
+            outputs = {"endpoints": props["endpoints"], "dataset": props["dataset"], "stack": props["stack"]}
+            outputs_path.write_text(json.dumps(outputs))
+            port = previous_port if previous_port and not port_taken(previous_port) else free_port()
+            log(f"starting the ui on port {port}; log: {spec.log_path}")
+            try:
+                adopted = start_server(spec, port)
+            except Exception as error:
+                remove_tree(outputs_path)  # a failed create leaves nothing behind but its log
+                raise LocalProviderError(f"the ui did not start on port {port}: {error}") from error
+            log(f"ui ready at {adopted['url']} (pid {adopted['pid']})")
+        return CreateResult(id_=ui_id, outs={**state_of(props), **adopted})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = changed_keys(olds, news, _REPLACE_KEYS)
@@ -70,11 +103,12 @@ class LocalUiProvider(ResourceProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         if not ui_running(props):
-            return ReadResult(None, {})
+            return ReadResult(None, {})  # refresh drops it; the next `pulumi up` starts a new one
         return ReadResult(id_, state_of(props))
 
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
         pid, port = int(props.get("pid") or 0), int(props.get("port") or 0)
+        forget_record(record_path(Path(props["root"]), id_), pid)
         if not pid or not is_our_process(props, "ui"):
             log(f"ui: server {pid or '?'} is already gone")
             return
@@ -92,32 +126,6 @@ def ui_running(state: dict[str, Any]) -> bool:
     return is_our_process(state, "ui") and answers(int(state.get("port") or 0), UI_READY_ROUTE)
 
 
-def _start(props: dict[str, Any], ui_id: str, port: int) -> dict[str, Any]:
-    root = Path(props["root"])
-    outputs_path = root / "ui" / "outputs.json"
-    outputs_path.parent.mkdir(parents=True, exist_ok=True)
-    outputs = {"endpoints": props["endpoints"], "dataset": props["dataset"], "stack": props["stack"]}
-    outputs_path.write_text(json.dumps(outputs))
-    log_path = root / "logs" / f"{ui_id}.log"
-    log(f"starting the ui on port {port}; log: {log_path}")
-    process = start_detached(ui_command(outputs_path, port), log_path, root, "the ui")
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while not answers(port, UI_READY_ROUTE):
-        returncode = process.poll()
-        if returncode is not None or time.monotonic() > deadline:
-            if returncode is None:
-                stop_process_group(process.pid, STOP_TIMEOUT_SECONDS)
-            reap(process.pid)
-            raise LocalProviderError(
-                f"the ui did not start on port {port} (exit code {process.poll()}). Its last lines:\n"
-                f"{file_tail(log_path)}\nFull log: {log_path}."
-            )
-        time.sleep(0.25)
-    state = served_state(process.pid, port, log_path)
-    log(f"ui ready at {state['url']} (pid {process.pid})")
-    return state
-
-
 class LocalUi(pulumi.dynamic.Resource, module="local", name="Ui"):
     """The draw-a-digit page of the stack's endpoints (`mnistctl ui`)."""
 
@@ -133,6 +141,8 @@ class LocalUi(pulumi.dynamic.Resource, module="local", name="Ui"):
             "dataset": args.dataset,
             "root": args.root,
             "stack": args.stack,
+            "code_hash": args.code_hash,
+            IDENTITY_SEED: identity_seed("local:Ui", name),
             "pid": None,
             "port": None,
             "url": None,

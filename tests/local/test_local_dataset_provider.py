@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from infra.dynamic import IDENTITY_SEED
 from infra.local.dataset import LocalDatasetProvider
 from infra.local.support import ROOT_MARKER, LocalProviderError
 
@@ -60,7 +61,9 @@ def test_delete_removes_the_whole_root_and_a_second_delete_succeeds(props: dict[
 
 def test_delete_keeps_the_root_while_a_replacement_dataset_lives_in_it(props: dict[str, Any]):
     old_id, old = create(props)
-    _, new = create(props)  # Pulumi creates the replacement before it deletes the old one
+    # Pulumi creates the replacement (new inputs, so another identity) before it deletes the old one.
+    _, new = create({**props, IDENTITY_SEED: "another-identity"})
+    assert new["path"] != old["path"]
     LocalDatasetProvider().delete(old_id, old)
     assert not Path(old["path"]).exists()
     assert {p.name for p in Path(new["path"]).iterdir()} == T10K_FILES
@@ -100,9 +103,15 @@ def test_diff_replaces_for_another_dataset_and_updates_for_another_source(
     assert update.outs["path"] == state["path"] and update.outs["content_hash"] == state["content_hash"]
 
 
-def test_files_changed_behind_the_stacks_back_are_prepared_again(props: dict[str, Any]):
+def test_files_changed_behind_the_stacks_back_are_prepared_again_in_place(props: dict[str, Any]):
     id_, state = create(props)
-    (Path(state["path"]) / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not labels")
+    labels = Path(state["path"]) / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(b"not labels")
     provider = LocalDatasetProvider()
-    assert provider.diff(id_, state, props).replaces == ["files"]
+    diff = provider.diff(id_, state, props)
+    # In place: a replacement would have the same identity, so the same folder as the old one.
+    assert diff.changes and not diff.replaces
     assert not provider.read(id_, state).id
+    update = provider.update(id_, state, props)
+    assert update.outs is not None and update.outs["path"] == state["path"]
+    assert update.outs["content_hash"] == state["content_hash"] and labels.read_bytes() != b"not labels"

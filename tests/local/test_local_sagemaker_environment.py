@@ -11,6 +11,8 @@ import pytest
 from harness import run_stack
 
 from infra.local import endpoint as local_endpoint
+from infra.local import support
+from infra.local.servers import start_server
 from infra.local.support import LocalProviderError
 
 ENDPOINT = "pulumi-python:dynamic/local:Endpoint"
@@ -31,7 +33,7 @@ def test_the_server_process_is_started_with_that_environment(
         seen.update(kwargs)
         raise OSError("not started in this test")
 
-    monkeypatch.setattr(local_endpoint.subprocess, "Popen", popen)
+    monkeypatch.setattr(support.subprocess, "Popen", popen)
     props = {
         "model": "xgboost",
         "flavor": "sagemaker",
@@ -41,5 +43,5 @@ def test_the_server_process_is_started_with_that_environment(
         "environment": local_endpoint.serving_environment("sagemaker"),
     }
     with pytest.raises(LocalProviderError):
-        local_endpoint._start(props, "mnist-xgboost-1", 40123)
+        start_server(local_endpoint._spec(props, "mnist-xgboost-1"), 40123)
     assert seen["env"]["SAGEMAKER_INFERENCE_OUTPUT"] == "probabilities"

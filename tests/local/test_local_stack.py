@@ -17,6 +17,7 @@ from pulumi.runtime.mocks import MockResourceArgs
 from infra.local.dataset import LocalDatasetProvider
 from infra.local.endpoint import LocalEndpointProvider
 from infra.local.gate import LocalGateProvider
+from infra.dynamic import IDENTITY_SEED
 from infra.local.platform import training_code_hash
 from infra.local.training_job import LocalTrainingJobProvider
 from infra.local.ui import LocalUiProvider
@@ -257,9 +258,22 @@ def test_offline_config_reaches_the_dataset_and_the_trainers(tmp_path: Path, t10
         "root": str(tmp_path),
         "stack": "local",
         "source_dir": str(t10k_dir),
+        IDENTITY_SEED: run.one(DATASET).props[IDENTITY_SEED],
     }
     assert all(job.props["dry_run"] is True for job in run.of_type(TRAINING_JOB))
     assert run.outputs["dataset"] == "mnist-t10k"
+
+
+def test_every_dynamic_resource_carries_an_identity_seed_of_its_own_stable_across_runs(tmp_path: Path):
+    # What a create names what it makes with (infra/dynamic.py): one per resource, the same on the next
+    # `pulumi up`, so that the next create finds what an interrupted one left.
+    def seeds() -> dict[str, str]:
+        run = run_stack("local", {"localRoot": str(tmp_path)}, outputs=plausible_outputs)
+        return {r.name: r.props[IDENTITY_SEED] for r in run.resources if r.is_dynamic}
+
+    first = seeds()
+    assert len(first) == 11 and len(set(first.values())) == 11
+    assert seeds() == first
 
 
 def test_default_local_root_is_inside_the_project():

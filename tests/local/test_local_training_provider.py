@@ -113,13 +113,17 @@ def test_new_code_data_or_hyperparameters_replace_the_job(
     assert not diff.delete_before_replace  # the new job trains into its own folder first
 
 
-def test_an_artifact_removed_behind_the_stacks_back_is_trained_again(props: dict[str, Any], tmp_path: Path):
+def test_an_artifact_removed_behind_the_stacks_back_is_trained_again_in_place(
+    props: dict[str, Any], tmp_path: Path
+):
     state = {**props, **_fake_artifact(tmp_path)}
     provider = LocalTrainingJobProvider()
     assert not provider.diff("job", state, props).changes
     assert provider.read("job", state).id == "job"
     shutil.rmtree(state["out_dir"])
-    assert provider.diff("job", state, props).replaces == ["artifact"]
+    # An update (same id, same folder): a replacement would share the old job's identity and folder.
+    diff = provider.diff("job", state, props)
+    assert diff.changes and not diff.replaces
     assert not provider.read("job", state).id
 
 
