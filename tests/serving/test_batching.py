@@ -7,6 +7,7 @@ show that their replies are byte-identical batched and alone."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
@@ -20,8 +21,8 @@ import requests
 from starlette.applications import Starlette
 
 from serving.app import app_for, serve_in_thread
-from serving.batching import BatchingConfig
-from serving.constants import Flavor
+from serving.batching import BatchingConfig, MicroBatcher
+from serving.constants import INLINE_CALL_MAX_MS, Flavor
 from serving.errors import ModelError
 from serving.models import InferenceRequest, SageMakerXGBoostModel
 
@@ -336,3 +337,115 @@ def test_an_unexpected_failure_is_a_500_naming_it_and_the_server_keeps_serving(
     assert any(
         record.exc_info and "a bug in the reply" in str(record.exc_info[1]) for record in caplog.records
     )
+
+
+# --- the batcher on its own event loop, without HTTP: the waits and the shutdown, step by step ------------
+
+
+def csv_request(images: np.ndarray) -> InferenceRequest:
+    return InferenceRequest(csv_of(images), CSV["Content-Type"], CSV["Accept"])
+
+
+def test_a_batch_waits_for_a_request_still_receiving_its_body_and_shares_the_call_with_it() -> None:
+    async def scenario(model: ScriptedModel) -> float:
+        batcher = MicroBatcher(model, BatchingConfig(max_wait_ms=1000))
+        straggler = batcher.receiving()  # a client is still sending its body (as the app marks it)
+        straggler.__enter__()
+        started = time.perf_counter()
+        first = asyncio.create_task(batcher.infer(csv_request(image_batch(1, 2))))
+        await asyncio.sleep(0.05)  # the batch is waiting for the straggler
+        straggler.__exit__(None, None, None)  # its body has arrived: it joins the queue
+        second = asyncio.create_task(batcher.infer(csv_request(image_batch(2, 2))))
+        await asyncio.wait_for(asyncio.gather(first, second), 5)
+        batcher.close()
+        return time.perf_counter() - started
+
+    model = ScriptedModel()
+    model.load()
+    took = asyncio.run(scenario(model))
+    assert model.batch_sizes == [4], "the two requests did not share one model call"
+    assert took < 0.5, f"{took:.3f} s: the batch waited on after the straggler had arrived"
+
+
+def test_requests_waiting_for_a_model_call_get_an_error_when_the_loop_stops_not_a_hang() -> None:
+    async def scenario(model: ScriptedModel) -> BaseException | None:
+        batcher = MicroBatcher(model)
+        waiting = asyncio.create_task(batcher.infer(csv_request(image_batch(0, 2, BLOCKER_MARK))))
+        await asyncio.sleep(0.1)  # its model call is running on the worker thread
+        assert batcher._runner is not None
+        batcher._runner.cancel()  # what stopping the server does to the batcher's task
+        try:
+            await asyncio.wait_for(waiting, 5)
+        except BaseException as error:  # noqa: BLE001  (which error it is is the point)
+            return error
+        finally:
+            batcher.close()
+        return None
+
+    model = ScriptedModel()
+    model.load()
+    error = asyncio.run(scenario(model))
+    # A RuntimeError, which the app answers as an error; not the runner's CancelledError, not a timeout.
+    assert type(error) is RuntimeError, repr(error)
+
+
+@pytest.mark.parametrize(("fraction", "inline"), [(0.9995, True), (1.0, False), (1.001, False)])
+def test_a_lone_request_runs_inline_only_if_the_models_last_single_image_call_was_under_the_limit(
+    fraction: float, inline: bool
+) -> None:
+    batcher = MicroBatcher(ScriptedModel())
+    assert not batcher._single_image_is_fast()  # never measured: the worker thread measures it first
+    batcher._single_image_seconds = fraction * INLINE_CALL_MAX_MS / 1000.0
+    assert batcher._single_image_is_fast() is inline
+    batcher.close()
+
+
+def test_a_batch_waits_for_a_straggler_at_most_max_wait_ms() -> None:
+    async def scenario(model: ScriptedModel) -> float:
+        batcher = MicroBatcher(model, BatchingConfig(max_wait_ms=200))
+        with batcher.receiving():  # a client that never finishes its body
+            started = time.perf_counter()
+            await asyncio.wait_for(batcher.infer(csv_request(image_batch(1, 2))), 5)
+            took = time.perf_counter() - started
+        batcher.close()
+        return took
+
+    model = ScriptedModel()
+    model.load()
+    took = asyncio.run(scenario(model))
+    assert 0.15 < took < 1.0, f"answered after {took:.3f} s; max_wait_ms is 200"
+
+
+def test_a_full_batch_goes_to_the_model_without_waiting_for_stragglers() -> None:
+    async def scenario(model: ScriptedModel) -> float:
+        batcher = MicroBatcher(model, BatchingConfig(max_batch=4, max_wait_ms=1000))
+        with batcher.receiving():  # a straggler could not fit in the batch anyway
+            started = time.perf_counter()
+            await asyncio.wait_for(batcher.infer(csv_request(image_batch(1, 4))), 5)
+            took = time.perf_counter() - started
+        batcher.close()
+        return took
+
+    model = ScriptedModel()
+    model.load()
+    took = asyncio.run(scenario(model))
+    assert took < 0.5, f"a batch of max_batch images waited {took:.3f} s for a request it had no room for"
+
+
+def test_a_request_cancelled_while_its_batch_runs_holds_back_none_of_its_batch_mates() -> None:
+    async def scenario(model: ScriptedModel) -> list[bytes]:
+        batcher = MicroBatcher(model)
+        blocker = asyncio.create_task(batcher.infer(csv_request(image_batch(0, 2, BLOCKER_MARK))))
+        await asyncio.sleep(0.1)  # the model is busy: the next three queue together
+        gone, *mates = [asyncio.create_task(batcher.infer(csv_request(image_batch(s, 2)))) for s in (1, 2, 3)]
+        await asyncio.sleep(0.05)
+        gone.cancel()  # its client went away; it is first in the batch
+        replies = await asyncio.wait_for(asyncio.gather(*mates), 5)
+        await blocker
+        batcher.close()
+        return [reply.body for reply in replies]
+
+    model = ScriptedModel()
+    model.load()
+    bodies = asyncio.run(scenario(model))
+    assert bodies == [alone(model, csv_of(image_batch(s, 2))) for s in (2, 3)]
