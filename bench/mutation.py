@@ -4,8 +4,9 @@
 
 mutmut breaks the code in small ways (a `<` made `<=`, a constant changed, a call's argument dropped), one
 mutant at a time, and runs the tests; a mutant that no test notices "survives" and shows a behaviour that
-nothing checks. Each module runs in a copy of what git tracks, under .mnist-platform/mutation/<module>/, so
-mutmut's `mutants/` folder never lands in the work tree and two modules never share its state. The copy's
+nothing checks. Each module runs in a copy of the work tree (what git tracks or would add), under
+.mnist-platform/mutation/<module>/, so mutmut's `mutants/` folder never lands in the work tree and two
+modules never share its state. The copy's
 pyproject.toml gets a `[tool.mutmut]` table of the module's own: mutate only that file, and run only the
 tests listed for it below. Within those, mutmut runs for each mutant only the tests that called the mutated
 function in a first clean run (its coverage of functions), which keeps a module to minutes on 2 cores.
@@ -50,6 +51,7 @@ TEST_TIMEOUT_S = 60  # per test (pytest-timeout): the listed tests take seconds 
 TESTS: dict[str, list[str]] = {
     "infra/gate.py": ["tests/unit/test_gate_rule.py", "tests/unit/test_gate_settings.py"],
     "infra/gate_provider.py": [
+        "tests/unit/test_gate_provider.py",
         "tests/local/test_local_gate_provider.py",
         "tests/aws/test_aws_gate.py",
         "tests/gcp/test_gcp_gate.py",
@@ -97,9 +99,12 @@ DETECTED = {"killed", "timeout", "segfault", "caught by type check"}
 
 
 def tracked_files() -> list[str]:
-    """What a clone holds: the files git tracks, as they are in the work tree."""
+    """The work tree as it stands: the files git tracks or would add (not those it ignores)."""
     listed = subprocess.run(
-        ["git", "ls-files", "--cached", "-z"], cwd=REPO_ROOT, capture_output=True, check=True
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
     ).stdout.split(b"\0")
     return [name for name in (entry.decode() for entry in listed if entry) if (REPO_ROOT / name).is_file()]
 

@@ -1,0 +1,120 @@
+"""What every stack's champion gate shares (infra/gate_provider.py): the inputs of the gate resource, the
+`models` stack output built from its state, and the engine's diff, read and delete, here on the local
+stack's gate (its own steps are tested in tests/local/test_local_gate_provider.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+import pytest
+from harness import run_stack
+
+from infra.gate import PromotionRule
+from infra.gate_provider import gate_inputs, models_entry
+from infra.local.gate import LocalGateProvider
+
+
+def test_the_gate_declares_the_challenger_the_rule_and_its_outputs_still_unknown() -> None:
+    declared = gate_inputs("xgboost", "job-7", "/models/job-7/model.tar.gz", PromotionRule(0.9, 0.02, True))
+    assert declared == {
+        "model": "xgboost",
+        "challenger_id": "job-7",
+        "challenger_artifact": "/models/job-7/model.tar.gz",
+        "min_accuracy": 0.9,
+        "promotion_tolerance": 0.02,
+        "force_promotion": True,
+        "champion": None,
+        "challenger": None,
+        "champion_artifact": None,
+        "retired": None,
+    }
+
+
+def exported_entry(champion: dict, challenger: dict) -> dict:
+    """`models_entry` of these gate outputs, as the stack exports it (resolved under Pulumi's mocks)."""
+
+    def program() -> None:
+        pulumi.export("entry", models_entry(champion, challenger))
+
+    return run_stack("local", program=program).outputs["entry"]
+
+
+def test_the_models_output_says_what_is_served_and_what_the_gate_decided_leaving_unknowns_out() -> None:
+    champion = {
+        "source": "job-6",
+        "artifact": "/champions/xgboost/job-6.tar.gz",
+        "accuracy": 0.97,
+        "trained": "2026-12-01T10:00:00Z",
+        "metrics": {"n_test": 2000, "train_seconds": 12.5},
+        "source_artifact": "/models/job-6/model.tar.gz",
+    }
+    challenger = {
+        "source": "job-7",
+        "artifact": "/models/job-7/model.tar.gz",
+        "accuracy": None,  # could not be read
+        "trained": None,
+        "metrics": {},
+        "decision": "held",
+        "reason": "held back: metrics.json is missing",
+    }
+    assert exported_entry(champion, challenger) == {
+        "artifact": "/champions/xgboost/job-6.tar.gz",
+        "metrics": {"n_test": 2000, "train_seconds": 12.5, "accuracy": 0.97},
+        "champion": {
+            "artifact": "/champions/xgboost/job-6.tar.gz",
+            "accuracy": 0.97,
+            "trained": "2026-12-01T10:00:00Z",
+            "source": "job-6",
+        },
+        "challenger": {
+            "artifact": "/models/job-7/model.tar.gz",
+            "source": "job-7",
+            "decision": "held",
+            "reason": "held back: metrics.json is missing",
+        },
+    }
+
+
+def test_refresh_reads_back_the_gates_state_without_its_provider() -> None:
+    state = {
+        "model": "xgboost",
+        "champion_artifact": "/champions/x.tar.gz",
+        "retired": None,
+        "__provider": "p",
+    }
+    read = LocalGateProvider().read("xgboost-gate-1", state)
+    assert read.id == "xgboost-gate-1"
+    assert read.outs == {"model": "xgboost", "champion_artifact": "/champions/x.tar.gz"}
+
+
+def test_a_gate_for_another_model_replaces_the_old_one() -> None:
+    # A new model starts without a champion: the gate is replaced, not updated in place.
+    olds = {"model": "xgboost", "challenger_id": "job-7", "root": "/r", "min_accuracy": 0.9}
+    diff = LocalGateProvider().diff("xgboost-gate-1", olds, {**olds, "model": "pytorch"})
+    assert diff.changes
+    assert diff.replaces == ["model"]
+
+
+def test_destroy_removes_the_champion_and_the_retired_copy_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    copies = [tmp_path / "champions" / "xgboost" / job / "model.tar.gz" for job in ("job-7", "job-6")]
+    for copy in copies:
+        copy.parent.mkdir(parents=True)
+        copy.write_text("weights")
+    said: list[str] = []
+    monkeypatch.setattr("infra.gate_provider.log", said.append)
+    state = {
+        "model": "xgboost",
+        "root": str(tmp_path),
+        "champion": {"artifact": str(copies[0])},
+        "retired": {"artifact": str(copies[1])},
+    }
+    LocalGateProvider().delete("xgboost-gate-1", state)
+    assert not any(copy.parent.exists() for copy in copies)
+    assert (tmp_path / "champions" / "xgboost").is_dir()  # only the copies go
+    assert said == [
+        f"gate xgboost: removing the champion's copy {copies[0]}",
+        f"gate xgboost: removing the retired's copy {copies[1]}",
+    ]
