@@ -65,6 +65,11 @@ KMS_ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 # What the Vertex AI Service Agent needs on a user-managed account a DeployedModel runs as
 # (Vertex AI docs, "Use a custom service account"), granted on that one account, not the project.
 SERVING_AGENT_ROLE = "roles/iam.serviceAccountAdmin"
+# A custom job, a deployment and a build that run as a user-managed service account need the caller to hold
+# iam.serviceAccounts.actAs on it. The stack grants it to the deploying identity on the three accounts it
+# creates, and nowhere else: a project-wide Service Account User would let it act as every account of the
+# project, the Compute Engine default account (often an editor) included.
+ACT_AS_ROLE = "roles/iam.serviceAccountUser"
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,19 @@ class VertexPlatformArgs:
 def label_value(value: str) -> str:
     """A GCP label value: lowercase letters, digits, `_` and `-`, at most 63 characters."""
     return re.sub(r"[^a-z0-9_-]", "-", value.lower())[:63]
+
+
+def iam_member(email: str | None) -> str:
+    """The IAM member of an identity's email: a service account, or a user."""
+    if not email:
+        raise ValueError(
+            "the identity running `pulumi up` has no email (the pulumi-gcp provider needs the "
+            "userinfo.email scope, which it asks for by default; a workload identity federation principal "
+            "has none): the gcp stack grants that identity actAs on its own service accounts, so deploy as a "
+            "user or a service account (docs/gcp.md, 'What the deploying identity needs')"
+        )
+    kind = "serviceAccount" if email.endswith(".gserviceaccount.com") else "user"
+    return f"{kind}:{email}"
 
 
 def repository_id(stack: str) -> str:
@@ -254,6 +272,7 @@ class VertexPlatform(pulumi.ComponentResource):
             self._account(role, title)
             for role, title in (("train", "training"), ("serve", "serving"), ("build", "image build"))
         )
+        act_as = self._deployer_may_act_as({"train": training_sa, "serve": serving_sa, "build": build_sa})
         training_access = self._bucket_roles(bucket, training_sa, "train", TRAINING_BUCKET_ROLES)
         serving_access: list[pulumi.CustomResource] = [
             gcp.serviceaccount.IAMMember(
@@ -270,7 +289,7 @@ class VertexPlatform(pulumi.ComponentResource):
         # What runs as these accounts starts only once they and their grants have propagated.
         propagated = IamPropagation(
             f"{name}-iam-propagation",
-            grants=[*training_access, *serving_access, *build_access],
+            grants=[*act_as, *training_access, *serving_access, *build_access],
             seconds=args.iam_propagation_seconds,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[training_sa, serving_sa, build_sa]),
         )
@@ -420,6 +439,25 @@ class VertexPlatform(pulumi.ComponentResource):
             description=f"mnist-platform stack {self._args.stack}: runs the {title}",
             opts=self._opts(depends_on=self._apis),
         )
+
+    def _deployer_may_act_as(
+        self, accounts: Mapping[str, gcp.serviceaccount.Account]
+    ) -> list[pulumi.CustomResource]:
+        """actAs for whoever runs `pulumi up` (the pulumi-gcp provider's identity), on each account only."""
+        deployer = gcp.organizations.get_client_open_id_user_info_output(
+            opts=pulumi.InvokeOutputOptions(parent=self, provider=self.provider)
+        )
+        member = deployer.email.apply(iam_member)
+        return [
+            gcp.serviceaccount.IAMMember(
+                f"{self._name}-{who}-deployer-act-as",
+                service_account_id=account.name,
+                role=ACT_AS_ROLE,
+                member=member,
+                opts=self._opts(),
+            )
+            for who, account in accounts.items()
+        ]
 
     def _bucket_roles(
         self, bucket: gcp.storage.Bucket, account: gcp.serviceaccount.Account, who: str, roles: Sequence[str]

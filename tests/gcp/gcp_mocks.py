@@ -101,7 +101,12 @@ def _outputs(args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
     return f"{args.name}-id", state
 
 
+DEPLOYER_EMAIL = "deployer@example.com"  # who runs `pulumi up` (gcp_fakes.base.DEPLOYER)
+
+
 def _call(args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    if args.token == "gcp:organizations/getClientOpenIdUserInfo:getClientOpenIdUserInfo":
+        return {"email": DEPLOYER_EMAIL, "id": DEPLOYER_EMAIL}, []
     if args.token == "gcp:storage/getProjectServiceAccount:getProjectServiceAccount":
         email = f"service-{PROJECT_NUMBER}@gs-project-accounts.iam.gserviceaccount.com"
         return {

@@ -20,6 +20,7 @@ from gcp_mocks import (
     BUCKET_NAME,
     COMPONENT,
     CUSTOM_JOB,
+    DEPLOYER_EMAIL,
     DEPLOYMENT,
     ENDPOINT,
     GATE,
@@ -179,10 +180,22 @@ def test_service_accounts_hold_only_roles_on_the_stacks_own_bucket_and_repositor
 
 
 def test_the_vertex_service_agent_may_run_the_serving_account_and_nothing_else(stack: GcpRun) -> None:
-    (grant,) = stack.of_type(ACCOUNT_IAM)
+    (grant,) = [g for g in stack.of_type(ACCOUNT_IAM) if g.inputs["role"] != "roles/iam.serviceAccountUser"]
     assert grant.inputs["member"].endswith("@gcp-sa-aiplatform.iam.gserviceaccount.com")
     assert grant.inputs["serviceAccountId"].endswith(f"mnist-gcp-serve@{PROJECT}.iam.gserviceaccount.com")
     assert stack.depends_on(stack.one(DEPLOYMENT), grant)
+
+
+def test_the_deploying_identity_may_act_as_each_of_the_three_accounts_and_no_other(stack: GcpRun) -> None:
+    """Submitting a job, a deployment or a build that runs as an account needs actAs on it: the stack grants
+    its deployer Service Account User on its own three accounts (not on the project)."""
+    act_as = [g for g in stack.of_type(ACCOUNT_IAM) if g.inputs["role"] == "roles/iam.serviceAccountUser"]
+    accounts = sorted(g.inputs["serviceAccountId"].split("/")[-1].split("@")[0] for g in act_as)
+    assert accounts == ["mnist-gcp-build", "mnist-gcp-serve", "mnist-gcp-train"]
+    assert {g.inputs["member"] for g in act_as} == {f"user:{DEPLOYER_EMAIL}"}
+    assert not [g for g in stack.of_type(PROJECT_IAM) if g.inputs["role"] == "roles/iam.serviceAccountUser"]
+    wait = stack.one(IAM_PROPAGATION)
+    assert all(stack.depends_on(wait, g) for g in act_as)
 
 
 def test_job_and_deployment_run_as_their_own_accounts(stack: GcpRun) -> None:

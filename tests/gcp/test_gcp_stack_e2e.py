@@ -23,7 +23,17 @@ import pulumi
 import pytest
 from gcp_fakes import CloudBuildFake, GcsFake, VertexFake
 from gcp_fakes import clients as fake_clients
-from gcp_mocks import BUCKET_NAME, ENDPOINT, OBJECT
+from gcp_fakes.base import DEPLOYER
+from gcp_fakes.iam import IamModel
+from gcp_mocks import (
+    ACCOUNT_IAM,
+    BUCKET_IAM,
+    BUCKET_NAME,
+    ENDPOINT,
+    OBJECT,
+    PROJECT_IAM,
+    REPOSITORY_IAM,
+)
 from harness import ProviderEngine, StackRun, run_stack
 from pulumi.runtime.mocks import MockResourceArgs
 
@@ -53,6 +63,14 @@ def smoke_sends_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(credentials, "AnonymousCredentials", fake_clients.credentials)
 
 
+@pytest.fixture(autouse=True)
+def permissions_stay_denied_for_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The providers retry a 403 for 7 minutes (a grant may still propagate); a missing one fails in 5 s."""
+    from infra.gcp import clients
+
+    monkeypatch.setattr(clients, "IAM_PROPAGATION_SECONDS", 5.0)
+
+
 @pytest.fixture
 def engine() -> Iterator[ProviderEngine]:
     engine = ProviderEngine()
@@ -60,14 +78,52 @@ def engine() -> Iterator[ProviderEngine]:
     engine.destroy()
 
 
+# The project as its owner hands it over before the first `pulumi up`: the deploying identity's roles
+# (docs/gcp.md, "What the deploying identity needs"; actAs is not among them, the stack grants it) and the
+# role Google gives the Vertex AI Service Agent when the API is enabled.
+BUILD_ACCOUNT = "mnist-gcp-build@my-mnist-project.iam.gserviceaccount.com"  # gcp_mocks' account emails
+DEPLOYER_ROLES = (
+    "roles/storage.admin",
+    "roles/aiplatform.user",
+    "roles/cloudbuild.builds.editor",
+    "roles/artifactregistry.admin",
+    "roles/iam.serviceAccountAdmin",
+)
+# Where each IAM member resource binds, from its inputs (gcp_fakes.iam keys resources without a project).
+BINDINGS = {
+    BUCKET_IAM: lambda i: f"buckets/{i['bucket']}",
+    REPOSITORY_IAM: lambda i: f"repositories/{i['repository']}",
+    PROJECT_IAM: lambda i: f"projects/{i['project']}",
+    ACCOUNT_IAM: lambda i: f"serviceAccounts/{i['serviceAccountId'].rsplit('/', 1)[-1]}",
+}
+
+
 class StackUnderFakes:
-    """`pulumi up` of the gcp stack with every Google API it calls answered by a loopback fake."""
+    """`pulumi up` of the gcp stack with every Google API it calls answered by a loopback fake, which
+    enforce the IAM bindings the stack declares (each in effect `grants_propagate_in` seconds after the
+    mocked IAM member resource is created)."""
 
     def __init__(
-        self, engine: ProviderEngine, vertex: VertexFake, build: CloudBuildFake, gcs: GcsFake
+        self,
+        engine: ProviderEngine,
+        vertex: VertexFake,
+        build: CloudBuildFake,
+        gcs: GcsFake,
+        grants_propagate_in: float = 0.3,
     ) -> None:
         self.engine, self.vertex, self.build, self.gcs = engine, vertex, build, gcs
         self.propagation = 0.5  # the stack's wait for new grants (two minutes in a real project)
+        self.iam = IamModel(vertex.project, propagation_seconds=grants_propagate_in)
+        for fake in (vertex, build, gcs):
+            fake.iam = self.iam
+        for role in DEPLOYER_ROLES:
+            self.iam.grant(f"projects/{vertex.project}", role, DEPLOYER, propagated=True)
+        self.iam.grant(
+            f"projects/{vertex.project}",
+            "roles/aiplatform.serviceAgent",
+            vertex.service_agent,
+            propagated=True,
+        )
         engine.fallback = self._native
         self.endpoints = GcpApiEndpoints(
             vertex=vertex.api_endpoint,
@@ -85,6 +141,8 @@ class StackUnderFakes:
             )
         elif args.typ == ENDPOINT and args.inputs["name"] not in self.vertex.endpoints:
             self.vertex.add_endpoint(args.inputs["name"])
+        elif args.typ in BINDINGS:
+            self.iam.grant(BINDINGS[args.typ](args.inputs), args.inputs["role"], args.inputs["member"])
         return id_, state
 
     def up(self, config: dict[str, Any]) -> StackRun:
@@ -193,3 +251,29 @@ def test_gcp_stack_trains_on_vertex_serves_answers_and_rolls_forward_without_a_g
     assert not [p for p in champions.rglob("*") if p.is_file()]
     assert cloudbuild_fake.tags() == {}
     assert not vertex_fake.running_processes()
+
+
+def test_grants_used_before_they_propagate_are_refused_as_in_a_fresh_project(
+    engine: ProviderEngine,
+    vertex_fake: VertexFake,
+    cloudbuild_fake: CloudBuildFake,
+    gcs_fake: GcsFake,
+    t10k_dir: Path,
+) -> None:
+    """Without the stack's wait, and with grants slower than the providers' retries (7 minutes in a real
+    project, 5 s here), the first build is submitted before its actAs grant holds: Cloud Build answers 403
+    until the provider gives up. The main e2e test runs the same stack with grants that propagate within
+    its wait, and goes through."""
+    stack = StackUnderFakes(engine, vertex_fake, cloudbuild_fake, gcs_fake, grants_propagate_in=60.0)
+    stack.propagation = 0.0
+    config: dict[str, Any] = {"dataset": "mnist-t10k", "dataDir": str(t10k_dir), "minAccuracy": 0.0}
+    try:
+        with pytest.raises(Exception, match=r"Permission 'iam\.serviceAccounts\.actAs' denied"):
+            stack.up(config)
+        refused = [r for r in cloudbuild_fake.requests_to("POST", r"/builds$") if r.token]
+        assert len(refused) >= 2  # retried while the grant might still propagate
+        assert (DEPLOYER, "iam.serviceAccounts.actAs") in {(m, p) for m, p, _ in stack.iam.denials}
+        assert stack.iam.pending(DEPLOYER, "iam.serviceAccounts.actAs", "serviceAccounts/" + BUILD_ACCOUNT)
+        assert not cloudbuild_fake.builds and not vertex_fake.jobs
+    finally:
+        engine.destroy()

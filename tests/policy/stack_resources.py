@@ -277,6 +277,8 @@ def _run_child(stack: str, out_path: Path, root: Path, overrides: dict[str, Any]
                     "name": gcp_project,
                     "id": gcp_project,
                 }, []
+            if token == "gcp:organizations/getClientOpenIdUserInfo:getClientOpenIdUserInfo":
+                return {"email": f"deployer@{gcp_project}.iam.gserviceaccount.com", "id": "deployer"}, []
             if token == "gcp:organizations/getClientConfig:getClientConfig":
                 return {"project": gcp_project, "region": region, "zone": f"{region}-a", "id": "client"}, []
             return inputs, []

@@ -33,7 +33,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 if TYPE_CHECKING:
-    from gcp_fakes.discovery import Contract
+    from gcp_fakes.discovery import Contract, Method
+    from gcp_fakes.iam import IamModel
 
 # google.rpc.Code names by HTTP status, as Google's front ends pair them.
 STATUS_NAMES = {
@@ -55,6 +56,7 @@ RPC_CODES = {
     "INVALID_ARGUMENT": 3,
     "DEADLINE_EXCEEDED": 4,
     "NOT_FOUND": 5,
+    "PERMISSION_DENIED": 7,
     "FAILED_PRECONDITION": 9,
     "INTERNAL": 13,
 }
@@ -195,6 +197,8 @@ class FakeServer:
     def __init__(self, name: str, contract: Contract | None = None) -> None:
         self.name = name
         self.contract = contract
+        # Identity and permission (gcp_fakes.iam): None checks nothing beyond a token being there.
+        self.iam: IamModel | None = None
         # Tokens the fake refuses as invalid (a revoked or expired one); every other bearer token is taken.
         self.rejected_tokens: set[str] = set()
         # Who holds which access token (the IAM model asks), and the refresh tokens of workload identities.
@@ -398,7 +402,12 @@ class FakeServer:
         if self.contract is not None:
             # An empty body is an empty message (its required fields are missing); media is not JSON.
             body = {} if call.body in (b"", None) else call.body
-            self.contract.check(call.method, call.path, body, is_json=isinstance(body, (dict, list)))
+            method = self.contract.check(call.method, call.path, body, is_json=isinstance(body, (dict, list)))
+            if self.iam is not None:
+                self.authorize(call, method, self.iam)
+
+    def authorize(self, call: Call, method: Method, iam: IamModel) -> None:
+        """The permission checks of a call, before its handler runs (each fake knows its own)."""
 
 
 @functools.cache

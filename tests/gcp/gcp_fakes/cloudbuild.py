@@ -34,6 +34,7 @@ from gcp_fakes.base import (
     now,
 )
 from gcp_fakes.gcs import GcsFake
+from gcp_fakes.iam import act_as_message, storage_message
 from gcp_fakes.vertex import PROJECT_NUMBER
 
 BUILD_STATUSES = {
@@ -142,6 +143,14 @@ class CloudBuildFake(FakeServer):
             raise invalid_argument("invalid build: source.storageSource needs a bucket and an object")
         if not build.get("steps"):
             raise invalid_argument("invalid build: a build needs at least one step")
+        account = str(build.get("serviceAccount") or "").rsplit("/", 1)[-1]
+        if self.iam is not None and account:
+            self.iam.require(
+                self.principal(call),
+                "iam.serviceAccounts.actAs",
+                f"serviceAccounts/{account}",
+                act_as_message(account),
+            )
         location = match.groupdict().get("location") or "global"
         build_id = str(uuid.uuid4())
         name = f"projects/{self.project_number}/locations/{location}/builds/{build_id}"
@@ -200,6 +209,11 @@ class CloudBuildFake(FakeServer):
             if record.fail_with is not None:
                 self._fail(call, record)
                 return
+            denied = self._build_account_denied(record.resource)
+            if denied is not None:
+                record.fail_with = denied
+                self._fail(call, record)
+                return
             wanted = list(record.resource.get("images") or [])
             built = images_built_by(record.resource.get("steps") or [])
             unbuilt = [image for image in wanted if image not in built]
@@ -216,6 +230,37 @@ class CloudBuildFake(FakeServer):
             record.resource["results"] = {"images": images}
             self._publish(call, record)
             record.operation.finish({"@type": BUILD_TYPE + "Build", **record.resource})
+
+    def _build_account_denied(self, build: dict[str, Any]) -> str | None:
+        """What the build's account may not do that the build does: write its logs, fetch its source, push
+        its images. Cloud Build fails the build with it (the caller got a 200 long before)."""
+        if self.iam is None:
+            return None
+        account = str(build.get("serviceAccount") or "").rsplit("/", 1)[-1]
+        member = (
+            f"serviceAccount:{account}"
+            if account
+            else f"serviceAccount:{self.project_number}@cloudbuild.gserviceaccount.com"
+        )
+        if not self.iam.allows(member, "logging.logEntries.create", f"projects/{self.iam.project}"):
+            return (
+                f"The service account {account} does not have permission to write logs to Cloud Logging. "
+                "To fix this, grant the Logs Writer (roles/logging.logWriter) role to the service account."
+            )
+        storage = (build.get("source") or {}).get("storageSource") or {}
+        if storage and not self.iam.allows(member, "storage.objects.get", f"buckets/{storage.get('bucket')}"):
+            return f"failed to fetch source: {storage_message(member, 'storage.objects.get')}"
+        for image in build.get("images") or []:
+            m = _IMAGE.fullmatch(image)
+            repository = f"repositories/{m['repository']}" if m else ""
+            if m and not self.iam.allows(member, "artifactregistry.repositories.uploadArtifacts", repository):
+                where = f"projects/{m['project']}/locations/{m['location']}/{repository}"
+                return (
+                    f"failed to push {image}: denied: Permission "
+                    f'"artifactregistry.repositories.uploadArtifacts" denied on resource "{where}" '
+                    "(or it may not exist)"
+                )
+        return None
 
     def _fail(self, call: Call, record: RecordedBuild) -> None:
         record.status = "FAILURE"

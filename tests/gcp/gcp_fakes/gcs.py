@@ -29,11 +29,21 @@ import google_crc32c
 from starlette.responses import Response
 
 from gcp_fakes.base import ApiError, Call, FakeServer, invalid_argument, not_found
+from gcp_fakes.discovery import Method
+from gcp_fakes.iam import IamModel, storage_message
 
 _BUCKET = r"/storage/v1/b/(?P<bucket>[^/]+)"
 _OBJECT = _BUCKET + r"/o/(?P<object>.+)"
 _REWRITE = _BUCKET + r"/o/(?P<object>.+?)/rewriteTo/b/(?P<dest_bucket>[^/]+)/o/(?P<dest_object>.+)"
 MIB = 1024 * 1024
+# The permission each JSON API method needs on its bucket ("IAM permissions for JSON methods").
+_PERMISSIONS = {
+    "storage.buckets.get": ("storage.buckets.get",),
+    "storage.objects.get": ("storage.objects.get",),
+    "storage.objects.list": ("storage.objects.list",),
+    "storage.objects.insert": ("storage.objects.create",),
+    "storage.objects.delete": ("storage.objects.delete",),
+}
 MAX_LIST_RESULTS = 1000  # objects.list: "maxResults ... at most 1000"
 
 
@@ -80,6 +90,19 @@ class GcsFake(FakeServer):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return path
+
+    def authorize(self, call: Call, method: Method, iam: IamModel) -> None:
+        """The caller's permission on the bucket(s) the method touches (Cloud Storage's 403 otherwise)."""
+        member = self.principal(call)
+        match = re.match(r"/(?:upload/|download/)?storage/v1/b/(?P<bucket>[^/]+)", call.path)
+        if match is None:
+            return
+        needs = [(permission, match["bucket"]) for permission in _PERMISSIONS.get(method.id, ())]
+        rewrite = re.search(r"/rewriteTo/b/(?P<bucket>[^/]+)/o/", call.path)
+        if rewrite is not None:
+            needs = [("storage.objects.get", match["bucket"]), ("storage.objects.create", rewrite["bucket"])]
+        for permission, bucket in needs:
+            iam.require(member, permission, f"buckets/{bucket}", storage_message(member, permission))
 
     def workload_env(self, principal: str, folder: Path) -> dict[str, str]:
         """The environment under which google-cloud-storage's `Client()` reaches this fake as `principal`

@@ -53,6 +53,7 @@ from gcp_fakes.base import (
     seconds,
 )
 from gcp_fakes.gcs import GcsFake
+from gcp_fakes.iam import act_as_message, storage_message
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ class VertexFake(FakeServer):
         self.deploy_timeout = deploy_timeout
         self.queue_seconds = queue_seconds  # how long a new job stays PENDING before its replicas start
         self.jobs: dict[str, _Job] = {}
+        self._deploying: dict[str, dict[str, Any]] = {}  # deployed model id -> its DeployedModel
         self.models: dict[str, dict[str, Any]] = {}
         self.endpoints: dict[str, _Endpoint] = {}
         self._threads: list[threading.Thread] = []
@@ -280,6 +282,7 @@ class VertexFake(FakeServer):
                 )
             if pool and not (pool.get("machineSpec") or {}).get("machineType"):
                 raise invalid_argument(f"worker_pool_specs[{i}].machine_spec.machine_type is required.")
+        self._require_act_as(call, spec.get("serviceAccount"))
         job_id = self.new_id()
         resource = {
             **body,
@@ -361,6 +364,12 @@ class VertexFake(FakeServer):
         if job.cancel_requested:
             self._set_state(
                 job, "JOB_STATE_CANCELLED", {"code": RPC_CODES["CANCELLED"], "message": "CANCELED"}
+            )
+            return
+        denied = self._job_storage_denied(job)
+        if denied is not None:
+            self._set_state(
+                job, "JOB_STATE_FAILED", {"code": RPC_CODES["PERMISSION_DENIED"], "message": denied}
             )
             return
         try:
@@ -619,6 +628,7 @@ class VertexFake(FakeServer):
         if model_match is None:
             raise invalid_argument(f"DeployedModel.model {model_ref!r} is not a model resource name.")
         model = self._model(model_match[1])
+        self._require_act_as(call, wanted.get("serviceAccount"))
         resources = wanted.get("dedicatedResources") or {}
         if not (resources.get("machineSpec") or {}).get("machineType"):
             raise invalid_argument(
@@ -641,6 +651,7 @@ class VertexFake(FakeServer):
             "createTime": now(),
         }
         deployed = _Deployed(deployed_id, endpoint.id, model_match[1], resource)
+        self._deploying[deployed_id] = resource
         operation = self.new_operation(
             f"{endpoint.resource['name']}/operations/{self.new_id()}",
             {"@type": TYPE_PREFIX + "DeployModelOperationMetadata", "genericMetadata": _generic()},
@@ -718,16 +729,59 @@ class VertexFake(FakeServer):
             return ""
         copy = f"gs://{self.managed_bucket}/deployments/{deployed_id}/artifacts"
         source, target = self.gcs.path_of(artifact_uri), self.gcs.path_of(copy)
+        if self.iam is not None:
+            bucket = artifact_uri[5:].split("/", 1)[0]
+            if not self.iam.allows(self.service_agent, "storage.objects.get", f"buckets/{bucket}"):
+                return copy  # nothing copied: the serving container finds no model
+            serving = self.serving_identity(self._deploying[deployed_id])
+            self.iam.grant(
+                f"buckets/{self.managed_bucket}", "roles/storage.objectViewer", serving, propagated=True
+            )
         if source.is_dir():
             shutil.copytree(source, target, dirs_exist_ok=True)
         return copy
 
-    def serving_identity(self, deployed_model: dict[str, Any]) -> str:
-        """Whom a deployed model's container runs as: its `serviceAccount`, else Vertex AI's own agent."""
+    def _require_act_as(self, call: Call, account: str | None) -> None:
+        """Running a job or a deployment as a user-managed account needs actAs on it for the caller."""
+        if self.iam is not None and account:
+            self.iam.require(
+                self.principal(call),
+                "iam.serviceAccounts.actAs",
+                f"serviceAccounts/{account}",
+                act_as_message(account),
+            )
+
+    def _job_storage_denied(self, job: _Job) -> str | None:
+        """What the job's account may not do that its replicas will: read `--data gs://...`, write the
+        output folder. Vertex reports it as the job's failure, not as a 403 to the caller."""
+        if self.iam is None:
+            return None
+        spec = job.resource["jobSpec"]
+        member = self.serving_identity({"serviceAccount": spec.get("serviceAccount")}, job=True)
+        needs = []
+        output = (spec.get("baseOutputDirectory") or {}).get("outputUriPrefix", "")
+        if output.startswith("gs://"):
+            needs.append(("storage.objects.create", output[5:].split("/", 1)[0]))
+        for pool in spec.get("workerPoolSpecs") or []:
+            args = list((pool.get("containerSpec") or {}).get("args") or [])
+            needs += [("storage.objects.get", a[5:].split("/", 1)[0]) for a in args if a.startswith("gs://")]
+        for permission, bucket in needs:
+            if not self.iam.allows(member, permission, f"buckets/{bucket}"):
+                return storage_message(member, permission)
+        return None
+
+    def serving_identity(self, deployed_model: dict[str, Any], job: bool = False) -> str:
+        """Whom a deployed model's container (or a job's replicas) runs as: its `serviceAccount`, else
+        Vertex AI's own Custom Code Service Agent."""
         account = deployed_model.get("serviceAccount")
         if account:
             return f"serviceAccount:{account}"
         return f"serviceAccount:service-{self.project_number}@gcp-sa-aiplatform-cc.iam.gserviceaccount.com"
+
+    @property
+    def service_agent(self) -> str:
+        """The Vertex AI Service Agent, which reads a model's artifacts."""
+        return f"serviceAccount:service-{self.project_number}@gcp-sa-aiplatform.iam.gserviceaccount.com"
 
     def _wait_healthy(self, deployed: _Deployed, operation: Any) -> str | None:
         deadline = time.monotonic() + self.deploy_timeout
