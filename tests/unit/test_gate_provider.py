@@ -11,7 +11,7 @@ import pytest
 from harness import run_stack
 
 from infra.gate import PromotionRule
-from infra.gate_provider import gate_inputs, models_entry
+from infra.gate_provider import ChampionGateProvider, gate_inputs, models_entry, scored
 from infra.local.gate import LocalGateProvider
 
 
@@ -77,13 +77,14 @@ def test_the_models_output_says_what_is_served_and_what_the_gate_decided_leaving
 
 
 def test_refresh_reads_back_the_gates_state_without_its_provider() -> None:
+    # The shared read, which the SageMaker, Vertex and watsonx gates use (the local one has its own).
     state = {
         "model": "xgboost",
         "champion_artifact": "/champions/x.tar.gz",
         "retired": None,
         "__provider": "p",
     }
-    read = LocalGateProvider().read("xgboost-gate-1", state)
+    read = ChampionGateProvider().read("xgboost-gate-1", state)
     assert read.id == "xgboost-gate-1"
     assert read.outs == {"model": "xgboost", "champion_artifact": "/champions/x.tar.gz"}
 
@@ -94,6 +95,14 @@ def test_a_gate_for_another_model_replaces_the_old_one() -> None:
     diff = LocalGateProvider().diff("xgboost-gate-1", olds, {**olds, "model": "pytorch"})
     assert diff.changes
     assert diff.replaces == ["model"]
+    assert diff.delete_before_replace is False  # the old gate's copies serve until the new gate is up
+
+
+def test_a_challenger_whose_metrics_are_not_json_is_unreadable_and_still_named() -> None:
+    candidate = scored("job-7", "/models/job-7/model.tar.gz", "{accuracy: 0.9", "metrics.json of job-7")
+    assert (candidate.source, candidate.artifact) == ("job-7", "/models/job-7/model.tar.gz")
+    assert candidate.accuracy is None
+    assert candidate.unreadable_because.startswith("metrics.json of job-7 is not JSON (")
 
 
 def test_destroy_removes_the_champion_and_the_retired_copy_and_says_so(
