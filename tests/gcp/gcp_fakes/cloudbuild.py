@@ -34,7 +34,7 @@ from gcp_fakes.base import (
     now,
 )
 from gcp_fakes.gcs import GcsFake
-from gcp_fakes.iam import act_as_message, storage_message
+from gcp_fakes.iam import storage_message
 from gcp_fakes.vertex import PROJECT_NUMBER
 
 BUILD_STATUSES = {
@@ -143,14 +143,9 @@ class CloudBuildFake(FakeServer):
             raise invalid_argument("invalid build: source.storageSource needs a bucket and an object")
         if not build.get("steps"):
             raise invalid_argument("invalid build: a build needs at least one step")
-        account = str(build.get("serviceAccount") or "").rsplit("/", 1)[-1]
-        if self.iam is not None and account:
-            self.iam.require(
-                self.principal(call),
-                "iam.serviceAccounts.actAs",
-                f"serviceAccounts/{account}",
-                act_as_message(account),
-            )
+        if self.iam is not None:  # running the build as an account needs actAs on it
+            account = str(build.get("serviceAccount") or "").rsplit("/", 1)[-1]
+            self.iam.require_act_as(self.principal(call), account)
         location = match.groupdict().get("location") or "global"
         build_id = str(uuid.uuid4())
         name = f"projects/{self.project_number}/locations/{location}/builds/{build_id}"

@@ -135,6 +135,13 @@ class IamModel:
                 self.denials.append((str(member), permission, resource))
             raise ApiError(403, message)
 
+    def require_act_as(self, member: str | None, account: str | None) -> None:
+        """Running something as a user-managed account (a job, a deployment, a build) needs actAs on it."""
+        if account:
+            self.require(
+                member, "iam.serviceAccounts.actAs", f"serviceAccounts/{account}", act_as_message(account)
+            )
+
 
 def email_of(member: str | None) -> str:
     return str(member or "anonymous caller").split(":", 1)[-1]

@@ -53,7 +53,7 @@ from gcp_fakes.base import (
     seconds,
 )
 from gcp_fakes.gcs import GcsFake
-from gcp_fakes.iam import act_as_message, storage_message
+from gcp_fakes.iam import storage_message
 
 log = logging.getLogger(__name__)
 
@@ -743,13 +743,8 @@ class VertexFake(FakeServer):
 
     def _require_act_as(self, call: Call, account: str | None) -> None:
         """Running a job or a deployment as a user-managed account needs actAs on it for the caller."""
-        if self.iam is not None and account:
-            self.iam.require(
-                self.principal(call),
-                "iam.serviceAccounts.actAs",
-                f"serviceAccounts/{account}",
-                act_as_message(account),
-            )
+        if self.iam is not None:
+            self.iam.require_act_as(self.principal(call), account)
 
     def _job_storage_denied(self, job: _Job) -> str | None:
         """What the job's account may not do that its replicas will: read `--data gs://...`, write the
