@@ -98,11 +98,21 @@ def test_a_gate_for_another_model_replaces_the_old_one() -> None:
     assert diff.delete_before_replace is False  # the old gate's copies serve until the new gate is up
 
 
-def test_a_challenger_whose_metrics_are_not_json_is_unreadable_and_still_named() -> None:
-    candidate = scored("job-7", "/models/job-7/model.tar.gz", "{accuracy: 0.9", "metrics.json of job-7")
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("{accuracy: 0.9", "metrics.json of job-7 is not JSON ("),
+        ("[0.9]", "metrics.json of job-7 is not a JSON object"),
+    ],
+)
+def test_a_challenger_whose_metrics_are_not_an_object_is_unreadable_and_still_named(
+    text: str, why: str
+) -> None:
+    trained = "2026-12-01T10:00:00Z"
+    candidate = scored("job-7", "/models/job-7/model.tar.gz", text, "metrics.json of job-7", trained)
     assert (candidate.source, candidate.artifact) == ("job-7", "/models/job-7/model.tar.gz")
-    assert candidate.accuracy is None
-    assert candidate.unreadable_because.startswith("metrics.json of job-7 is not JSON (")
+    assert (candidate.accuracy, candidate.trained) == (None, trained)
+    assert candidate.unreadable_because.startswith(why)
 
 
 def test_destroy_removes_the_champion_and_the_retired_copy_and_says_so(
