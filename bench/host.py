@@ -7,9 +7,12 @@ that it took on another (docs/training.md). The family, model and stepping tell 
 
 from __future__ import annotations
 
+import os
+import platform
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 CPUINFO = Path("/proc/cpuinfo")
 _FIELDS = {"model name": "name", "cpu family": "family", "model": "model", "stepping": "stepping"}
@@ -46,3 +49,14 @@ def package_versions(packages: Iterable[str]) -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return versions
+
+
+def machine() -> dict[str, Any]:
+    """What every benchmark's result says of the machine: OS, Python, CPU, cores and how busy they were."""
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu_description(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }

@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -55,7 +54,8 @@ from rich.table import Table
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout
 
-from bench.host import cpu_description, cpu_line, package_versions  # noqa: E402
+from bench import host  # noqa: E402
+from bench.host import cpu_line, package_versions  # noqa: E402
 from mnistctl.cli import serve_command  # noqa: E402
 from mnistctl.client import csv_payload, json_pixels, watsonx_payload  # noqa: E402
 from serving.constants import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, THREADS_ENV, Flavor  # noqa: E402
@@ -780,11 +780,7 @@ def median_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def machine() -> dict[str, Any]:
     versions = package_versions(PACKAGES)
     return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu_description(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        **host.machine(),
         "runtime_threads": os.environ.get(THREADS_ENV, "1"),
         "packages": versions,
         "peer": list(KSERVE_REQUIREMENTS),

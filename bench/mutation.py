@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from rich.table import Table
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout
 
-from bench.host import cpu_description  # noqa: E402
+from bench import host  # noqa: E402
 
 DEFAULT_RESULT = REPO_ROOT / "bench" / "results" / "mutation.json"
 WORK_ROOT = REPO_ROOT / ".mnist-platform" / "mutation"
@@ -185,16 +184,6 @@ def mutate(module: str, max_children: int, console: Console) -> dict[str, Any]:
     return {**score_of(work, module), "tests": TESTS[module], "seconds": seconds}
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu_description(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 def record(path: Path, module: str, run: dict[str, Any]) -> None:
     """Merge one module's run into the results file, read afresh: another run may have written it since."""
     result = json.loads(path.read_text()) if path.exists() else {"modules": {}}
@@ -224,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             **mutate(module, args.max_children, console),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "tool": f"mutmut {metadata.version('mutmut')}",
-            "machine": machine(),
+            "machine": host.machine(),
         }
         record(args.result, module, run)  # after each module: a long run keeps what it did
         console.print(

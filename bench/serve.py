@@ -16,7 +16,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -34,7 +33,8 @@ from rich.table import Table
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout
 
-from bench.host import cpu_description, cpu_line, package_versions  # noqa: E402
+from bench import host  # noqa: E402
+from bench.host import cpu_line, package_versions  # noqa: E402
 from mnistctl.cli import serve_command  # noqa: E402
 from mnistctl.client import csv_payload, json_pixels, watsonx_payload  # noqa: E402
 from serving.constants import THREADS_ENV, Flavor  # noqa: E402
@@ -214,11 +214,7 @@ def machine() -> dict[str, Any]:
         uvicorn_http = "h11"
     return {
         "uvicorn_http": uvicorn_http,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu_description(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        **host.machine(),
         "runtime_threads": os.environ.get(THREADS_ENV, "1"),
         "packages": versions,
     }

@@ -400,35 +400,32 @@ def test_a_lone_request_runs_inline_only_if_the_models_last_single_image_call_wa
     batcher.close()
 
 
-def test_a_batch_waits_for_a_straggler_at_most_max_wait_ms() -> None:
+def seconds_to_answer_beside_a_straggler(config: BatchingConfig, images: int) -> float:
+    """How long a request of `images` images takes while another client is still sending its body, and
+    never finishes."""
+
     async def scenario(model: ScriptedModel) -> float:
-        batcher = MicroBatcher(model, BatchingConfig(max_wait_ms=200))
-        with batcher.receiving():  # a client that never finishes its body
+        batcher = MicroBatcher(model, config)
+        with batcher.receiving():
             started = time.perf_counter()
-            await asyncio.wait_for(batcher.infer(csv_request(image_batch(1, 2))), 5)
+            await asyncio.wait_for(batcher.infer(csv_request(image_batch(1, images))), 5)
             took = time.perf_counter() - started
         batcher.close()
         return took
 
     model = ScriptedModel()
     model.load()
-    took = asyncio.run(scenario(model))
+    return asyncio.run(scenario(model))
+
+
+def test_a_batch_waits_for_a_straggler_at_most_max_wait_ms() -> None:
+    took = seconds_to_answer_beside_a_straggler(BatchingConfig(max_wait_ms=200), images=2)
     assert 0.15 < took < 1.0, f"answered after {took:.3f} s; max_wait_ms is 200"
 
 
 def test_a_full_batch_goes_to_the_model_without_waiting_for_stragglers() -> None:
-    async def scenario(model: ScriptedModel) -> float:
-        batcher = MicroBatcher(model, BatchingConfig(max_batch=4, max_wait_ms=1000))
-        with batcher.receiving():  # a straggler could not fit in the batch anyway
-            started = time.perf_counter()
-            await asyncio.wait_for(batcher.infer(csv_request(image_batch(1, 4))), 5)
-            took = time.perf_counter() - started
-        batcher.close()
-        return took
-
-    model = ScriptedModel()
-    model.load()
-    took = asyncio.run(scenario(model))
+    # The straggler could not fit in a batch of max_batch images anyway.
+    took = seconds_to_answer_beside_a_straggler(BatchingConfig(max_batch=4, max_wait_ms=1000), images=4)
     assert took < 0.5, f"a batch of max_batch images waited {took:.3f} s for a request it had no room for"
 
 

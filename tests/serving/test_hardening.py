@@ -5,6 +5,7 @@ bounded drain."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -122,11 +124,15 @@ def test_a_client_stalled_in_its_body_gets_408_and_blocks_nobody_meanwhile() -> 
 DRAIN_CALL_SECONDS = 2.0
 
 
-def slow_server_script(call_seconds: float, drain_seconds: float | None = None) -> str:
-    """A SageMaker server whose model calls take `call_seconds`; `drain_seconds` shortens the drain's
-    bound (serving.app.DRAIN_TIMEOUT_SECONDS, 25 s) so that a test can outlast it."""
+@contextlib.contextmanager
+def slow_server(
+    call_seconds: float, drain_seconds: float | None = None
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A SageMaker server process whose model calls take `call_seconds`: (the process, its URL).
+    `drain_seconds` shortens the drain's bound (serving.app.DRAIN_TIMEOUT_SECONDS, 25 s) so that a test can
+    outlast it."""
     shorter_drain = "" if drain_seconds is None else f"serving.app.DRAIN_TIMEOUT_SECONDS = {drain_seconds}"
-    return textwrap.dedent(
+    script = textwrap.dedent(
         f"""
         import time
         from pathlib import Path
@@ -148,15 +154,21 @@ def slow_server_script(call_seconds: float, drain_seconds: float | None = None) 
         serve_app(app_for(model), port=0, on_ready=lambda url: print(url, flush=True))
         """
     )
-
-
-@pytest.mark.slow
-def test_sigterm_lets_requests_in_flight_finish_with_200_then_exits_0() -> None:
-    script = slow_server_script(DRAIN_CALL_SECONDS)
     server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().strip()  # type: ignore[union-attr]
         assert url.startswith("http://127.0.0.1:"), url
+        yield server, url
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        server.stdout.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_sigterm_lets_requests_in_flight_finish_with_200_then_exits_0() -> None:
+    with slow_server(DRAIN_CALL_SECONDS) as (server, url):
         statuses: list[int] = []
 
         def send() -> None:
@@ -176,11 +188,6 @@ def test_sigterm_lets_requests_in_flight_finish_with_200_then_exits_0() -> None:
         assert server.wait(timeout=30) == 0
         with pytest.raises(requests.ConnectionError):  # and it no longer accepts anything
             requests.get(url + "/ping", timeout=5)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        server.stdout.close()  # type: ignore[union-attr]
 
 
 @pytest.mark.slow
@@ -188,11 +195,7 @@ def test_sigterm_cuts_a_request_still_in_flight_when_the_drain_time_is_up() -> N
     # A model call that outlasts the drain (a hung runtime) must not hold the server's shutdown: the request
     # is cut when the bound is up, long before the call would end. An unbounded drain answers it 200 then.
     drain_s, call_s = 1.0, 6.0
-    script = slow_server_script(call_s, drain_seconds=drain_s)
-    server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        url = server.stdout.readline().strip()  # type: ignore[union-attr]
-        assert url.startswith("http://127.0.0.1:"), url
+    with slow_server(call_s, drain_seconds=drain_s) as (server, url):
         outcome: list[int | str] = []
 
         def send() -> None:
@@ -214,11 +217,6 @@ def test_sigterm_cuts_a_request_still_in_flight_when_the_drain_time_is_up() -> N
         assert outcome and outcome != [200], outcome
         assert answered_after < drain_s + 2.0, f"answered {answered_after:.1f} s after SIGTERM"
         assert server.wait(timeout=30) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        server.stdout.close()  # type: ignore[union-attr]
 
 
 def test_a_slow_client_holds_the_body_budget_for_slow_body_seconds_only() -> None:
