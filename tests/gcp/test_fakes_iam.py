@@ -74,6 +74,14 @@ def _job(account: str) -> aiplatform_v1.CustomJob:
     )
 
 
+def test_a_caller_without_the_vertex_permission_is_403_naming_it(vertex_fake: VertexFake) -> None:
+    iam = iam_for(vertex_fake)
+    with pytest.raises(exceptions.Forbidden, match=r"Permission 'aiplatform\.customJobs\.create' denied"):
+        job_client(vertex_fake).create_custom_job(parent=vertex_fake.parent, custom_job=_job(""))
+    iam.grant(f"projects/{PROJECT}", "roles/aiplatform.user", DEPLOYER, propagated=True)
+    assert job_client(vertex_fake).create_custom_job(parent=vertex_fake.parent, custom_job=_job("")).name
+
+
 def test_running_a_job_as_an_account_needs_act_as_on_it(vertex_fake: VertexFake) -> None:
     iam = iam_for(vertex_fake, vertex_fake.gcs)
     iam.grant(f"projects/{PROJECT}", "roles/aiplatform.user", DEPLOYER, propagated=True)
@@ -95,6 +103,7 @@ def test_running_a_job_as_an_account_needs_act_as_on_it(vertex_fake: VertexFake)
 
 def test_a_job_whose_account_may_not_write_its_output_fails(vertex_fake: VertexFake) -> None:
     iam = iam_for(vertex_fake, vertex_fake.gcs)
+    iam.grant(f"projects/{PROJECT}", "roles/aiplatform.user", DEPLOYER, propagated=True)
     iam.grant(f"serviceAccounts/{TRAINER}", "roles/iam.serviceAccountUser", DEPLOYER, propagated=True)
     iam.grant(
         "buckets/mnist-bucket", "roles/storage.objectViewer", f"serviceAccount:{TRAINER}", propagated=True
@@ -112,6 +121,7 @@ def test_a_build_whose_account_may_not_push_fails_with_artifact_registrys_words(
 ) -> None:
     iam = iam_for(cloudbuild_fake)
     member = f"serviceAccount:{BUILDER}"
+    iam.grant(f"projects/{PROJECT}", "roles/cloudbuild.builds.editor", DEPLOYER, propagated=True)
     iam.grant(f"serviceAccounts/{BUILDER}", "roles/iam.serviceAccountUser", DEPLOYER, propagated=True)
     iam.grant(f"projects/{PROJECT}", "roles/logging.logWriter", member, propagated=True)
     iam.grant("buckets/mnist-bucket", "roles/storage.objectViewer", member, propagated=True)

@@ -199,6 +199,8 @@ class FakeServer:
         self.contract = contract
         # Identity and permission (gcp_fakes.iam): None checks nothing beyond a token being there.
         self.iam: IamModel | None = None
+        # Discovery method id -> the IAM permission its caller needs on the project (see `authorize`).
+        self.method_permissions: dict[str, str] = {}
         # Tokens the fake refuses as invalid (a revoked or expired one); every other bearer token is taken.
         self.rejected_tokens: set[str] = set()
         # Who holds which access token (the IAM model asks), and the refresh tokens of workload identities.
@@ -407,7 +409,13 @@ class FakeServer:
                 self.authorize(call, method, self.iam)
 
     def authorize(self, call: Call, method: Method, iam: IamModel) -> None:
-        """The permission checks of a call, before its handler runs (each fake knows its own)."""
+        """The permission a method needs on the project (`method_permissions`, by discovery method id), in
+        Google's words when it is missing. Fakes with finer resources (buckets) override this."""
+        permission = self.method_permissions.get(method.id)
+        if permission is not None:
+            where = f"//{method.document.split('.')[0]}.googleapis.com/projects/{iam.project}"
+            message = f"Permission '{permission}' denied on resource '{where}' (or it may not exist)."
+            iam.require(self.principal(call), permission, f"projects/{iam.project}", message)
 
 
 @functools.cache

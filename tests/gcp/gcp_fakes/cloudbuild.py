@@ -95,6 +95,23 @@ class CloudBuildFake(FakeServer):
         # Artifact Registry: package name (projects/p/locations/l/repositories/r/packages/pkg) -> versions
         self.packages: dict[str, dict[str, _Version]] = {}
         self._fail_builds: list[str] = []
+        # The permission each method needs (roles/cloudbuild.builds.editor, roles/artifactregistry.admin).
+        tags, versions = (
+            "artifactregistry.projects.locations.repositories.packages.tags.",
+            ("artifactregistry.projects.locations.repositories.packages.versions."),
+        )
+        self.method_permissions = {
+            "cloudbuild.projects.builds.create": "cloudbuild.builds.create",
+            "cloudbuild.projects.locations.builds.create": "cloudbuild.builds.create",
+            "cloudbuild.projects.builds.get": "cloudbuild.builds.get",
+            "cloudbuild.projects.locations.builds.get": "cloudbuild.builds.get",
+            "cloudbuild.projects.builds.cancel": "cloudbuild.builds.update",
+            "cloudbuild.projects.locations.builds.cancel": "cloudbuild.builds.update",
+            tags + "get": "artifactregistry.tags.get",
+            tags + "delete": "artifactregistry.tags.delete",
+            versions + "get": "artifactregistry.versions.get",
+            versions + "delete": "artifactregistry.versions.delete",
+        }
         self._threads: list[threading.Thread] = []
         for prefix in (_PROJECT, _REGIONAL):
             self.route("POST", prefix + r"/builds", self._create_build)

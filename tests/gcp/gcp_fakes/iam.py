@@ -34,7 +34,9 @@ _VERTEX_USE = frozenset(
         "aiplatform.models.upload",
         "aiplatform.models.get",
         "aiplatform.models.delete",
+        "aiplatform.endpoints.create",
         "aiplatform.endpoints.get",
+        "aiplatform.endpoints.delete",
         "aiplatform.endpoints.deploy",
         "aiplatform.endpoints.undeploy",
         "aiplatform.endpoints.predict",
@@ -58,7 +60,9 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "artifactregistry.versions.delete",
         }
     ),
-    "roles/cloudbuild.builds.editor": frozenset({"cloudbuild.builds.create", "cloudbuild.builds.get"}),
+    "roles/cloudbuild.builds.editor": frozenset(
+        {"cloudbuild.builds.create", "cloudbuild.builds.get", "cloudbuild.builds.update"}
+    ),
     "roles/aiplatform.user": _VERTEX_USE,
     "roles/logging.logWriter": frozenset({"logging.logEntries.create"}),
     "roles/iam.serviceAccountUser": frozenset({"iam.serviceAccounts.actAs"}),

@@ -181,6 +181,23 @@ class VertexFake(FakeServer):
         )
         # Whether a deploy stops when its operation is cancelled (Google: "best effort"); False: it goes on.
         self.honour_cancel = True
+        # Vertex AI's access control: the permission each method needs (roles/aiplatform.user holds them).
+        method = "aiplatform.projects.locations."
+        self.method_permissions = {
+            method + "customJobs.create": "aiplatform.customJobs.create",
+            method + "customJobs.get": "aiplatform.customJobs.get",
+            method + "customJobs.cancel": "aiplatform.customJobs.cancel",
+            method + "customJobs.delete": "aiplatform.customJobs.delete",
+            method + "models.upload": "aiplatform.models.upload",
+            method + "models.get": "aiplatform.models.get",
+            method + "models.delete": "aiplatform.models.delete",
+            method + "endpoints.create": "aiplatform.endpoints.create",
+            method + "endpoints.get": "aiplatform.endpoints.get",
+            method + "endpoints.delete": "aiplatform.endpoints.delete",
+            method + "endpoints.deployModel": "aiplatform.endpoints.deploy",
+            method + "endpoints.undeployModel": "aiplatform.endpoints.undeploy",
+            method + "endpoints.predict": "aiplatform.endpoints.predict",
+        }
 
     @property
     def gcs_root(self) -> Path:
