@@ -239,3 +239,21 @@ def test_a_rewrite_token_carries_a_large_copy_to_its_end(gcs_fake: GcsFake) -> N
     token, done, _ = target.rewrite(source, token=token)
     assert token is None and done == 10240
     assert gcs_fake.path_of("gs://mnist-bucket/copy").read_bytes() == bytes(range(256)) * 40
+
+
+def test_the_metadata_of_a_multipart_upload_is_held_to_the_object_schema(gcs_fake: GcsFake) -> None:
+    gcs_fake.put("gs://mnist-bucket/.keep", b"")
+    blob = storage_client(gcs_fake).bucket("mnist-bucket").blob("data/x.npz")
+    blob.metadata = {"stage": "train"}
+    blob.upload_from_string(b"x")  # google-cloud-storage sends name, metadata: known fields
+    assert gcs_fake.path_of("gs://mnist-bucket/data/x.npz").read_bytes() == b"x"
+    body = (
+        b'--B\r\nContent-Type: application/json\r\n\r\n{"name": "y", "colour": "red"}\r\n'
+        b"--B\r\nContent-Type: application/octet-stream\r\n\r\ny\r\n--B--"
+    )
+    reply = AuthorizedSession(credentials()).post(
+        f"{gcs_fake.api_endpoint}/upload/storage/v1/b/mnist-bucket/o?uploadType=multipart",
+        data=body,
+        headers={"Content-Type": "multipart/related; boundary=B"},
+    )
+    assert reply.status_code == 400 and 'Unknown name "colour"' in _error(reply)["message"]

@@ -144,6 +144,11 @@ class Contract:
                     return method
         return None
 
+    def check_message(self, schema_name: str, body: Any) -> None:
+        """Check a JSON message that is not a request body (the metadata part of a multipart upload)."""
+        schemas = next(d.schemas for d in self.documents if schema_name in d.schemas)
+        BodyChecker(schemas).check(schema_name, body)
+
     def check(self, http_method: str, path: str, body: Any, is_json: bool) -> Method:
         """The method `path` calls; raises Google's 404 or 400 if the request is not one the API takes."""
         method = self.method(http_method, path)

@@ -199,7 +199,10 @@ class GcsFake(FakeServer):
         if kind == "media":
             name, data = call.query.get("name", ""), call.body if isinstance(call.body, bytes) else b""
         elif kind == "multipart":
-            name, data = _multipart(call)
+            metadata, data = _multipart(call)
+            assert self.contract is not None
+            self.contract.check_message("Object", metadata)  # the JSON part is an Object resource
+            name = str(metadata.get("name", ""))
         else:
             raise invalid_argument(f"uploadType {kind!r} is not supported by the fake (media, multipart)")
         if not name:
@@ -269,7 +272,7 @@ def _unpack_token(token: str) -> str:
         raise invalid_argument(f"Invalid page token: {token}") from None
 
 
-def _multipart(call: Call) -> tuple[str, bytes]:
+def _multipart(call: Call) -> tuple[dict[str, Any], bytes]:
     """multipart/related: a JSON part with the object's metadata, then the media part."""
     content_type = call.headers.get("content-type", "")
     boundary = content_type.partition("boundary=")[2].strip('"')
@@ -281,4 +284,6 @@ def _multipart(call: Call) -> tuple[str, bytes]:
         raise ApiError(400, "multipart upload needs a metadata part and a media part")
     metadata = json.loads(parts[0].partition(b"\r\n\r\n")[2])
     media = parts[1].partition(b"\r\n\r\n")[2].removesuffix(b"\r\n")
-    return str(metadata.get("name", "")), media
+    if not isinstance(metadata, dict):
+        raise invalid_argument("the metadata part of a multipart upload must be a JSON object")
+    return metadata, media
