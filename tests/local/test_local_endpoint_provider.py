@@ -16,10 +16,19 @@ from typing import Any
 
 import pytest
 import requests
+from faults import stack_processes
 
 from infra.local import endpoint as local_endpoint
+from infra.local import servers as local_servers
 from infra.local.endpoint import LocalEndpointProvider, server_running
-from infra.local.support import LocalProviderError, port_open, process_cmdline, process_start, wait_gone
+from infra.local.support import (
+    RECORDS_FOLDER,
+    LocalProviderError,
+    port_open,
+    process_cmdline,
+    process_start,
+    wait_gone,
+)
 from infra.local.support import free_port as any_free_port
 
 pytestmark = pytest.mark.slow
@@ -183,3 +192,28 @@ def test_a_free_port_snatched_before_the_server_binds_it_is_retried_with_another
         monkeypatch.setattr(local_endpoint, "free_port", lambda: next(ports))
         _, state = start(LocalEndpointProvider(), endpoint_props(), endpoints)
     assert state["port"] != snatched and server_running(state)
+
+
+def test_an_endpoint_that_never_becomes_ready_fails_naming_it_and_leaves_no_process(
+    endpoint_props: Props, monkeypatch: pytest.MonkeyPatch
+):
+    # Loading the model takes longer than this: the server is started, then never answers in time.
+    monkeypatch.setattr(local_endpoint, "STARTUP_TIMEOUT_SECONDS", 0.5)
+    started: list[subprocess.Popen] = []
+    start_detached = local_servers.start_detached
+
+    def recorded(*args: Any, **kwargs: Any) -> subprocess.Popen:
+        started.append(start_detached(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(local_servers, "start_detached", recorded)
+    props = endpoint_props()
+    with pytest.raises(LocalProviderError) as error:
+        LocalEndpointProvider().create(props)
+    message = str(error.value)
+    assert "the server of endpoint mnist-xgboost did not answer /ping" in message and "stopped" in message
+    [server] = started
+    assert server.poll() is not None  # stopped before the error was raised, not left to the next `up`
+    root = Path(props["root"])
+    assert not stack_processes(root)
+    assert not list((root / RECORDS_FOLDER).glob("*.json"))  # nothing for the next `up` to adopt

@@ -14,10 +14,10 @@ import yaml
 from harness import PROJECT_ROOT, Resource, StackRun, run_stack
 from pulumi.runtime.mocks import MockResourceArgs
 
+from infra.dynamic import IDENTITY_SEED
 from infra.local.dataset import LocalDatasetProvider
 from infra.local.endpoint import LocalEndpointProvider
 from infra.local.gate import LocalGateProvider
-from infra.dynamic import IDENTITY_SEED
 from infra.local.platform import training_code_hash
 from infra.local.training_job import LocalTrainingJobProvider
 from infra.local.ui import LocalUiProvider

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faults import stack_processes
 
-from infra.local.support import LocalProviderError
+from infra.local import training_job
+from infra.local.support import RECORDS_FOLDER, LocalProviderError
 from infra.local.training_job import LocalTrainingJobProvider, TerminalLines, trainer_command
 
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # what a value not known yet looks like in a preview
@@ -92,6 +94,22 @@ def test_a_crashing_trainer_fails_create_with_its_own_last_lines(props: dict[str
     assert "num_rounds_typo" in message  # the trainer's own words, not only an exit code
     assert "logs/train-xgboost-" in message
     assert not list((Path(props["root"]) / "models").glob("*"))  # nothing half-made is left
+    assert not list((Path(props["root"]) / RECORDS_FOLDER).glob("*.json"))  # nothing for the next up to adopt
+
+
+@pytest.mark.slow
+def test_a_create_that_fails_while_its_trainer_runs_stops_it_and_leaves_nothing(
+    props: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+):
+    def lost(*args: Any) -> None:
+        raise LocalProviderError("the trainer's log could not be read")
+
+    monkeypatch.setattr(training_job, "follow_trainer", lost)
+    with pytest.raises(LocalProviderError, match="could not be read"):
+        LocalTrainingJobProvider().create(props)
+    root = Path(props["root"])
+    assert not stack_processes(root)  # the trainer was stopped, not left training for nobody
+    assert not list((root / "models").glob("*")) and not list((root / RECORDS_FOLDER).glob("*.json"))
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from faults import stack_processes
 
-from infra.local.support import port_taken
+from infra.local import ui as local_ui
+from infra.local.support import RECORDS_FOLDER, LocalProviderError, port_taken
 from infra.local.ui import LocalUiProvider, ui_running
 
 ENDPOINTS = {
@@ -54,3 +56,17 @@ def test_a_killed_ui_is_started_again_by_the_next_up(tmp_path: Path):
     assert provider.diff(created.id, created.outs, props).replaces == ["pid"]
     assert provider.read(created.id, created.outs).id is None
     provider.delete(created.id, created.outs)
+
+
+@pytest.mark.slow
+def test_a_ui_that_never_becomes_ready_fails_and_leaves_no_process_and_no_files_but_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(local_ui, "STARTUP_TIMEOUT_SECONDS", 0.3)
+    props = {"endpoints": ENDPOINTS, "dataset": "mnist", "root": str(tmp_path), "stack": "local"}
+    with pytest.raises(LocalProviderError, match=r"the ui did not start on port .*did not answer /api/stack"):
+        LocalUiProvider().create(props)
+    assert not stack_processes(tmp_path)
+    assert not list((tmp_path / RECORDS_FOLDER).glob("*.json"))
+    assert not list((tmp_path / "ui").glob("*.json"))  # the outputs file it was started on
+    assert list((tmp_path / "logs").glob("ui-*.log"))  # what the error cites
