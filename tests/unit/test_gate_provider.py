@@ -4,14 +4,17 @@ stack's gate (its own steps are tested in tests/local/test_local_gate_provider.p
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pytest
 from harness import run_stack
 
 from infra.gate import PromotionRule
-from infra.gate_provider import ChampionGateProvider, gate_inputs, models_entry, scored
+from infra.gate_provider import Candidate, ChampionGateProvider, gate_inputs, models_entry, rule_of, scored
 from infra.local.gate import LocalGateProvider
 
 
@@ -137,3 +140,52 @@ def test_destroy_removes_the_champion_and_the_retired_copy_and_says_so(
         f"gate xgboost: removing the champion's copy {copies[0]}",
         f"gate xgboost: removing the retired's copy {copies[1]}",
     ]
+
+
+@pytest.mark.parametrize(
+    ("props", "rule"),
+    [
+        (
+            {"min_accuracy": 0.9, "promotion_tolerance": 0.02, "force_promotion": True},
+            PromotionRule(0.9, 0.02, force=True),
+        ),
+        # Config left unset arrives as None (or is missing): no tolerance, no force.
+        ({"min_accuracy": 0.9, "promotion_tolerance": None}, PromotionRule(0.9, 0.0, force=False)),
+    ],
+)
+def test_the_gate_applies_the_rule_its_inputs_carry(props: dict, rule: PromotionRule) -> None:
+    assert rule_of(props) == rule
+
+
+def test_a_candidate_is_recorded_with_its_metrics_beside_the_file_s_and_without_the_unreadable_reason() -> (
+    None
+):
+    candidate = scored(
+        "job-7", "/m/job-7.tar.gz", '{"accuracy": 0.96, "n_test": 2000}', "m", extra={"host": "h"}
+    )
+    assert candidate.record(decision="held") == {
+        "source": "job-7",
+        "artifact": "/m/job-7.tar.gz",
+        "accuracy": 0.96,
+        "trained": None,
+        "metrics": {"host": "h", "accuracy": 0.96, "n_test": 2000},
+        "decision": "held",
+    }
+
+
+class FixedGate(ChampionGateProvider):
+    """The shared engine calls around a stack that always trains the same good model."""
+
+    def evaluate(self, props: Mapping[str, Any]) -> Candidate:
+        return Candidate("job-7", "/models/job-7/model.tar.gz", 0.97)
+
+    def keep(self, props: Mapping[str, Any], candidate: Candidate) -> str:
+        return "/champions/job-7/model.tar.gz"
+
+
+def test_a_new_gate_is_named_after_its_model_with_a_random_suffix() -> None:
+    props = {"model": "xgboost", "challenger_id": "job-7", "min_accuracy": 0.9}
+    created = [FixedGate().create(props) for _ in range(2)]
+    assert all(re.fullmatch(r"xgboost-gate-[0-9a-f]{8}", result.id) for result in created), created
+    assert created[0].id != created[1].id
+    assert created[0].outs["champion_artifact"] == "/champions/job-7/model.tar.gz"
