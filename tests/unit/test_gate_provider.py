@@ -182,6 +182,9 @@ class FixedGate(ChampionGateProvider):
     def keep(self, props: Mapping[str, Any], candidate: Candidate) -> str:
         return "/champions/job-7/model.tar.gz"
 
+    def kept(self, props: Mapping[str, Any], artifact: str) -> bool:
+        return True
+
 
 def test_a_new_gate_is_named_after_its_model_with_a_random_suffix() -> None:
     props = {"model": "xgboost", "challenger_id": "job-7", "min_accuracy": 0.9}
@@ -189,3 +192,16 @@ def test_a_new_gate_is_named_after_its_model_with_a_random_suffix() -> None:
     assert all(re.fullmatch(r"xgboost-gate-[0-9a-f]{8}", result.id) for result in created), created
     assert created[0].id != created[1].id
     assert created[0].outs["champion_artifact"] == "/champions/job-7/model.tar.gz"
+
+
+def test_a_round_on_the_champions_own_training_run_decides_nothing_and_says_so() -> None:
+    props = {"model": "xgboost", "challenger_id": "job-7", "min_accuracy": 0.9}
+    gate = FixedGate()
+    state = gate.create(props).outs
+    again = gate.update("xgboost-gate-1", state, props).outs
+    assert again["challenger"]["decision"] == "champion"
+    assert (
+        again["challenger"]["reason"]
+        == "the challenger is the serving champion already (the same training run)"
+    )
+    assert again["champion"] == state["champion"]
