@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from faults import interrupt_once
+from harness import EngineInterrupted
 
 from infra.gate_provider import GateError
 from infra.local.gate import LocalGateProvider
@@ -182,3 +185,27 @@ def test_delete_removes_every_copy_and_tolerates_already_gone(tmp_path: Path, jo
     provider.delete("gate", state)
     assert champions(tmp_path) == []
     provider.delete("gate", state)  # a second delete (a retried destroy) is not an error
+
+
+def test_a_copy_made_by_an_interrupted_create_is_removed_by_the_next_one(
+    tmp_path: Path, job, monkeypatch: pytest.MonkeyPatch
+):
+    # `pulumi up` dies once the champion's copy is made, before the gate reaches the state; by the next
+    # `up` the job was trained anew (a new challenger): its copy is the one and only.
+    interrupt_once(monkeypatch, LocalGateProvider, "keep")
+    with pytest.raises(EngineInterrupted):
+        LocalGateProvider().create(props(tmp_path, job("xgboost-1", 0.96)))
+    assert champions(tmp_path) == ["xgboost-1"]
+    state = up(LocalGateProvider(), None, props(tmp_path, job("xgboost-2", 0.95)))
+    assert champions(tmp_path) == ["xgboost-2"]
+    assert state["champion"]["source"] == "xgboost-2"
+
+
+def test_read_reports_a_gate_whose_champion_copy_is_gone_as_gone(tmp_path: Path, job):
+    provider = LocalGateProvider()
+    news = props(tmp_path, job("xgboost-1", 0.96))
+    created = provider.create(news)
+    state = {**news, **(created.outs or {})}
+    assert provider.read(created.id, state).id == created.id
+    shutil.rmtree(Path(state["champion_artifact"]).parent)
+    assert provider.read(created.id, state).id is None  # refresh drops it; the next up gates anew

@@ -175,6 +175,14 @@ def test_an_up_interrupted_inside_a_create_is_finished_by_the_next_up_with_one_c
         return start_detached(command, *args, **kwargs)
 
     monkeypatch.setattr(local_training, "start_detached", counted)
+    preparations: list[str] = []
+    prepare = local_dataset._prepare
+
+    def counted_preparation(props: dict[str, Any], target: Path) -> dict[str, Any]:
+        preparations.append(str(target))
+        return prepare(props, target)
+
+    monkeypatch.setattr(local_dataset, "_prepare", counted_preparation)
 
     with pytest.raises(UpInterrupted):
         up(engine, config)
@@ -193,6 +201,7 @@ def test_an_up_interrupted_inside_a_create_is_finished_by_the_next_up_with_one_c
     assert steps[interrupted] == "create"
     assert_one_of_each_held_in_the_state(engine, root)
     assert len(trainer_starts) == 1, trainer_starts  # trained once: the next create adopted, not retrained
+    assert len(preparations) == 1, preparations  # the dataset's files copied and hashed once
     if where in ("endpoint", "ui"):
         # The very server the interrupted create started, adopted (not stopped and started anew).
         assert left_running <= set(stack_processes(root))
