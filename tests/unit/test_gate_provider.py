@@ -127,6 +127,8 @@ def test_destroy_removes_the_champion_and_the_retired_copy_and_says_so(
         copy.write_text("weights")
     said: list[str] = []
     monkeypatch.setattr("infra.gate_provider.log", said.append)
+    # A broken delete (as mutation testing makes) removing a relative path must stay in the test's folder.
+    monkeypatch.chdir(tmp_path)
     state = {
         "model": "xgboost",
         "root": str(tmp_path),
