@@ -5,10 +5,12 @@ Each test that starts a server registers it in `endpoints`, whose teardown stops
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +30,7 @@ from infra.local.support import (
     process_cmdline,
     process_start,
     wait_gone,
+    write_record,
 )
 from infra.local.support import free_port as any_free_port
 
@@ -217,3 +220,39 @@ def test_an_endpoint_that_never_becomes_ready_fails_naming_it_and_leaves_no_proc
     root = Path(props["root"])
     assert not stack_processes(root)
     assert not list((root / RECORDS_FOLDER).glob("*.json"))  # nothing for the next `up` to adopt
+
+
+def test_a_server_left_by_an_interrupted_create_that_never_answers_is_stopped_not_adopted(
+    endpoint_props: Props,
+):
+    props = endpoint_props()
+    port = any_free_port()
+    spec = dataclasses.replace(local_endpoint._spec(props, "mnist-xgboost-left"), startup_timeout=1.0)
+    # A process whose command line is the recorded server's (serve, its model, name and port) and
+    # which never answers /ping: a server hung while loading when `pulumi up` died.
+    hung = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(60)",
+            "serve",
+            props["model_dir"],
+            props["name"],
+            str(port),
+        ],
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while "serve" not in (process_cmdline(hung.pid) or []) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the child has exec'd (before that its command line is pytest's)
+        write_record(spec.record, {"pid": hung.pid, "started": process_start(hung.pid), "port": port})
+        adopted, previous_port = local_servers.found_server(spec)
+        assert adopted is None  # not adopted: the create starts a new server
+        assert previous_port == port  # on the same port, once it is free
+        assert hung.wait(timeout=15) is not None  # stopped, not left beside the new one
+        assert not spec.record.exists()
+    finally:
+        if hung.poll() is None:
+            hung.kill()
+            hung.wait()

@@ -170,6 +170,7 @@ def test_training_jobs_carry_what_must_retrain_them(run: StackRun):
     assert xgboost.props["code_hash"] == training_code_hash(Framework.XGBOOST)
     assert xgboost.props["hyperparameters"] == {"num_round": "20"}
     assert xgboost.props["dry_run"] is False
+    assert xgboost.props["preset"] == "standard"  # Pulumi.yaml's trainingPreset reaches the trainer
     assert run.one(TRAINING_JOB, "pytorch").props["hyperparameters"] == {}
 
 
