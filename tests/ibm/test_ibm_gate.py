@@ -8,6 +8,7 @@ model.tar.gz, model.onnx and the trainer's metrics.json (infra/ibm/training_job.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -106,14 +107,17 @@ def copy_of(job_id: str) -> list[str]:
 
 
 def test_a_first_good_job_is_scored_by_its_metrics_and_copied(ibm_cloud_fake: IbmCloudFake, job):
-    state = gate_round(
-        WatsonxGateProvider(), None, props(ibm_cloud_fake, job("pytorch-1", {"accuracy": 0.985}))
-    )
+    # `trained` is when the job wrote metrics.json (its LastModified in COS): inside this test's window.
+    started = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    job_props = props(ibm_cloud_fake, job("pytorch-1", {"accuracy": 0.985}))
+    written = dt.datetime.now(dt.UTC)
+    state = gate_round(WatsonxGateProvider(), None, job_props)
     champion = state["champion"]
+    assert started <= dt.datetime.fromisoformat(champion["trained"]) <= written
     copy = f"cos://{TEST_BUCKET}/champions/pytorch/pytorch-1/model.tar.gz"
     assert state["champion_artifact"] == champion["artifact"] == copy
     assert (champion["accuracy"], champion["source"]) == (0.985, "pytorch-1")
-    assert champion["metrics"] == {"accuracy": 0.985} and champion["trained"]  # metrics.json's LastModified
+    assert champion["metrics"] == {"accuracy": 0.985}
     assert state["challenger"]["decision"] == "promoted"
     assert champions(ibm_cloud_fake) == copy_of("pytorch-1")
     stored = ibm_cloud_fake.state.buckets[TEST_BUCKET].objects["champions/pytorch/pytorch-1/model.tar.gz"]
