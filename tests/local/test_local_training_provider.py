@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faults import stack_processes
+from faults import stack_processes, stop_stack_processes
 
 from infra.local import training_job
 from infra.local.support import RECORDS_FOLDER, LocalProviderError
@@ -105,10 +105,15 @@ def test_a_create_that_fails_while_its_trainer_runs_stops_it_and_leaves_nothing(
         raise LocalProviderError("the trainer's log could not be read")
 
     monkeypatch.setattr(training_job, "follow_trainer", lost)
-    with pytest.raises(LocalProviderError, match="could not be read"):
-        LocalTrainingJobProvider().create(props)
     root = Path(props["root"])
-    assert not stack_processes(root)  # the trainer was stopped, not left training for nobody
+    running = {}
+    try:
+        with pytest.raises(LocalProviderError, match="could not be read"):
+            LocalTrainingJobProvider().create(props)
+        running = stack_processes(root)
+    finally:
+        stop_stack_processes(root)  # should the create leave it, this test does not
+    assert not running  # the trainer was stopped, not left training for nobody
     assert not list((root / "models").glob("*")) and not list((root / RECORDS_FOLDER).glob("*.json"))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from faults import stack_processes
+from faults import stack_processes, stop_stack_processes
 
 from infra.local import ui as local_ui
 from infra.local.support import RECORDS_FOLDER, LocalProviderError, port_taken
@@ -64,9 +64,16 @@ def test_a_ui_that_never_becomes_ready_fails_and_leaves_no_process_and_no_files_
 ):
     monkeypatch.setattr(local_ui, "STARTUP_TIMEOUT_SECONDS", 0.3)
     props = {"endpoints": ENDPOINTS, "dataset": "mnist", "root": str(tmp_path), "stack": "local"}
-    with pytest.raises(LocalProviderError, match=r"the ui did not start on port .*did not answer /api/stack"):
-        LocalUiProvider().create(props)
-    assert not stack_processes(tmp_path)
+    running = []
+    try:
+        with pytest.raises(
+            LocalProviderError, match=r"the ui did not start on port .*did not answer /api/stack"
+        ):
+            LocalUiProvider().create(props)
+        running = stack_processes(tmp_path)
+    finally:
+        stop_stack_processes(tmp_path)  # should the create leave it, this test does not
+    assert not running
     assert not list((tmp_path / RECORDS_FOLDER).glob("*.json"))
     assert not list((tmp_path / "ui").glob("*.json"))  # the outputs file it was started on
     assert list((tmp_path / "logs").glob("ui-*.log"))  # what the error cites
