@@ -4,13 +4,14 @@ error tails, the diff of recorded against new inputs, and the identity a create 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pulumi
 from pulumi.runtime.rpc import UNKNOWN
+
+from infra.hashing import content_hash
 
 LOG_TAIL_LINES = 25
 
@@ -89,9 +90,14 @@ def identity(props: Mapping[str, Any], replace_keys: Iterable[str]) -> str:
     replacement. A create interrupted before its result reached the state left something with this same
     identity, which the next create finds and adopts; the replacement of a resource (created before the
     old one is deleted) gets a new one, so it never adopts the thing it replaces."""
-    material = {
-        "seed": props.get(IDENTITY_SEED) or "",
-        "inputs": {key: _normalise(props.get(key)) for key in sorted(replace_keys)},
-    }
-    digest = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
-    return digest[:12]
+    return content_hash(
+        {
+            "seed": props.get(IDENTITY_SEED) or "",
+            "inputs": {key: _normalise(props.get(key)) for key in replace_keys},
+        }
+    )
+
+
+def identity_tag(value: str) -> str:
+    """The `key:value` tag that carries an identity (IBM's tags are `key:value` strings)."""
+    return f"{IDENTITY_TAG}:{value}"

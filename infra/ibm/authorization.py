@@ -11,15 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from infra.dynamic import changed_keys, log, state_of
 from infra.ibm.connection import (
     CONNECTION_KEYS,
     Connection,
     api_result,
+    create_or_adopt,
     failure,
     is_not_found,
+    result_of,
     retrying,
     secret_key_opts,
     update_connection,
@@ -90,12 +92,31 @@ class ServiceAuthorizationProvider(ResourceProvider):
             f"authorizing {props['source_service']} to read keys of {props['target_service']} "
             f"({props['role']})"
         )
-        try:
-            policy = api_result(
-                lambda: policies.create_policy(
+
+        # An authorization is identified by what it grants (IAM allows one per subject, target and role):
+        # one left by an interrupted create is adopted, and a create answered 5xx after it landed is found
+        # the same way instead of failing on IAM's 409 the second time.
+        def create() -> str:
+            created = result_of(
+                policies.create_policy(
                     type="authorization", subjects=[subject], roles=[role], resources=[resource]
                 )
             )
+            return str(created["id"])
+
+        def same_grant() -> set[str]:
+            listed = result_of(policies.list_policies(account_id=account, type="authorization"))
+            return {str(p["id"]) for p in listed.get("policies", []) if _grants(p, props, role.role_id)}
+
+        try:
+            existing = retrying(same_grant)
+            if existing:
+                policy_id = sorted(existing)[0]
+                log(f"adopting authorization policy {policy_id}, which grants exactly this")
+            else:
+                policy_id = create_or_adopt(
+                    "creating the COS -> key management authorization", create, same_grant
+                )
         except Exception as error:
             raise failure(
                 "creating the COS -> key management authorization",
@@ -103,7 +124,7 @@ class ServiceAuthorizationProvider(ResourceProvider):
                 "The API key needs Administrator on the key management service to authorize it; an existing "
                 "identical authorization (HTTP 409) must be deleted or the key left unset.",
             ) from error
-        return CreateResult(id_=str(policy["id"]), outs={**state_of(props), "policy_id": policy["id"]})
+        return CreateResult(id_=policy_id, outs={**state_of(props), "policy_id": policy_id})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = changed_keys(olds, news, _REPLACE_KEYS)
@@ -112,6 +133,19 @@ class ServiceAuthorizationProvider(ResourceProvider):
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         return UpdateResult(outs=update_connection(olds, news))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        conn = Connection.of(props)
+        from ibm_platform_services import IamPolicyManagementV1
+
+        policies = conn.platform_service(IamPolicyManagementV1, conn.iam_policy_url)
+        try:
+            api_result(lambda: policies.get_policy(policy_id=id_))
+        except Exception as error:
+            if is_not_found(error):
+                return ReadResult(None, {})
+            raise failure(f"reading authorization policy {id_}", error) from error
+        return ReadResult(id_, props)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         conn = Connection.of(props)
@@ -123,6 +157,24 @@ class ServiceAuthorizationProvider(ResourceProvider):
         except Exception as error:
             if not is_not_found(error):
                 raise failure(f"deleting authorization policy {id_}", error) from error
+
+
+def _grants(policy: dict[str, Any], props: dict[str, Any], role_id: str) -> bool:
+    """Whether an IAM policy is this authorization: same source instance, same target, same role."""
+
+    def attributes(entries: list[dict[str, Any]]) -> dict[str, str]:
+        return {str(a.get("name")): str(a.get("value")) for e in entries for a in e.get("attributes", [])}
+
+    subject = attributes(policy.get("subjects") or [])
+    resource = attributes(policy.get("resources") or [])
+    roles = {str(r.get("role_id")) for r in policy.get("roles") or []}
+    return (
+        subject.get("serviceName") == str(props["source_service"])
+        and subject.get("serviceInstance") == str(props["source_instance_guid"])
+        and resource.get("serviceName") == str(props["target_service"])
+        and resource.get("serviceInstance") == str(props["target_instance_guid"])
+        and role_id in roles
+    )
 
 
 class ServiceAuthorization(pulumi.dynamic.Resource, module="ibm", name="ServiceAuthorization"):

@@ -9,14 +9,13 @@ grants public access (`public_access: False` says so to the policy pack). Delete
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from infra.dynamic import changed_keys, log, state_of
+from infra.dynamic import IDENTITY_SEED, changed_keys, identity, identity_seed, log, state_of
 from infra.ibm.connection import (
     CONNECTION_KEYS,
     Connection,
@@ -37,7 +36,8 @@ class CosBucketArgs:
     """Inputs of a CosBucket."""
 
     prefix: pulumi.Input[str]
-    """Bucket names are global: the bucket is `<prefix>-<8 random hex digits>`."""
+    """Bucket names are global: the bucket is `<prefix>-<8 hex digits of its identity>` (the stack, the
+    resource and the inputs that force a replacement), the same name again after an interrupted create."""
     location: pulumi.Input[str]
     """Location constraint: `<region>-standard` (regional, Standard class)."""
     cos_instance_crn: pulumi.Input[str]
@@ -58,7 +58,13 @@ class CosBucketProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         conn = Connection.of(props)
         s3 = conn.cos_client(str(props["cos_instance_crn"]))
-        bucket = f"{props['prefix']}-{secrets.token_hex(4)}"
+        # Named by its identity, not at random: a create interrupted after COS made the bucket left it under
+        # this very name, and it is adopted instead of a second bucket being made beside it.
+        bucket = f"{props['prefix']}-{identity(props, _REPLACE_KEYS)[:8]}"
+        if _exists(s3, bucket):
+            log(f"adopting bucket {bucket}, left by an interrupted create")
+            endpoint = conn.cos_url or f"https://s3.{props['region']}.cloud-object-storage.appdomain.cloud"
+            return CreateResult(id_=bucket, outs={**state_of(props), "bucket": bucket, "endpoint": endpoint})
         extra: dict[str, Any] = {}
         if props.get("kms_key_crn"):
             extra = {
@@ -121,6 +127,16 @@ class CosBucketProvider(ResourceProvider):
             ) from error
 
 
+def _exists(s3: Any, bucket: str) -> bool:
+    try:
+        retrying(lambda: s3.head_bucket(Bucket=bucket))
+    except Exception as error:
+        if is_not_found(error):
+            return False
+        raise failure(f"looking for COS bucket {bucket}", error) from error
+    return True
+
+
 def empty_bucket(s3: Any, bucket: str, prefix: str = "") -> int:
     """Delete every object (and object version) under `prefix`; the number deleted."""
     deleted = 0
@@ -162,4 +178,5 @@ class CosBucket(pulumi.dynamic.Resource, module="ibm", name="CosBucket"):
             "bucket": None,
             "endpoint": None,
         }
+        props[IDENTITY_SEED] = identity_seed("ibm:CosBucket", name)
         super().__init__(CosBucketProvider(), name, props, secret_key_opts(opts))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -284,6 +284,48 @@ def create_or_adopt(what: str, create: Callable[[], str], existing: Callable[[],
 def result_of(response: Any) -> dict[str, Any]:
     """The JSON result of an ibm-platform-services `DetailedResponse`."""
     return cast(dict[str, Any], response.get_result())
+
+
+def tags_of(document: Mapping[str, Any]) -> list[str]:
+    """The tags of a watsonx.ai document (models and deployments keep them in `metadata`, spaces in
+    `entity`)."""
+    return list(
+        (document.get("metadata") or {}).get("tags") or (document.get("entity") or {}).get("tags") or []
+    )
+
+
+def left_behind(
+    what: str,
+    found: Iterable[Mapping[str, Any]],
+    tag: str,
+    state: Callable[[Mapping[str, Any]], str],
+    usable: Collection[str],
+    remove: Callable[[str], Any],
+    matches: Callable[[Mapping[str, Any]], bool] = lambda _document: True,
+) -> str | None:
+    """The id of what an interrupted create left with this identity `tag` in a `usable` state, to be
+    adopted instead of created again; what it left in any other state (failed, half made) is removed,
+    so that the create makes it anew. None when nothing is left.
+
+    One that bears the tag but no longer `matches` what this create would make is skipped, neither
+    adopted nor removed: it is the resource being replaced because `pulumi refresh` found it changed
+    behind the stack's back (same inputs, so same identity), and the engine deletes it after the
+    replacement is up."""
+    for document in found:
+        if tag not in tags_of(document) or not matches(document):
+            continue
+        found_id = str(document["metadata"]["id"])
+        current = state(document)
+        if current in usable:
+            log(f"adopting {what} {found_id} ({current or 'no state'}), left by an interrupted create")
+            return found_id
+        log(f"removing {what} {found_id}, left {current or 'half made'} by an earlier create")
+        try:
+            retrying(lambda i=found_id: remove(i))
+        except Exception as error:
+            if not is_not_found(error):
+                raise failure(f"removing {what} {found_id}", error) from error
+    return None
 
 
 def api_result(call: Callable[[], Any]) -> dict[str, Any]:

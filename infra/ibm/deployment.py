@@ -8,13 +8,14 @@ ready. Scoring: POST /ml/v4/deployments/{id}/predictions?version=... (mnistctl/c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from infra.dynamic import changed_keys, log, state_of
+from infra.dynamic import IDENTITY_SEED, changed_keys, identity, identity_seed, identity_tag, log, state_of
 from infra.ibm.connection import (
     CONNECTION_KEYS,
     Connection,
@@ -22,6 +23,7 @@ from infra.ibm.connection import (
     create_or_adopt,
     failure,
     is_not_found,
+    left_behind,
     message_of,
     retrying,
     secret_key_opts,
@@ -67,15 +69,26 @@ def deployment_status(details: dict[str, Any]) -> tuple[str, str]:
 class OnlineDeploymentProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         conn = Connection.of(props)
+        tag = identity_tag(identity(props, _REPLACE_KEYS))
         client = conn.watsonx_client(space_id=str(props["space_id"]))
         names = client.deployments.ConfigurationMetaNames
         meta = {
             names.NAME: props["name"],
             names.ONLINE: {},
             names.HARDWARE_SPEC: {"name": props["instance_type"], "num_nodes": int(props["max_replicas"])},
-            names.TAGS: list(props.get("tags") or []),
+            names.TAGS: [*(props.get("tags") or []), tag],
         }
-        log(f"deploying model {props['model_id']} as {props['name']} ({props['instance_type']})")
+        adopted = left_behind(
+            "online deployment",
+            retrying(lambda: client.deployments.get_details(get_all=True, _silent=True)).get("resources", []),
+            tag,
+            lambda details: deployment_status(dict(details))[0],
+            ("ready", "initializing"),
+            client.deployments.delete,
+            matches=lambda details: _serves(details, props),
+        )
+        if adopted is None:
+            log(f"deploying model {props['model_id']} as {props['name']} ({props['instance_type']})")
 
         def create() -> str:
             created = client.deployments.create(props["model_id"], meta_props=meta, background_mode=True)
@@ -90,7 +103,9 @@ class OnlineDeploymentProvider(ResourceProvider):
             }
 
         try:
-            deployment_id = create_or_adopt(f"creating online deployment {props['name']}", create, same_name)
+            deployment_id = adopted or create_or_adopt(
+                f"creating online deployment {props['name']}", create, same_name
+            )
         except Exception as error:
             raise failure(
                 f"creating online deployment {props['name']}",
@@ -119,8 +134,10 @@ class OnlineDeploymentProvider(ResourceProvider):
                 READY_TIMEOUT_SECONDS,
                 progress=lambda: last["state"],
             )
-        except BaseException:
-            _delete_quietly(client, deployment_id)  # nothing half-made stays behind
+        except Exception:
+            # Nothing that never served stays behind billing. (A killed `pulumi up` runs no cleanup: the
+            # next create finds the deployment by its identity tag and adopts it.)
+            _delete_quietly(client, deployment_id)
             raise
         url = (conn.wml_url or watsonx_url(str(props["region"]))).rstrip("/")
         outs = {**state_of(props), "deployment_id": deployment_id, "url": url}
@@ -128,6 +145,8 @@ class OnlineDeploymentProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = changed_keys(olds, news, _REPLACE_KEYS)
+        if olds.get("state") == "failed":  # `pulumi refresh` found it failed: it serves nothing, rebuild it
+            replaces = [*replaces, "state"]
         updates = changed_keys(olds, news, CONNECTION_KEYS)
         return DiffResult(changes=bool(replaces or updates), replaces=replaces, delete_before_replace=False)
 
@@ -135,6 +154,8 @@ class OnlineDeploymentProvider(ResourceProvider):
         return UpdateResult(outs=update_connection(olds, news))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """What the service really serves: a deployment deleted behind the stack's back is gone, one whose
+        model or hardware was changed in the console reports those, so the next `up` replaces it."""
         client = Connection.of(props).watsonx_client(space_id=str(props["space_id"]))
         try:
             details = retrying(lambda: client.deployments.get_details(id_))
@@ -142,7 +163,15 @@ class OnlineDeploymentProvider(ResourceProvider):
             if is_not_found(error):
                 return ReadResult(None, {})
             raise failure(f"reading online deployment {id_}", error) from error
-        return ReadResult(id_, {**props, "state": deployment_status(details)[0]})
+        entity = details.get("entity") or {}
+        hardware = entity.get("hardware_spec") or {}
+        served = {
+            "model_id": (entity.get("asset") or {}).get("id", props.get("model_id")),
+            "instance_type": hardware.get("name", props.get("instance_type")),
+            "min_replicas": hardware.get("num_nodes", props.get("min_replicas")),
+            "max_replicas": hardware.get("num_nodes", props.get("max_replicas")),
+        }
+        return ReadResult(id_, {**props, **served, "state": deployment_status(details)[0]})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         conn = Connection.of(props)
@@ -165,6 +194,17 @@ class OnlineDeploymentProvider(ResourceProvider):
             return None
 
         conn.wait(f"online deployment {id_} to be deleted", gone, DELETE_TIMEOUT_SECONDS)
+
+
+def _serves(details: Mapping[str, Any], props: dict[str, Any]) -> bool:
+    """Whether a deployment serves what `props` ask for: the model, the hardware spec, the nodes."""
+    entity = details.get("entity") or {}
+    hardware = entity.get("hardware_spec") or {}
+    return (
+        (entity.get("asset") or {}).get("id") == props["model_id"]
+        and hardware.get("name") == props["instance_type"]
+        and int(hardware.get("num_nodes", 1)) == int(props["max_replicas"])
+    )
 
 
 def _delete_quietly(client: Any, deployment_id: str) -> None:
@@ -198,4 +238,5 @@ class OnlineDeployment(pulumi.dynamic.Resource, module="ibm", name="Deployment")
             "deployment_id": None,
             "url": None,
         }
+        props[IDENTITY_SEED] = identity_seed("ibm:Deployment", name)
         super().__init__(OnlineDeploymentProvider(), name, props, secret_key_opts(opts))

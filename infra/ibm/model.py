@@ -21,7 +21,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from infra.dynamic import changed_keys, log, state_of
+from infra.dynamic import IDENTITY_SEED, changed_keys, identity, identity_seed, identity_tag, log, state_of
 from infra.ibm.connection import (
     CONNECTION_KEYS,
     Connection,
@@ -29,6 +29,7 @@ from infra.ibm.connection import (
     create_or_adopt,
     failure,
     is_not_found,
+    left_behind,
     retrying,
     secret_key_opts,
     update_connection,
@@ -188,6 +189,7 @@ def onnx_signature(archive: Path) -> OnnxSignature:
 class StoredModelProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         conn = Connection.of(props)
+        tag = identity_tag(identity(props, _REPLACE_KEYS))
         with tempfile.TemporaryDirectory(prefix="mnist-watsonx-") as tmp:
             archive = Path(tmp) / Path(str(props["archive_key"])).name
             try:
@@ -206,7 +208,7 @@ class StoredModelProvider(ResourceProvider):
                     names.NAME: props["name"],
                     names.TYPE: runtime.model_type,
                     names.SOFTWARE_SPEC_ID: runtime.spec_id,
-                    names.TAGS: list(props.get("tags") or []),
+                    names.TAGS: [*(props.get("tags") or []), tag],
                 }
                 log(
                     f"storing model {props['name']} as {runtime.model_type} "
@@ -225,7 +227,15 @@ class StoredModelProvider(ResourceProvider):
                         if m["metadata"].get("name") == props["name"]
                     }
 
-                model_id = _store_with_content(
+                adopted = left_behind(
+                    "stored model",
+                    retrying(lambda: client.repository.get_model_details(get_all=True)).get("resources", []),
+                    tag,
+                    lambda details: str((details.get("entity") or {}).get("content_import_state", "")),
+                    ("completed",),
+                    client.repository.delete,
+                )
+                model_id = adopted or _store_with_content(
                     client, create_or_adopt(f"storing model {props['name']}", store, same_name), store
                 )
             except IbmProviderError:
@@ -318,4 +328,5 @@ class StoredModel(pulumi.dynamic.Resource, module="ibm", name="Model"):
             "opset": None,
             "input_shape": None,
         }
+        props[IDENTITY_SEED] = identity_seed("ibm:Model", name)
         super().__init__(StoredModelProvider(), name, props, secret_key_opts(opts))

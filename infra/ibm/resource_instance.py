@@ -34,8 +34,13 @@ REMOVAL_TIMEOUT_SECONDS = 10 * 60
 RECLAMATION_TIMEOUT_SECONDS = 5 * 60
 LITE_PLAN = "lite"
 _RESOURCE_GROUP_ID = re.compile(r"^[0-9a-f]{32}$")
-_REPLACE_KEYS = ("name", "service", "plan", "target", "resource_group", "tags")
+# Tags are not among them: Resource Controller takes tags only at creation, and a new set of tags is no
+# reason to rebuild an instance (update records them; `ibmcloud resource tag-attach` changes them).
+# So name, plan, target and group tell one generation of the instance from the next: they are its
+# identity when an interrupted create is looked for (a listed instance carries no tags).
+_REPLACE_KEYS = ("name", "service", "plan", "target", "resource_group")
 _DONE_RECLAMATION_STATES = frozenset({"RECLAIMING", "RECLAIMED", "RESTORING", "RESTORED"})
+_UNUSABLE_STATES = frozenset({"failed", "inactive"})
 
 
 @dataclass
@@ -70,6 +75,16 @@ class ResourceInstanceProvider(ResourceProvider):
         controller = conn.platform_service(ResourceControllerV2, conn.resource_controller_url)
         plan_id = _plan_id(conn, str(props["service"]), str(props["plan"]))
         group_id = _resource_group_id(conn, str(props["resource_group"]))
+        left = _left_by_an_interrupted_create(controller, props, plan_id, group_id)
+        if left is not None:
+            instance = conn.wait(
+                f"{props['service']} instance {props['name']} to become active",
+                lambda: _active_or_none(controller, str(left["id"])),
+                PROVISION_TIMEOUT_SECONDS,
+            )
+            return CreateResult(
+                id_=str(left["id"]), outs={**state_of(props), **_outputs(instance, plan_id, group_id)}
+            )
         if props["plan"] == LITE_PLAN:
             _refuse_second_lite_instance(controller, str(props["service"]), plan_id)
         log(f"creating {props['service']} instance {props['name']} ({props['plan']} plan, {props['target']})")
@@ -113,12 +128,14 @@ class ResourceInstanceProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = changed_keys(olds, news, _REPLACE_KEYS)
-        updates = changed_keys(olds, news, CONNECTION_KEYS)
+        updates = changed_keys(olds, news, (*CONNECTION_KEYS, "tags"))
+        if olds.get("state") in _UNUSABLE_STATES:  # `pulumi refresh` found it failed: build it anew
+            replaces = [*replaces, "state"]
         return DiffResult(changes=bool(replaces or updates), replaces=replaces, delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        # Only the key or the URLs changed: nothing to do at IBM, the new ones are recorded for delete.
-        return UpdateResult(outs=update_connection(olds, news))
+        # The key, the URLs or the tags changed: nothing to do at IBM, the new ones are recorded.
+        return UpdateResult(outs={**update_connection(olds, news), "tags": news.get("tags")})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         conn = Connection.of(props)
@@ -156,6 +173,36 @@ class ResourceInstanceProvider(ResourceProvider):
             REMOVAL_TIMEOUT_SECONDS,
         )
         _reclaim(conn, controller, str(props.get("guid") or ""), id_)
+
+
+def _left_by_an_interrupted_create(
+    controller: Any, props: dict[str, Any], plan_id: str, group_id: str
+) -> dict[str, Any] | None:
+    """An instance of this name, plan, target and group that a create interrupted before its result
+    reached the state left behind: active or provisioning, adopted; failed, deleted (and reclaimed) so
+    that a new one is made."""
+    listed = api_result(
+        lambda: controller.list_resource_instances(
+            name=props["name"], resource_group_id=group_id, resource_plan_id=plan_id, limit=100
+        )
+    )
+    for instance in listed.get("resources", []):
+        if instance.get("region_id") not in (None, props["target"]):
+            continue
+        state, _ = _state(instance)
+        if state in ("active", "provisioning"):
+            log(
+                f"adopting {props['service']} instance {props['name']} ({instance['id']}), "
+                "left by an interrupted create"
+            )
+            return instance
+        if state in _UNUSABLE_STATES:
+            log(
+                f"removing {props['service']} instance {props['name']} ({instance['id']}), "
+                f"left {state} by an earlier create"
+            )
+            retrying(lambda i=instance: controller.delete_resource_instance(id=i["id"], recursive=True))
+    return None
 
 
 def _plan_id(conn: Connection, service: str, plan: str) -> str:

@@ -1,22 +1,24 @@
 """A watsonx.ai deployment space (ibm-watsonx-ai `client.spaces`).
 
 Its storage is the COS instance (the space creates a bucket of its own there, so the identity needs
-Manager on that instance, as IBM's watsonx Terraform module grants; Writer is not enough) and its compute the watsonx.ai Runtime instance. Create waits
-until the space is `active`. A first-time user of watsonx.ai has no data-platform user profile and
-cannot create a space until they have one: the error says so and how to get it.
+Manager on that instance, as IBM's watsonx Terraform module grants; Writer is not enough) and its
+compute the watsonx.ai Runtime instance. Create waits until the space is `active`. A first-time user
+of watsonx.ai has no data-platform user profile and cannot create a space until they have one: the
+error says so and how to get it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from infra.dynamic import changed_keys, log, state_of
+from infra.dynamic import IDENTITY_SEED, changed_keys, identity, identity_seed, identity_tag, log, state_of
 from infra.ibm.connection import (
     CONNECTION_KEYS,
     Connection,
@@ -24,6 +26,7 @@ from infra.ibm.connection import (
     create_or_adopt,
     failure,
     is_not_found,
+    left_behind,
     message_of,
     retrying,
     secret_key_opts,
@@ -61,13 +64,14 @@ class DeploymentSpaceArgs:
     """URL overrides (empty in production)."""
 
 
-def space_state(details: dict[str, Any]) -> str:
+def space_state(details: Mapping[str, Any]) -> str:
     return str(((details.get("entity") or {}).get("status") or {}).get("state", ""))
 
 
 class DeploymentSpaceProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         conn = Connection.of(props)
+        tag = identity_tag(identity(props, _REPLACE_KEYS))
         try:
             client = conn.watsonx_client()
             names = client.spaces.ConfigurationMetaNames
@@ -80,9 +84,18 @@ class DeploymentSpaceProvider(ResourceProvider):
                     "crn": props["runtime_crn"],
                     "type": COMPUTE_TYPE,
                 },
-                names.TAGS: list(props.get("tags") or []),
+                names.TAGS: [*(props.get("tags") or []), tag],
             }
-            log(f"creating deployment space {props['name']}")
+            adopted = left_behind(
+                "deployment space",
+                retrying(lambda: client.spaces.get_details(space_name=props["name"], get_all=True)).get(
+                    "resources", []
+                ),
+                tag,
+                space_state,
+                ("active", "preparing"),
+                client.spaces.delete,
+            )
 
             def create() -> str:
                 with contextlib.redirect_stdout(io.StringIO()):  # the SDK prints advice on background mode
@@ -97,7 +110,11 @@ class DeploymentSpaceProvider(ResourceProvider):
                     if (space.get("entity") or {}).get("name") == props["name"]
                 }
 
-            space_id = create_or_adopt(f"creating deployment space {props['name']}", create, same_name)
+            if adopted is None:
+                log(f"creating deployment space {props['name']}")
+            space_id = adopted or create_or_adopt(
+                f"creating deployment space {props['name']}", create, same_name
+            )
         except Exception as error:
             raise _space_failure(f"creating deployment space {props['name']}", error) from error
 
@@ -194,4 +211,5 @@ class DeploymentSpace(pulumi.dynamic.Resource, module="ibm", name="DeploymentSpa
             "endpoints": args.endpoints,
             "space_id": None,
         }
+        props[IDENTITY_SEED] = identity_seed("ibm:DeploymentSpace", name)
         super().__init__(DeploymentSpaceProvider(), name, props, secret_key_opts(opts))

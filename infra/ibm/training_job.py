@@ -10,20 +10,23 @@ model (a replacement), and the stored model and deployment follow it.
 
 from __future__ import annotations
 
-import secrets
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from infra.dynamic import changed_keys, log, state_of
+from infra.dynamic import IDENTITY_SEED, changed_keys, identity, identity_seed, log, state_of
+from infra.hashing import tree_sha256
 from infra.ibm.bucket import empty_bucket
 from infra.ibm.connection import (
     CONNECTION_KEYS,
     Connection,
     failure,
+    is_not_found,
     retrying,
     secret_key_opts,
     update_connection,
@@ -73,12 +76,21 @@ class TrainingJobArgs:
 class TrainingJobProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         conn = Connection.of(props)
-        job_id = f"{props['framework']}-{secrets.token_hex(4)}"
+        # Named by its identity: a `pulumi up` killed after the upload left the model under this very job
+        # id, and it is adopted instead of trained again.
+        job_id = f"{props['framework']}-{identity(props, _REPLACE_KEYS)[:8]}"
         out = Path(props["root"]) / "models" / job_id
+        prefix = f"models/{job_id}/"
+        s3 = conn.cos_client()
+        adopted = _uploaded_earlier(s3, str(props["bucket"]), prefix, out)
+        if adopted is not None:
+            log(
+                f"adopting the {props['framework']} model in cos://{props['bucket']}/{prefix}, "
+                "left by an interrupted create"
+            )
+            return CreateResult(id_=job_id, outs=_outputs(props, job_id, out, prefix, adopted))
         try:
             trained = train_locally(job_id, props, out)
-            prefix = f"models/{job_id}/"
-            s3 = conn.cos_client()
             for name in UPLOADED_FILES:
                 try:
                     retrying(lambda n=name: s3.upload_file(str(out / n), props["bucket"], prefix + n))
@@ -92,17 +104,7 @@ class TrainingJobProvider(ResourceProvider):
             remove_tree(out)  # a failed job leaves only its log behind
             raise
         log(f"uploaded the {props['framework']} model to cos://{props['bucket']}/{prefix}")
-        outs = {
-            **state_of(props),
-            "job_id": job_id,
-            "out_dir": str(out),
-            "prefix": prefix,
-            "archive_key": prefix + MODEL_ARCHIVE,
-            "artifact": f"cos://{props['bucket']}/{prefix}{MODEL_ARCHIVE}",
-            "artifact_hash": trained["artifact_hash"],
-            "metrics": trained["metrics"],
-        }
-        return CreateResult(id_=job_id, outs=outs)
+        return CreateResult(id_=job_id, outs=_outputs(props, job_id, out, prefix, trained))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = changed_keys(olds, news, _REPLACE_KEYS)
@@ -111,6 +113,18 @@ class TrainingJobProvider(ResourceProvider):
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         return UpdateResult(outs=update_connection(olds, news))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """Gone when its archive is no longer in COS (deleted behind the stack's back): the next `up`
+        trains it again (or adopts what is left under its job id)."""
+        s3 = Connection.of(props).cos_client()
+        try:
+            retrying(lambda: s3.head_object(Bucket=props["bucket"], Key=props["archive_key"]))
+        except Exception as error:
+            if is_not_found(error) or "NoSuchBucket" in str(error):
+                return ReadResult(None, {})
+            raise failure(f"reading cos://{props['bucket']}/{props['archive_key']}", error) from error
+        return ReadResult(id_, props)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         if props.get("prefix") and props.get("bucket"):
@@ -122,6 +136,41 @@ class TrainingJobProvider(ResourceProvider):
                     raise failure(f"deleting cos://{props['bucket']}/{props['prefix']}", error) from error
         if props.get("out_dir"):
             remove_tree(Path(props["out_dir"]))
+
+
+def _outputs(
+    props: dict[str, Any], job_id: str, out: Path, prefix: str, trained: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        **state_of(props),
+        "job_id": job_id,
+        "out_dir": str(out),
+        "prefix": prefix,
+        "archive_key": prefix + MODEL_ARCHIVE,
+        "artifact": f"cos://{props['bucket']}/{prefix}{MODEL_ARCHIVE}",
+        "artifact_hash": trained["artifact_hash"],
+        "metrics": trained["metrics"],
+    }
+
+
+def _uploaded_earlier(s3: Any, bucket: str, prefix: str, out: Path) -> dict[str, Any] | None:
+    """The model an interrupted create already trained and uploaded under `prefix` (all three files),
+    as `train_locally` describes one; None when anything is missing, so that it is trained anew."""
+    try:
+        for name in UPLOADED_FILES:
+            retrying(lambda n=name: s3.head_object(Bucket=bucket, Key=prefix + n))
+        metrics = json.loads(
+            retrying(lambda: s3.get_object(Bucket=bucket, Key=prefix + METRICS_FILE))["Body"].read()
+        )
+        archive = retrying(lambda: s3.get_object(Bucket=bucket, Key=prefix + MODEL_ARCHIVE))["Body"].read()
+    except Exception as error:
+        if is_not_found(error) or "NoSuchKey" in str(error) or "404" in str(error):
+            return None
+        raise failure(f"looking for an earlier upload in cos://{bucket}/{prefix}", error) from error
+    # The local copy's tree hash when this machine still has it (what a fresh training reports),
+    # else the uploaded archive's.
+    artifact_hash = tree_sha256(out) if out.is_dir() else hashlib.sha256(archive).hexdigest()
+    return {"artifact_hash": artifact_hash, "metrics": metrics}
 
 
 class TrainingJob(pulumi.dynamic.Resource, module="ibm", name="TrainingJob"):
@@ -158,4 +207,5 @@ class TrainingJob(pulumi.dynamic.Resource, module="ibm", name="TrainingJob"):
             "artifact_hash": None,
             "metrics": None,
         }
+        props[IDENTITY_SEED] = identity_seed("ibm:TrainingJob", name)
         super().__init__(TrainingJobProvider(), name, props, secret_key_opts(opts))

@@ -319,6 +319,44 @@ def test_bucket_with_a_root_key_after_the_authorization_cos_reads_keys(ibm_cloud
     ServiceAuthorizationProvider().delete(policy.id, authorization)  # 404: already gone
 
 
+def test_an_authorization_left_by_an_interrupted_create_is_adopted_and_its_read_tells_when_it_is_gone(
+    ibm_cloud_fake: IbmCloudFake,
+):
+    cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
+    authorization = {
+        "account_id": ACCOUNT_ID,
+        "source_service": "cloud-object-storage",
+        "source_instance_guid": cos["guid"],
+        "target_service": "kms",
+        "target_instance_guid": KMS_INSTANCE,
+        "role": "Reader",
+        **common(ibm_cloud_fake),
+    }
+    first = ServiceAuthorizationProvider().create(authorization)  # its result never reached the state
+    again = ServiceAuthorizationProvider().create(authorization)  # the next `up`: IAM would answer 409
+    assert again.id == first.id and list(ibm_cloud_fake.state.policies) == [first.id]
+    assert ServiceAuthorizationProvider().read(first.id, authorization).id == first.id
+    ibm.iam_policies(ibm_cloud_fake).delete_policy(policy_id=first.id)  # removed in the console
+    assert ServiceAuthorizationProvider().read(first.id, authorization).id is None
+
+
+def test_a_bucket_and_a_space_deleted_behind_the_stacks_back_read_as_gone(ibm_cloud_fake: IbmCloudFake):
+    cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
+    runtime = create_instance(ibm_cloud_fake)
+    bucket = bucket_props(ibm_cloud_fake, cos)
+    created_bucket = CosBucketProvider().create(bucket)
+    space = space_props(ibm_cloud_fake, cos, runtime)
+    created_space = DeploymentSpaceProvider().create(space)
+    assert CosBucketProvider().read(created_bucket.id, bucket).id == created_bucket.id
+    assert DeploymentSpaceProvider().read(created_space.id, space).id == created_space.id
+
+    ibm.cos(ibm_cloud_fake, cos["guid"]).delete_bucket(Bucket=created_bucket.id)
+    ibm.watsonx(ibm_cloud_fake).spaces.delete(created_space.id)
+
+    assert CosBucketProvider().read(created_bucket.id, bucket).id is None
+    assert DeploymentSpaceProvider().read(created_space.id, space).id is None
+
+
 def test_bucket_with_a_root_key_but_no_authorization_fails_saying_why(ibm_cloud_fake: IbmCloudFake):
     cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
     with pytest.raises(IbmProviderError, match="COS -> Key Protect Reader authorization"):

@@ -142,6 +142,10 @@ class IbmCloudFake:
         """New deployments go `initializing` -> `failed` with `message` instead of serving."""
         self.state.scenario.deployment_failure = message
 
+    def stuck_deployments(self) -> None:
+        """New deployments stay `initializing` and never serve (a capacity shortage that never clears)."""
+        self.state.scenario.deployment_stuck = True
+
     def short_token_expiry(self, seconds: int = 3) -> None:
         """IAM issues tokens that expire after `seconds` (IBM's last an hour)."""
         self.state.scenario.token_lifetime_seconds = seconds

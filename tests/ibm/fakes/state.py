@@ -34,6 +34,8 @@ class Scenario:
     space_preparing_polls: int = 0
     # When set, a new deployment goes `initializing` -> `failed` with this message.
     deployment_failure: str | None = None
+    # New deployments stay `initializing` for ever (no model server is started).
+    deployment_stuck: bool = False
     # Lifetime of the IAM access tokens the fake issues (IBM's is 3600 s).
     token_lifetime_seconds: int = 3600
     # The caller has no data-platform user profile yet (a first-time user): spaces cannot be created.

@@ -293,7 +293,7 @@ class WmlService(FakeService):
             self.state.deployments[deployment_id] = deployment
             if self.state.scenario.deployment_failure is not None:
                 deployment.fail_after_polls = 1
-            else:
+            elif not self.state.scenario.deployment_stuck:
                 self._start_server(deployment, content)
         return jsonify(self._document(deployment)), 202
 
