@@ -106,6 +106,17 @@ def bucket(aws: None) -> str:
 # -- the provider ----------------------------------------------------------------------------------
 
 
+def test_a_gate_create_whose_result_was_lost_is_run_again_onto_the_same_copy_not_a_second_one(bucket: str):
+    """`pulumi up` killed after the gate copied the champion and before its state was saved: the next
+    `up` creates the gate again, which copies to the same key (the job's name), so nothing is left twice
+    and nothing is orphaned."""
+    artifact = finished_job(bucket, "job-1", {"validation:merror": 0.035})
+    lost = SageMakerGateProvider().create(gate_props("job-1", artifact)).outs or {}
+    kept = SageMakerGateProvider().create(gate_props("job-1", artifact)).outs or {}
+    assert kept["champion_artifact"] == lost["champion_artifact"]
+    assert champion_keys() == [champion_key("xgboost", "job-1")]
+
+
 def test_accuracy_is_one_minus_validation_merror_and_the_champion_is_copied_encrypted(bucket: str):
     artifact = finished_job(bucket, "job-1", {"validation:merror": 0.035, "validation:mlogloss": 0.12})
     state = SageMakerGateProvider().create(gate_props("job-1", artifact)).outs or {}
