@@ -21,10 +21,10 @@ import requests
 from starlette.applications import Starlette
 
 from serving.app import app_for, serve_in_thread
-from serving.batching import BatchingConfig, MicroBatcher
+from serving.batching import BatchingConfig, BatchStats, MicroBatcher
 from serving.constants import INLINE_CALL_MAX_MS, Flavor
-from serving.errors import ModelError
-from serving.models import InferenceRequest, SageMakerXGBoostModel
+from serving.errors import ModelError, ModelNotReady
+from serving.models import InferenceReply, InferenceRequest, SageMakerXGBoostModel
 
 CSV = {"Content-Type": "text/csv", "Accept": "application/json"}
 BLOCK_SECONDS = 0.6
@@ -446,3 +446,63 @@ def test_a_request_cancelled_while_its_batch_runs_holds_back_none_of_its_batch_m
     model.load()
     bodies = asyncio.run(scenario(model))
     assert bodies == [alone(model, csv_of(image_batch(s, 2))) for s in (2, 3)]
+
+
+def test_the_stats_count_every_model_call_and_image_including_a_failed_batch_run_again_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario(model: ScriptedModel) -> BatchStats:
+        batcher = MicroBatcher(model)
+        blocker = asyncio.create_task(batcher.infer(csv_request(image_batch(0, 2, BLOCKER_MARK))))
+        await asyncio.sleep(0.1)  # the model is busy: the next two share a call, which the poison breaks
+        good = asyncio.create_task(batcher.infer(csv_request(image_batch(1, 3))))
+        poisoned = asyncio.create_task(batcher.infer(csv_request(image_batch(2, 1, POISON_MARK))))
+        await asyncio.wait_for(asyncio.gather(blocker, good, poisoned, return_exceptions=True), 5)
+        batcher.close()
+        return batcher.stats
+
+    model = ScriptedModel()
+    model.load()
+    stats = asyncio.run(scenario(model))
+    # The model's own record of its calls: the blocker (2), the shared call (3 + 1), then each alone.
+    assert model.batch_sizes == [2, 4, 3, 1]
+    assert (stats.requests, stats.model_calls, stats.images) == (3, 4, 6)
+    assert (stats.largest_batch, stats.batches_retried_alone) == (2, 1)
+    assert (
+        "a batch of 2 requests failed (the poisoned image broke the model call); running them one by one"
+        in [record.getMessage() for record in caplog.records]
+    )
+
+
+def test_a_request_whose_reply_cannot_be_made_fails_alone_in_its_batch() -> None:
+    class BuggyReplies(ScriptedModel):
+        def postprocess(self, probabilities: np.ndarray, request: InferenceRequest):  # type: ignore[override]
+            if len(probabilities) == 2:
+                raise KeyError("a bug in the reply")
+            return super().postprocess(probabilities, request)
+
+    async def scenario(model: ScriptedModel) -> list[object]:
+        batcher = MicroBatcher(model)
+        blocker = asyncio.create_task(batcher.infer(csv_request(image_batch(0, 1, BLOCKER_MARK))))
+        await asyncio.sleep(0.1)
+        mates = [
+            asyncio.create_task(batcher.infer(csv_request(image_batch(s, n)))) for s, n in ((1, 2), (2, 3))
+        ]
+        outcomes = await asyncio.wait_for(asyncio.gather(*mates, return_exceptions=True), 5)
+        await blocker
+        batcher.close()
+        return outcomes
+
+    model = BuggyReplies()
+    model.load()
+    broken, fine = asyncio.run(scenario(model))
+    assert model.batch_sizes[1] == 5  # the two did share the call
+    assert isinstance(broken, KeyError)
+    assert isinstance(fine, InferenceReply) and fine.body == alone(model, csv_of(image_batch(2, 3)))
+
+
+def test_a_request_to_a_model_still_loading_is_refused_naming_the_model() -> None:
+    batcher = MicroBatcher(ScriptedModel())  # never loaded
+    with pytest.raises(ModelNotReady, match=r"^model 'stub' is still loading$"):
+        asyncio.run(batcher.infer(csv_request(image_batch(1, 1))))
+    batcher.close()
