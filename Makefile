@@ -54,12 +54,14 @@ clean:
 # Mutation testing (bench/mutation.py, docs/testing.md): mutmut 3 over the modules where a silent bug costs
 # most, each in a copy under .mnist-platform/mutation/; scores to bench/results/mutation.json. Minutes per
 # module on 2 cores, so it is not part of `make test` or CI: run it when those modules change.
-# `make mutate MODULES=serving/payloads.py` runs one.
+# `make mutate MODULES=serving/payloads.py` runs one; MUTATE_FLAGS=--recheck tests only the last run's
+# survivors again, with the tests as they are now (after writing tests to kill them).
 MUTMUT := mutmut==3.8.1
 MODULES ?=
+MUTATE_FLAGS ?=
 mutate: $(INSTALLED)
 	$(call pip_install,$(MUTMUT))
-	nice -n 15 $(BIN)/python bench/mutation.py $(MODULES)
+	nice -n 15 $(BIN)/python bench/mutation.py $(MUTATE_FLAGS) $(MODULES)
 
 # --- `make up` / `make down`: the stack STACK (local by default; `make up STACK=aws` for SageMaker) ---
 # scripts/stack does the work: the local stack in one step with its state in .pulumi-state/; a cloud
