@@ -506,3 +506,34 @@ def test_a_request_to_a_model_still_loading_is_refused_naming_the_model() -> Non
     with pytest.raises(ModelNotReady, match=r"^model 'stub' is still loading$"):
         asyncio.run(batcher.infer(csv_request(image_batch(1, 1))))
     batcher.close()
+
+
+def test_single_images_arriving_together_share_one_call_instead_of_each_running_inline() -> None:
+    async def scenario(model: ScriptedModel) -> None:
+        batcher = MicroBatcher(model)
+        await batcher.infer(
+            csv_request(image_batch(1, 1))
+        )  # measured fast: a lone single image may go inline
+        together = [batcher.infer(csv_request(image_batch(seed, 1))) for seed in (2, 3)]
+        await asyncio.wait_for(asyncio.gather(*together), 5)  # neither is alone
+        batcher.close()
+
+    model = ScriptedModel()
+    model.load()
+    asyncio.run(scenario(model))
+    assert model.batch_sizes == [1, 2]
+    assert all(name.startswith("mnist-sagemaker-model") for name in model.threads), model.threads
+
+
+def test_with_batching_off_the_stats_count_each_request_s_call_and_images() -> None:
+    async def scenario(model: ScriptedModel) -> BatchStats:
+        batcher = MicroBatcher(model, BatchingConfig(max_batch=1))
+        for seed, images in ((1, 2), (2, 3)):
+            await batcher.infer(csv_request(image_batch(seed, images)))
+        batcher.close()
+        return batcher.stats
+
+    model = ScriptedModel()
+    model.load()
+    stats = asyncio.run(scenario(model))
+    assert (stats.requests, stats.model_calls, stats.images) == (2, 2, 5)
