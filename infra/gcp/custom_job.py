@@ -7,6 +7,12 @@ what the job computes, so any change (code, data, hyperparameters, machines) is 
 the new one trained before the old record is deleted. With `instance_count > 1` the job trains
 distributed: worker pool 0 holds exactly one chief, pool 1 the other replicas with the same container
 (Vertex then sets TF_CONFIG / CLUSTER_SPEC in each).
+
+A `pulumi up` killed while the job trains leaves it running at Vertex with nothing in the state (a
+pending create). Each job carries the label `mnist-platform-id` (infra.dynamic.identity: the resource
+and every input that forces a replacement), and `create` first lists the jobs with that label: a running
+one is waited for, a succeeded one adopted; a failed, cancelled or expired one is left for inspection
+(it bills nothing) and a new job is started. No job is submitted twice for one identity while one runs.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import pulumi
 from google.api_core import exceptions
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
 
-from infra.dynamic import changed_keys, log, state_of
+from infra.dynamic import IDENTITY_SEED, IDENTITY_TAG, changed_keys, identity, identity_seed, log, state_of
 from infra.gcp.clients import (
     DEFAULT_POLL_SECONDS,
     GcpProviderError,
@@ -144,14 +150,19 @@ class VertexCustomJobProvider(ResourceProvider):
 
         client = job_service(props["region"], props.get("api_endpoint"))
         parent = f"projects/{props['project']}/locations/{props['region']}"
-        job = retrying(
-            client.create_custom_job,
-            parent=parent,
-            custom_job=aiplatform_v1.CustomJob(custom_job_body(props)),
-        )
+        job_identity = identity(props, _REPLACE_KEYS)
+        job = left_by_an_interrupted_create(client, parent, job_identity)
+        if job is None:
+            body = custom_job_body(props)
+            body["labels"][IDENTITY_TAG] = job_identity
+            job = retrying(client.create_custom_job, parent=parent, custom_job=aiplatform_v1.CustomJob(body))
+            action = "created"
+        else:
+            action = f"adopted ({job.state.name}, left by an interrupted `pulumi up`)"
         url = custom_job_console_url(props["project"], props["region"], resource_id(job.name))
         log(
-            f"custom job {job.name} created ({props['instance_count']:.0f} x {props['instance_type']}): {url}"
+            f"custom job {job.name} {action} "
+            f"({props['instance_count']:.0f} x {props['instance_type']}): {url}"
         )
         try:
             job = _wait_until_done(client, job.name, props)
@@ -207,6 +218,26 @@ class VertexCustomJobProvider(ResourceProvider):
             with contextlib.suppress(exceptions.NotFound):
                 wait_for(operation, f"deleting custom job {id_}", DELETE_WAIT_SECONDS)
         log(f"deleted custom job {id_}")
+
+
+def left_by_an_interrupted_create(client: Any, parent: str, job_identity: str) -> Any:
+    """The job an interrupted create of this identity left that is still worth having: one running (to
+    be waited for, not started again) or one that succeeded (to be adopted). None when there is none;
+    failed, cancelled and expired ones are skipped (they bill nothing; their records stay for inspection)."""
+    found = retrying(
+        lambda: list(
+            client.list_custom_jobs(
+                request={"parent": parent, "filter": f'labels.{IDENTITY_TAG}="{job_identity}"'}
+            )
+        )
+    )
+    usable = [job for job in found if job.state.name == SUCCEEDED or job.state.name not in TERMINAL_STATES]
+    for job in found:
+        if job not in usable:
+            log(f"custom job {job.name} of the same identity ended {job.state.name}: not adopted")
+    # The newest first: a job started after an earlier one failed is the one to follow.
+    usable.sort(key=lambda job: job.create_time.timestamp() if job.create_time else 0.0, reverse=True)
+    return usable[0] if usable else None
 
 
 def _wait_until_done(
@@ -292,6 +323,7 @@ class VertexCustomJob(pulumi.dynamic.Resource, module="vertex", name="CustomJob"
             "api_endpoint": args.api_endpoint,
             "storage_api_endpoint": args.storage_api_endpoint,
             "poll_seconds": args.poll_seconds,
+            IDENTITY_SEED: identity_seed("vertex:CustomJob", name),
             "name": None,
             "job_id": None,
             "state": None,

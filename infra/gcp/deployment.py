@@ -11,6 +11,18 @@ A deploy that times out (or is interrupted) is not left to finish unseen: a depl
 makes later would bill by the hour with nothing in the state to undeploy it. `create` cancels the
 operation (google.longrunning's CancelOperation, "best effort"), waits for it to end and undeploys
 whatever it deployed all the same.
+
+A DeployedModel has no labels (aiplatform v1), so its identity (infra.dynamic.identity: the resource and
+every input that forces a replacement) is in its display name, `<display_name>-<identity>`. A `pulumi up`
+killed after the deploy finished leaves it serving with nothing in the state; `create` first looks on the
+endpoint for a deployed model of that display name that serves what this create would deploy (the model,
+machine type, replica counts, account) and adopts it. One of the same name that serves something else is
+the deployment being replaced after `pulumi refresh` found it changed in the console: it is left to the
+engine, which undeploys it once the replacement serves.
+
+`read` reports what the endpoint really serves: a deployed model that is gone is gone, one whose machine
+type, replica counts or model changed reports those, and its share of the endpoint's traffic is recorded;
+`diff` replaces a deployment that no longer takes all of it.
 """
 
 from __future__ import annotations
@@ -23,8 +35,9 @@ import pulumi
 from google.api_core import exceptions
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
 
-from infra.dynamic import changed_keys, log, state_of
+from infra.dynamic import IDENTITY_SEED, changed_keys, identity, identity_seed, log, state_of
 from infra.gcp.clients import GcpProviderError, endpoint_service, ignore_not_found, retrying, wait_for
+from infra.gcp.names import resource_id
 
 DEPLOY_WAIT_SECONDS = 3600.0  # provisioning serving nodes takes 10-30 minutes
 UNDEPLOY_WAIT_SECONDS = 1800.0
@@ -42,6 +55,7 @@ _REPLACE_KEYS = (
     "service_account",
     "api_endpoint",
 )
+FULL_TRAFFIC = 100
 
 
 @dataclass
@@ -68,11 +82,16 @@ def endpoint_name(props: Mapping[str, Any]) -> str:
     return f"projects/{props['project']}/locations/{props['region']}/endpoints/{props['endpoint']}"
 
 
+def deployed_display_name(props: Mapping[str, Any]) -> str:
+    """The deployed model's display name: the resource's display name and its identity."""
+    return f"{props['display_name']}-{identity(props, _REPLACE_KEYS)}"
+
+
 def deployed_model_body(props: Mapping[str, Any]) -> dict[str, Any]:
     """The DeployedModel to create (field names of aiplatform_v1.DeployedModel)."""
     return {
         "model": props["model"],
-        "display_name": props["display_name"],
+        "display_name": deployed_display_name(props),
         "service_account": props["service_account"],
         "dedicated_resources": {
             "machine_spec": {"machine_type": props["instance_type"]},
@@ -80,6 +99,34 @@ def deployed_model_body(props: Mapping[str, Any]) -> dict[str, Any]:
             "max_replica_count": int(props["max_replicas"]),
         },
     }
+
+
+def served_by(deployed: Any) -> dict[str, Any]:
+    """What a DeployedModel (as the endpoint reports it) serves, in the provider's input names."""
+    resources = deployed.dedicated_resources
+    return {
+        "model": deployed.model,
+        "instance_type": resources.machine_spec.machine_type,
+        "min_replicas": int(resources.min_replica_count),
+        "max_replicas": int(resources.max_replica_count),
+        "service_account": deployed.service_account,
+    }
+
+
+def serves_what_props_ask(served: Mapping[str, Any], props: Mapping[str, Any]) -> bool:
+    """Whether a deployed model serves the model, machines and account `props` ask for (a model is
+    compared by its ID: Vertex names it by project number, and may add a version `@N`)."""
+    return (
+        _model_id(served["model"]) == _model_id(str(props["model"]))
+        and served["instance_type"] == props["instance_type"]
+        and int(served["min_replicas"]) == int(props["min_replicas"])
+        and int(served["max_replicas"]) == int(props["max_replicas"])
+        and served["service_account"] == props["service_account"]
+    )
+
+
+def _model_id(model: str) -> str:
+    return resource_id(model).split("@", 1)[0]
 
 
 def traffic_after_undeploy(
@@ -106,6 +153,17 @@ class VertexDeploymentProvider(ResourceProvider):
 
         client = endpoint_service(props["region"], props.get("api_endpoint"))
         endpoint = endpoint_name(props)
+        adopted = _left_by_an_interrupted_create(client, endpoint, props)
+        if adopted is not None:
+            return CreateResult(
+                id_=f"{endpoint}/deployedModels/{adopted}",
+                outs={
+                    **state_of(props),
+                    "deployed_model_id": adopted,
+                    "endpoint_name": endpoint,
+                    "traffic_percent": _traffic_of(client, endpoint, adopted),
+                },
+            )
         log(
             f"deploying {props['model']} to {endpoint} "
             f"({props['min_replicas']:.0f}-{props['max_replicas']:.0f} x {props['instance_type']})"
@@ -137,20 +195,37 @@ class VertexDeploymentProvider(ResourceProvider):
         log(f"deployed model {deployed_id} serves 100% of {endpoint}")
         return CreateResult(
             id_=f"{endpoint}/deployedModels/{deployed_id}",
-            outs={**state_of(props), "deployed_model_id": deployed_id, "endpoint_name": endpoint},
+            outs={
+                **state_of(props),
+                "deployed_model_id": deployed_id,
+                "endpoint_name": endpoint,
+                "traffic_percent": FULL_TRAFFIC,
+            },
         )
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = changed_keys(olds, news, _REPLACE_KEYS)
+        traffic = olds.get("traffic_percent")
+        if traffic is not None and int(traffic) != FULL_TRAFFIC:
+            # `pulumi refresh` found the endpoint's split changed by hand: a new deployment takes it all.
+            replaces = [*replaces, "traffic_percent"]
         return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=False)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """What the endpoint really serves under this deployed model's ID: gone when it is no longer there
+        (undeployed in the console, or the endpoint deleted); otherwise its model, machines, replicas and
+        share of the traffic, so the next `up` replaces a deployment changed behind the stack's back."""
         client = endpoint_service(props["region"], props.get("api_endpoint"))
         endpoint = ignore_not_found(client.get_endpoint, name=endpoint_name(props))
-        deployed = {m.id for m in endpoint.deployed_models} if endpoint is not None else set()
-        if props.get("deployed_model_id") not in deployed:
+        deployed_id = str(props.get("deployed_model_id") or "")
+        found = [m for m in endpoint.deployed_models if m.id == deployed_id] if endpoint is not None else []
+        if endpoint is None or not found:
             return ReadResult(None, {})
-        return ReadResult(id_, state_of(props))
+        served = served_by(found[0])
+        if _model_id(served["model"]) == _model_id(str(props.get("model") or "")):
+            served["model"] = props["model"]  # the same model, however Vertex spells its name
+        traffic = int(dict(endpoint.traffic_split).get(deployed_id, 0))
+        return ReadResult(id_, {**state_of(props), **served, "traffic_percent": traffic})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         client = endpoint_service(props["region"], props.get("api_endpoint"))
@@ -160,6 +235,26 @@ class VertexDeploymentProvider(ResourceProvider):
             log(f"deployed model {deployed_id} is no longer on {name}")
             return
         _undeploy(client, endpoint, deployed_id)
+
+
+def _left_by_an_interrupted_create(client: Any, endpoint: str, props: Mapping[str, Any]) -> str | None:
+    """The ID of a deployed model on `endpoint` with this create's identity (its display name) serving
+    what `props` ask for: a deploy an interrupted `pulumi up` finished, to adopt. None when there is none."""
+    current = retrying(client.get_endpoint, name=endpoint)
+    wanted = deployed_display_name(props)
+    for deployed in current.deployed_models:
+        if deployed.display_name != wanted:
+            continue
+        if not serves_what_props_ask(served_by(deployed), props):
+            log(f"deployed model {deployed.id} has this identity but serves something else: being replaced")
+            continue
+        log(f"deployed model {deployed.id} on {endpoint} adopted: deployed by an interrupted `pulumi up`")
+        return str(deployed.id)
+    return None
+
+
+def _traffic_of(client: Any, endpoint: str, deployed_id: str) -> int:
+    return int(dict(retrying(client.get_endpoint, name=endpoint).traffic_split).get(deployed_id, 0))
 
 
 def _undeploy(client: Any, endpoint: Any, deployed_id: str) -> None:
@@ -207,6 +302,7 @@ class VertexDeployment(pulumi.dynamic.Resource, module="vertex", name="Deploymen
 
     deployed_model_id: pulumi.Output[str]
     endpoint_name: pulumi.Output[str]
+    traffic_percent: pulumi.Output[int]
 
     def __init__(
         self, name: str, args: VertexDeploymentArgs, opts: pulumi.ResourceOptions | None = None
@@ -222,7 +318,9 @@ class VertexDeployment(pulumi.dynamic.Resource, module="vertex", name="Deploymen
             "min_replicas": args.min_replicas,
             "max_replicas": args.max_replicas,
             "api_endpoint": args.api_endpoint,
+            IDENTITY_SEED: identity_seed("vertex:Deployment", name),
             "deployed_model_id": None,
             "endpoint_name": None,
+            "traffic_percent": None,
         }
         super().__init__(VertexDeploymentProvider(), name, props, opts)

@@ -4,11 +4,19 @@ No Docker is needed on the deploying machine. The image's tag is the content has
 (infra/gcp/image_context.py), so changed code builds a new tag and unchanged code builds nothing.
 `create` returns once the build has succeeded and raises with the build's log URL when it failed;
 `delete` removes the tag and the image version it pointed to from Artifact Registry (404: gone).
+
+A `pulumi up` killed during or after a build leaves the build running or the image pushed, with nothing in
+the state. Each build carries the Cloud Build tag `mnist-platform-id-<identity>` (infra.dynamic.identity:
+the resource and every input that forces a replacement), and `create` first looks: an image already
+pushed under its content tag is adopted (no build), a build of that identity still queued or working is
+waited for and adopted; only then is a new build submitted. `read` reports the image gone when its tag
+is no longer in Artifact Registry.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,13 +25,22 @@ import pulumi
 from google.api_core import exceptions
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
 
-from infra.dynamic import changed_keys, log, state_of
-from infra.gcp.clients import GcpProviderError, client_kwargs, ignore_not_found, retrying, wait_for
-from infra.gcp.names import ImageRef
+from infra.dynamic import IDENTITY_SEED, IDENTITY_TAG, changed_keys, identity, identity_seed, log, state_of
+from infra.gcp.clients import (
+    DEFAULT_POLL_SECONDS,
+    GcpProviderError,
+    client_kwargs,
+    ignore_not_found,
+    retrying,
+    wait_for,
+)
+from infra.gcp.names import ImageRef, resource_id
 
 DOCKER_BUILDER = "gcr.io/cloud-builders/docker"
 BUILD_TIMEOUT_SECONDS = 1800
 DELETE_WAIT_SECONDS = 300.0
+# Cloud Build's Build.Status values of a build that has not ended.
+UNFINISHED = frozenset({"QUEUED", "PENDING", "WORKING"})
 _REPLACE_KEYS = (
     "project",
     "region",
@@ -58,6 +75,11 @@ class CloudBuildImageArgs:
     """Tests only: a loopback fake of Artifact Registry (artifactregistry.googleapis.com when unset)."""
 
 
+def build_identity_tag(props: Mapping[str, Any]) -> str:
+    """The Cloud Build tag naming this resource's builds (tags match `^[\\w][\\w.-]{0,127}$`)."""
+    return f"{IDENTITY_TAG}-{identity(props, _REPLACE_KEYS)}"
+
+
 def build_body(props: Mapping[str, Any]) -> dict[str, Any]:
     """The Build to create (field names of cloudbuild_v1.Build)."""
     return {
@@ -68,7 +90,7 @@ def build_body(props: Mapping[str, Any]) -> dict[str, Any]:
         # A build with its own service account must say where its logs go.
         "options": {"logging": "CLOUD_LOGGING_ONLY"},
         "timeout": f"{BUILD_TIMEOUT_SECONDS}s",
-        "tags": ["mnist-platform"],
+        "tags": ["mnist-platform", build_identity_tag(props)],
     }
 
 
@@ -79,23 +101,52 @@ class CloudBuildImageProvider(ResourceProvider):
         from google.cloud.devtools import cloudbuild_v1
 
         client = cloudbuild_v1.CloudBuildClient(**client_kwargs(props.get("api_endpoint")))
-        operation = retrying(
-            client.create_build,
-            parent=f"projects/{props['project']}/locations/{props['region']}",
-            project_id=props["project"],
-            build=cloudbuild_v1.Build(build_body(props)),
+        parent = f"projects/{props['project']}/locations/{props['region']}"
+        builds = retrying(
+            lambda: list(
+                client.list_builds(
+                    request={
+                        "parent": parent,
+                        "project_id": props["project"],
+                        "filter": f'tags="{build_identity_tag(props)}"',
+                    }
+                )
+            )
         )
-        started = operation.metadata.build if operation.metadata is not None else None
-        log_url = started.log_url if started is not None else ""
-        log(f"building {props['image']} with Cloud Build: {log_url or '(no log URL yet)'}")
-        try:
-            build = wait_for(operation, f"building {props['image']}", BUILD_TIMEOUT_SECONDS + 600)
-        except exceptions.GoogleAPICallError as error:
-            raise GcpProviderError(
-                f"Cloud Build could not build {props['image']}: {error.message}\n"
-                f"Its log: {log_url or 'in the console'}\n"
-                "Fix the cause (the Dockerfile, the build account's access) and run `pulumi up` again."
-            ) from error
+        pushed = ignore_not_found(_registry(props).get_tag, name=ImageRef.parse(props["image"]).tag_name)
+        if pushed is not None:
+            # Pushed by an earlier create that never reached the state: the image under its content tag
+            # is what a new build would make.
+            done = [b for b in builds if b.status == cloudbuild_v1.Build.Status.SUCCESS]
+            log(f"image {props['image']} adopted: pushed by an interrupted `pulumi up`")
+            outs = {
+                "build_id": done[0].id if done else "",
+                "log_url": done[0].log_url if done else "",
+                "digest": resource_id(pushed.version),
+            }
+            return CreateResult(id_=props["image"], outs={**state_of(props), **outs})
+        running = [b for b in builds if b.status.name in UNFINISHED]
+        if running:
+            log(f"waiting for build {running[0].id} of {props['image']}, left by an interrupted `pulumi up`")
+            build, log_url = _wait_for_build(client, running[0]), running[0].log_url
+        else:
+            operation = retrying(
+                client.create_build,
+                parent=parent,
+                project_id=props["project"],
+                build=cloudbuild_v1.Build(build_body(props)),
+            )
+            started = operation.metadata.build if operation.metadata is not None else None
+            log_url = started.log_url if started is not None else ""
+            log(f"building {props['image']} with Cloud Build: {log_url or '(no log URL yet)'}")
+            try:
+                build = wait_for(operation, f"building {props['image']}", BUILD_TIMEOUT_SECONDS + 600)
+            except exceptions.GoogleAPICallError as error:
+                raise GcpProviderError(
+                    f"Cloud Build could not build {props['image']}: {error.message}\n"
+                    f"Its log: {log_url or 'in the console'}\n"
+                    "Fix the cause (the Dockerfile, the build account's access) and run `pulumi up` again."
+                ) from error
         if build.status != cloudbuild_v1.Build.Status.SUCCESS:
             raise GcpProviderError(
                 f"Cloud Build ended {build.status.name} for {props['image']}: {build.status_detail}\n"
@@ -130,6 +181,20 @@ class CloudBuildImageProvider(ResourceProvider):
         log(f"deleted image {props['image']}")
 
 
+def _wait_for_build(client: Any, build: Any) -> Any:
+    """`build` (one found by listing) once it has ended, polled by its name."""
+    deadline = time.monotonic() + BUILD_TIMEOUT_SECONDS + 600
+    while build.status.name in UNFINISHED:
+        if time.monotonic() > deadline:
+            raise GcpProviderError(
+                f"build {build.id} is still {build.status.name} after {BUILD_TIMEOUT_SECONDS + 600}s; "
+                f"see its log ({build.log_url or 'in the console'}), then run `pulumi up` again"
+            )
+        time.sleep(min(DEFAULT_POLL_SECONDS, 1.0))
+        build = retrying(client.get_build, request={"name": build.name, "id": build.id})
+    return build
+
+
 def _registry(props: Mapping[str, Any]) -> Any:
     from google.cloud import artifactregistry_v1
 
@@ -157,6 +222,7 @@ class CloudBuildImage(pulumi.dynamic.Resource, module="cloudbuild", name="Image"
             "service_account": args.service_account,
             "api_endpoint": args.api_endpoint,
             "registry_api_endpoint": args.registry_api_endpoint,
+            IDENTITY_SEED: identity_seed("cloudbuild:Image", name),
             "build_id": None,
             "log_url": None,
             "digest": None,

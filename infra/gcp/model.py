@@ -5,6 +5,11 @@ ModelServiceClient and waits for the operation; `delete` deletes it (404: alread
 delete a model that is still deployed, so the deployment (infra/gcp/deployment.py) depends on the model
 and is always removed first (python-aiplatform #1441). Every input is part of what the model is: a
 change is a new model, uploaded before the old one is deleted.
+
+Each model carries the label `mnist-platform-id` (infra.dynamic.identity: the resource and every input
+that forces a replacement). `create` first lists the models with that label and adopts one an interrupted
+`pulumi up` uploaded (an upload either made a whole model or none), so a retried `up` never leaves a
+second copy in the registry.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import pulumi
 from google.api_core import exceptions
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
 
-from infra.dynamic import changed_keys, log, state_of
+from infra.dynamic import IDENTITY_SEED, IDENTITY_TAG, changed_keys, identity, identity_seed, log, state_of
 from infra.gcp.clients import GcpProviderError, ignore_not_found, model_service, retrying, wait_for
 from infra.gcp.names import resource_id
 
@@ -99,7 +104,23 @@ class VertexModelProvider(ResourceProvider):
 
         client = model_service(props["region"], props.get("api_endpoint"))
         parent = f"projects/{props['project']}/locations/{props['region']}"
-        operation = retrying(client.upload_model, parent=parent, model=aiplatform_v1.Model(model_body(props)))
+        model_identity = identity(props, _REPLACE_KEYS)
+        found = retrying(
+            lambda: list(
+                client.list_models(
+                    request={"parent": parent, "filter": f'labels.{IDENTITY_TAG}="{model_identity}"'}
+                )
+            )
+        )
+        if found:
+            name = found[0].name
+            log(f"model {name} adopted: uploaded by an interrupted `pulumi up`")
+            return CreateResult(
+                id_=name, outs={**state_of(props), "name": name, "model_id": resource_id(name)}
+            )
+        body = model_body(props)
+        body["labels"][IDENTITY_TAG] = model_identity
+        operation = retrying(client.upload_model, parent=parent, model=aiplatform_v1.Model(body))
         log(f"uploading model {props['display_name']} from {props['artifact_uri']}")
         try:
             response = wait_for(operation, f"uploading model {props['display_name']}", UPLOAD_WAIT_SECONDS)
@@ -164,6 +185,7 @@ class VertexModel(pulumi.dynamic.Resource, module="vertex", name="Model"):
             "labels": dict(args.labels),
             "kms_key_name": args.kms_key_name,
             "api_endpoint": args.api_endpoint,
+            IDENTITY_SEED: identity_seed("vertex:Model", name),
             "name": None,
             "model_id": None,
         }

@@ -458,3 +458,25 @@ def seconds(duration: Any, default: float) -> float:
     if not duration:
         return default
     return float(str(duration).removesuffix("s"))
+
+
+_EQUALITY = re.compile(r'\s*(?P<field>[\w.-]+)\s*=\s*(?:"(?P<quoted>[^"]*)"|(?P<bare>[^\s"]+))\s*')
+
+
+def equality_filter(expression: str, fields: re.Pattern[str]) -> dict[str, str]:
+    """The `field=value` terms (joined by AND) of a list filter, for fields matching `fields`
+    (Vertex AI's `labels.KEY`, Cloud Build's `tags`). Anything else in the filter grammar (OR, NOT,
+    `:`, `!=`, comparisons) is refused: the fake would otherwise answer a filter it does not evaluate."""
+    terms: dict[str, str] = {}
+    for term in re.split(r"\s+AND\s+", expression.strip()) if expression.strip() else []:
+        m = _EQUALITY.fullmatch(term)
+        if m is None or not fields.fullmatch(m["field"]):
+            raise invalid_argument(f'the fake evaluates only `field="value" AND ...` filters: {expression!r}')
+        terms[m["field"]] = m["quoted"] if m["quoted"] is not None else m["bare"]
+    return terms
+
+
+def labels_match(resource: Mapping[str, Any], terms: Mapping[str, str]) -> bool:
+    """Whether a Vertex AI resource's labels hold every `labels.KEY=VALUE` term."""
+    labels = resource.get("labels") or {}
+    return all(labels.get(field.removeprefix("labels.")) == value for field, value in terms.items())

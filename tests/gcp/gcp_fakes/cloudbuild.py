@@ -28,6 +28,7 @@ from gcp_fakes.base import (
     Call,
     FakeServer,
     Operation,
+    equality_filter,
     failed_precondition,
     invalid_argument,
     not_found,
@@ -104,6 +105,8 @@ class CloudBuildFake(FakeServer):
             "cloudbuild.projects.builds.create": "cloudbuild.builds.create",
             "cloudbuild.projects.locations.builds.create": "cloudbuild.builds.create",
             "cloudbuild.projects.builds.get": "cloudbuild.builds.get",
+            "cloudbuild.projects.builds.list": "cloudbuild.builds.list",
+            "cloudbuild.projects.locations.builds.list": "cloudbuild.builds.list",
             "cloudbuild.projects.locations.builds.get": "cloudbuild.builds.get",
             "cloudbuild.projects.builds.cancel": "cloudbuild.builds.update",
             "cloudbuild.projects.locations.builds.cancel": "cloudbuild.builds.update",
@@ -115,6 +118,7 @@ class CloudBuildFake(FakeServer):
         self._threads: list[threading.Thread] = []
         for prefix in (_PROJECT, _REGIONAL):
             self.route("POST", prefix + r"/builds", self._create_build)
+            self.route("GET", prefix + r"/builds", self._list_builds)
             self.route("GET", prefix + r"/builds/(?P<id>[\w-]+)", self._get_build)
             self.route("POST", prefix + r"/builds/(?P<id>[\w-]+):cancel", self._cancel_build)
         self.route("GET", r"/v1/(?P<name>operations/build/.+)", self._get_operation)
@@ -307,10 +311,26 @@ class CloudBuildFake(FakeServer):
 
     def _get_build(self, call: Call, match: re.Match[str]) -> Any:
         with self.lock:
-            record = self._build(match["id"])
-            document = dict(record.resource)
-            document["status"] = BUILD_STATUSES[record.status] if call.ints_for_enums else record.status
-            return document
+            return self._document(call, self._build(match["id"]))
+
+    @staticmethod
+    def _document(call: Call, record: RecordedBuild) -> dict[str, Any]:
+        document = dict(record.resource)
+        document["status"] = BUILD_STATUSES[record.status] if call.ints_for_enums else record.status
+        return document
+
+    def _list_builds(self, call: Call, match: re.Match[str]) -> Any:
+        """builds.list with a `tags="T"` filter (a build's tags hold T), in the location asked, one page."""
+        terms = equality_filter(call.query.get("filter", ""), re.compile("tags"))
+        location = match.groupdict().get("location") or "global"
+        with self.lock:
+            found = [
+                self._document(call, record)
+                for record in self.builds.values()
+                if record.resource["name"].split("/")[3] == location
+                and all(value in (record.resource.get("tags") or []) for value in terms.values())
+            ]
+        return {"builds": found} if found else {}
 
     def _cancel_build(self, call: Call, match: re.Match[str]) -> Any:
         with self.lock:

@@ -29,10 +29,12 @@ _VERTEX_USE = frozenset(
     {
         "aiplatform.customJobs.create",
         "aiplatform.customJobs.get",
+        "aiplatform.customJobs.list",
         "aiplatform.customJobs.cancel",
         "aiplatform.customJobs.delete",
         "aiplatform.models.upload",
         "aiplatform.models.get",
+        "aiplatform.models.list",
         "aiplatform.models.delete",
         "aiplatform.endpoints.create",
         "aiplatform.endpoints.get",
@@ -61,7 +63,12 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         }
     ),
     "roles/cloudbuild.builds.editor": frozenset(
-        {"cloudbuild.builds.create", "cloudbuild.builds.get", "cloudbuild.builds.update"}
+        {
+            "cloudbuild.builds.create",
+            "cloudbuild.builds.get",
+            "cloudbuild.builds.list",
+            "cloudbuild.builds.update",
+        }
     ),
     "roles/aiplatform.user": _VERTEX_USE,
     "roles/logging.logWriter": frozenset({"logging.logEntries.create"}),

@@ -45,9 +45,11 @@ from gcp_fakes.base import (
     Call,
     FakeServer,
     enum_value,
+    equality_filter,
     failed_precondition,
     int64,
     invalid_argument,
+    labels_match,
     not_found,
     now,
     seconds,
@@ -82,6 +84,8 @@ CANCELLED = "Operation was cancelled."
 # (currently, 1.5MB)"); Google's front end words it so (handson-ml2 #205).
 PREDICT_PAYLOAD_LIMIT = 1572864
 
+# The list filters the fake evaluates: label equality (the grammar's other forms are refused).
+_LABEL_FIELD = re.compile(r"labels\.[\w-]+")
 _LOC = r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
 
 
@@ -161,10 +165,12 @@ class VertexFake(FakeServer):
         self._closing = False
         jobs, models, endpoints = _LOC + r"/customJobs", _LOC + r"/models", _LOC + r"/endpoints"
         self.route("POST", jobs, self._create_job)
+        self.route("GET", jobs, self._list_jobs)
         self.route("GET", jobs + r"/(?P<id>\d+)", self._get_job)
         self.route("POST", jobs + r"/(?P<id>\d+):cancel", self._cancel_job)
         self.route("DELETE", jobs + r"/(?P<id>\d+)", self._delete_job)
         self.route("POST", models + r":upload", self._upload_model)
+        self.route("GET", models, self._list_models)
         self.route("GET", models + r"/(?P<id>\d+)", self._get_model)
         self.route("DELETE", models + r"/(?P<id>\d+)", self._delete_model)
         self.route("POST", endpoints, self._create_endpoint)
@@ -186,10 +192,12 @@ class VertexFake(FakeServer):
         self.method_permissions = {
             method + "customJobs.create": "aiplatform.customJobs.create",
             method + "customJobs.get": "aiplatform.customJobs.get",
+            method + "customJobs.list": "aiplatform.customJobs.list",
             method + "customJobs.cancel": "aiplatform.customJobs.cancel",
             method + "customJobs.delete": "aiplatform.customJobs.delete",
             method + "models.upload": "aiplatform.models.upload",
             method + "models.get": "aiplatform.models.get",
+            method + "models.list": "aiplatform.models.list",
             method + "models.delete": "aiplatform.models.delete",
             method + "endpoints.create": "aiplatform.endpoints.create",
             method + "endpoints.get": "aiplatform.endpoints.get",
@@ -324,6 +332,16 @@ class VertexFake(FakeServer):
     def _get_job(self, call: Call, match: re.Match[str]) -> Any:
         self._check_location(match)
         return self._job_reply(call, self._job(match["id"]))
+
+    def _list_jobs(self, call: Call, match: re.Match[str]) -> Any:
+        """customJobs.list: every job whose labels hold the filter's `labels.KEY=VALUE` terms, in one page
+        (the reply's `nextPageToken` is left out, as Google does on the last page)."""
+        self._check_location(match)
+        terms = equality_filter(call.query.get("filter", ""), _LABEL_FIELD)
+        with self.lock:
+            jobs = [j for j in self.jobs.values() if labels_match(j.resource, terms)]
+        replies = [self._job_reply(call, job) for job in jobs]
+        return {"customJobs": replies} if replies else {}
 
     def _job(self, job_id: str) -> _Job:
         job = self.jobs.get(job_id)
@@ -540,6 +558,14 @@ class VertexFake(FakeServer):
         )
         operation.finish({"@type": TYPE_PREFIX + "UploadModelResponse", "model": name, "modelVersionId": "1"})
         return operation.document(count_poll=False)
+
+    def _list_models(self, call: Call, match: re.Match[str]) -> Any:
+        """models.list with a `labels.KEY=VALUE` filter, in one page."""
+        self._check_location(match)
+        terms = equality_filter(call.query.get("filter", ""), _LABEL_FIELD)
+        with self.lock:
+            models = [dict(m) for m in self.models.values() if labels_match(m, terms)]
+        return {"models": models} if models else {}
 
     def _model(self, model_id: str) -> dict[str, Any]:
         model = self.models.get(model_id)
