@@ -368,3 +368,17 @@ def test_a_deployment_whose_traffic_was_moved_in_the_console_is_read_as_such_and
     assert provider.diff(created.id, dict(read.outs or {}), props).replaces == ["traffic_percent"]
     provider.delete(created.id, state)
     VertexModelProvider().delete(uploaded.id, uploaded.outs or {})
+
+
+def test_a_custom_job_deleted_behind_the_stacks_back_is_read_as_gone(
+    vertex_fake: VertexFake, gcs_fake: GcsFake
+) -> None:
+    provider = VertexCustomJobProvider()
+    created = provider.create({**job_props(vertex_fake, gcs_fake), IDENTITY_SEED: "seed-of-mnist-training"})
+    state = created.outs or {}
+    read = provider.read(created.id, state)
+    assert read.id == created.id and (read.outs or {})["state"] == "JOB_STATE_SUCCEEDED"
+
+    job_client(vertex_fake).delete_custom_job(name=created.id).result(timeout=60)  # in the console
+
+    assert provider.read(created.id, state).id is None
