@@ -18,7 +18,9 @@ killed after the deploy finished leaves it serving with nothing in the state; `c
 endpoint for a deployed model of that display name that serves what this create would deploy (the model,
 machine type, replica counts, account) and adopts it. One of the same name that serves something else is
 the deployment being replaced after `pulumi refresh` found it changed in the console: it is left to the
-engine, which undeploys it once the replacement serves.
+engine, which undeploys it once the replacement serves. A deploy still running when `up` was killed is
+not on the endpoint yet (and its operation does not say what it deploys): `create` first waits for every
+deploy in flight on the endpoint, which belongs to the stack, then looks.
 
 `read` reports what the endpoint really serves: a deployed model that is gone is gone, one whose machine
 type, replica counts or model changed reports those, and its share of the endpoint's traffic is recorded;
@@ -27,6 +29,7 @@ type, replica counts or model changed reports those, and its share of the endpoi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +59,7 @@ _REPLACE_KEYS = (
     "api_endpoint",
 )
 FULL_TRAFFIC = 100
+IN_FLIGHT_POLL_SECONDS = 5.0  # how often a deployment left running by an interrupted `up` is polled
 
 
 @dataclass
@@ -153,6 +157,7 @@ class VertexDeploymentProvider(ResourceProvider):
 
         client = endpoint_service(props["region"], props.get("api_endpoint"))
         endpoint = endpoint_name(props)
+        _wait_for_deploys_in_flight(client, endpoint)
         adopted = _left_by_an_interrupted_create(client, endpoint, props)
         if adopted is not None:
             return CreateResult(
@@ -251,6 +256,30 @@ def _left_by_an_interrupted_create(client: Any, endpoint: str, props: Mapping[st
         log(f"deployed model {deployed.id} on {endpoint} adopted: deployed by an interrupted `pulumi up`")
         return str(deployed.id)
     return None
+
+
+def _wait_for_deploys_in_flight(client: Any, endpoint: str) -> None:
+    """Wait for every DeployModel still running on `endpoint` (the stack's own). One an interrupted
+    `pulumi up` started is not on the endpoint until it finishes, and its operation does not say what it
+    deploys; once it has finished, what it deployed is found by its display name and adopted instead of
+    being deployed a second time."""
+    listing = retrying(client.list_operations, request={"name": endpoint})
+    running = [
+        operation
+        for operation in listing.operations
+        if not operation.done and operation.metadata.type_url.endswith(".DeployModelOperationMetadata")
+    ]
+    deadline = time.monotonic() + DEPLOY_WAIT_SECONDS
+    for operation in running:
+        log(f"waiting for {operation.name}, a deployment an interrupted `pulumi up` started")
+        while not operation.done:
+            if time.monotonic() > deadline:
+                raise GcpProviderError(
+                    f"the deployment {operation.name} to {endpoint} is still running after "
+                    f"{DEPLOY_WAIT_SECONDS:.0f}s; see the endpoint in the console, then run `pulumi up` again"
+                )
+            time.sleep(IN_FLIGHT_POLL_SECONDS)
+            operation = retrying(client.get_operation, request={"name": operation.name})
 
 
 def _traffic_of(client: Any, endpoint: str, deployed_id: str) -> int:

@@ -382,3 +382,41 @@ def test_a_custom_job_deleted_behind_the_stacks_back_is_read_as_gone(
     job_client(vertex_fake).delete_custom_job(name=created.id).result(timeout=60)  # in the console
 
     assert provider.read(created.id, state).id is None
+
+
+def test_a_deploy_still_running_when_up_was_killed_is_waited_for_and_adopted_not_deployed_twice(
+    vertex_fake: VertexFake, gcs_fake: GcsFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gcs_fake.put(f"gs://{BUCKET}/jobs/1/model/saved_model.pb", b"one")
+    endpoint_id = "1234567890"
+    vertex_fake.add_endpoint(endpoint_id)
+    slow = {**model_props(vertex_fake, f"gs://{BUCKET}/jobs/1/model"), "env": {"STAND_IN_START_SECONDS": "2"}}
+    uploaded = VertexModelProvider().create(slow)
+    provider = VertexDeploymentProvider()
+    props = {
+        **deployment_props(vertex_fake, endpoint_id, uploaded.id),
+        IDENTITY_SEED: "seed-of-mnist-deployment",
+    }
+    monkeypatch.setattr(deployment, "IN_FLIGHT_POLL_SECONDS", 0.2)
+    real_wait, real_abandon = deployment.wait_for, deployment._abandon
+
+    def dies(*args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(deployment, "wait_for", real_wait)
+        raise EngineInterrupted("killed while the model deploys")
+
+    def no_clean_up(*args: object) -> None:  # SIGKILL: the provider's own clean-up never runs
+        monkeypatch.setattr(deployment, "_abandon", real_abandon)
+
+    monkeypatch.setattr(deployment, "wait_for", dies)
+    monkeypatch.setattr(deployment, "_abandon", no_clean_up)
+    with pytest.raises(EngineInterrupted):
+        provider.create(props)
+    assert not vertex_fake.endpoints[endpoint_id].deployed  # still deploying
+
+    created = provider.create(props)
+
+    (deployed,) = vertex_fake.endpoints[endpoint_id].deployed
+    assert (created.outs or {})["deployed_model_id"] == deployed
+    assert len(vertex_fake.requests_to("POST", r":deployModel$")) == 1
+    provider.delete(created.id, {**props, **(created.outs or {})})
+    VertexModelProvider().delete(uploaded.id, uploaded.outs or {})

@@ -341,6 +341,17 @@ class FakeServer:
             operation.cancel_requested = True
         return {}
 
+    def operations_under(self, parent: str) -> dict[str, Any]:
+        """google.longrunning ListOperations of a resource: its operations (`<parent>/operations/ID`),
+        done or not, in one page."""
+        with self.lock:
+            found = [
+                operation.document(count_poll=False)
+                for name, operation in self._operations.items()
+                if name.startswith(parent + "/operations/")
+            ]
+        return {"operations": found} if found else {}
+
     def operation_reply(self, name: str, count_poll: bool = True) -> dict[str, Any]:
         with self.lock:
             operation = self._operations.get(name)

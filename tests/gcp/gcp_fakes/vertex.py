@@ -185,6 +185,11 @@ class VertexFake(FakeServer):
         self.route(
             "POST", r"/(?:v1|ui)/(?P<name>projects/[^:]+/operations/[^/:]+):cancel", self._cancel_operation
         )
+        self.route(
+            "GET",
+            r"/(?:v1|ui)/(?P<name>projects/[^/]+/locations/[^/]+/endpoints/\d+)/operations",
+            self._list_endpoint_operations,
+        )
         # Whether a deploy stops when its operation is cancelled (Google: "best effort"); False: it goes on.
         self.honour_cancel = True
         # Vertex AI's access control: the permission each method needs (roles/aiplatform.user holds them).
@@ -920,6 +925,11 @@ class VertexFake(FakeServer):
 
     def _cancel_operation(self, call: Call, match: re.Match[str]) -> Any:
         return self.cancel_operation(match["name"])
+
+    def _list_endpoint_operations(self, call: Call, match: re.Match[str]) -> Any:
+        # Replies name the project by number; a request may use its id.
+        name = match["name"].replace(f"projects/{self.project}/", f"projects/{self.project_number}/", 1)
+        return self.operations_under(name)
 
 
 def _generic() -> dict[str, str]:
