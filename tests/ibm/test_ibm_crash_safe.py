@@ -79,7 +79,9 @@ def assert_one_of_each(fake: IbmCloudFake) -> None:
     assert len(state.spaces) == 1
     assert len(state.models) == 1
     assert len(state.deployments) == 1
-    (stack_bucket,) = [b for name, b in state.buckets.items() if name.startswith("mnist-platform-ibm-")]
+    (stack_bucket,) = [
+        b for name, b in state.buckets.items() if "-donotdelete-" not in name
+    ]  # not the space's
     trained = {key.split("/")[1] for key in stack_bucket.objects if key.startswith("models/")}
     assert len(trained) == 1, trained  # one training run uploaded, not one per attempt
 
