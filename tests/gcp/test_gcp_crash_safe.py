@@ -420,3 +420,21 @@ def test_a_deploy_still_running_when_up_was_killed_is_waited_for_and_adopted_not
     assert len(vertex_fake.requests_to("POST", r":deployModel$")) == 1
     provider.delete(created.id, {**props, **(created.outs or {})})
     VertexModelProvider().delete(uploaded.id, uploaded.outs or {})
+
+
+def test_a_job_whose_create_is_interrupted_by_ctrl_c_is_cancelled_not_left_billing(
+    vertex_fake: VertexFake, gcs_fake: GcsFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vertex_fake.queue_seconds = 30.0  # the job waits for machines when Ctrl-C comes
+    real_wait = custom_job._wait_until_done
+
+    def ctrl_c(*args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(custom_job, "_wait_until_done", real_wait)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(custom_job, "_wait_until_done", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        VertexCustomJobProvider().create({**job_props(vertex_fake, gcs_fake), IDENTITY_SEED: "seed"})
+
+    (job,) = vertex_fake.jobs.values()
+    assert vertex_fake.wait_for_job(job.id, timeout=30) == "JOB_STATE_CANCELLED"
