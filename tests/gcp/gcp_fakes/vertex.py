@@ -323,8 +323,10 @@ class VertexFake(FakeServer):
         job = _Job(job_id, resource)
         with self.lock:
             self.jobs[job_id] = job
+        # The reply is the job as created (PENDING), before its runner can move it on.
+        reply = self._job_reply(call, job)
         self._background(self._run_job, job)
-        return self._job_reply(call, job)
+        return reply
 
     def _job_reply(self, call: Call, job: _Job) -> dict[str, Any]:
         with self.lock:
