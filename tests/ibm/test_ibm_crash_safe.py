@@ -23,6 +23,7 @@ from harness import EngineInterrupted, ProviderEngine, run_stack
 from pulumi.runtime.mocks import MockResourceArgs
 from test_ibm_stack_e2e import stack_config, up
 
+from infra import gate_provider
 from infra.ibm import bucket, connection, deployment, model, resource_instance, space, training_job
 from mnistctl.smoke import smoke
 
@@ -95,8 +96,8 @@ def assert_serves(outputs: dict, fake: IbmCloudFake, t10k_dir: Path, monkeypatch
 
 @pytest.mark.parametrize(
     "module",
-    [resource_instance, bucket, space, training_job, model, deployment],
-    ids=["instance", "bucket", "space", "training", "model", "deployment"],
+    [resource_instance, bucket, space, training_job, gate_provider, model, deployment],
+    ids=["instance", "bucket", "space", "training", "gate", "model", "deployment"],
 )
 def test_an_up_killed_after_a_create_landed_ends_with_exactly_one_copy_after_the_next_up(
     engine: ProviderEngine,
