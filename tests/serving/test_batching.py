@@ -241,10 +241,34 @@ def test_ping_and_parsing_stay_responsive_while_a_model_call_runs() -> None:
     assert took < BLOCK_SECONDS / 2, f"/ping and a 400 took {took:.3f} s while the model was busy"
 
 
-@pytest.mark.parametrize("settings", [{"max_batch": 0}, {"max_wait_ms": -1}, {"max_wait_ms": 5000}])
+@pytest.mark.parametrize(
+    "settings", [{"max_batch": 0}, {"max_wait_ms": -1}, {"max_wait_ms": 5000}, {"max_wait_ms": 1000.5}]
+)
 def test_batching_settings_out_of_range_are_refused_with_their_name(settings: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(settings))):
         BatchingConfig(**settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("max_wait_ms", [0, 0.5, 1000])
+def test_a_wait_from_none_to_a_second_is_a_batching_setting(max_wait_ms: float) -> None:
+    assert BatchingConfig(max_wait_ms=max_wait_ms).max_wait_ms == max_wait_ms
+
+
+def test_closing_the_batcher_does_not_wait_for_the_model_call_in_progress() -> None:
+    async def scenario(model: ScriptedModel) -> float:
+        batcher = MicroBatcher(model)
+        blocker = asyncio.create_task(batcher.infer(csv_request(image_batch(0, 2, BLOCKER_MARK))))
+        await asyncio.sleep(0.1)  # the model call (BLOCK_SECONDS) is running
+        started = time.perf_counter()
+        batcher.close()
+        took = time.perf_counter() - started
+        await blocker
+        return took
+
+    model = ScriptedModel()
+    model.load()
+    took = asyncio.run(scenario(model))
+    assert took < BLOCK_SECONDS / 2, f"close took {took:.3f} s: it waited for the model call"
 
 
 # --- the real runtimes -----------------------------------------------------------------------------
@@ -453,21 +477,22 @@ def test_the_stats_count_every_model_call_and_image_including_a_failed_batch_run
 ) -> None:
     async def scenario(model: ScriptedModel) -> BatchStats:
         batcher = MicroBatcher(model)
-        blocker = asyncio.create_task(batcher.infer(csv_request(image_batch(0, 2, BLOCKER_MARK))))
-        await asyncio.sleep(0.1)  # the model is busy: the next two share a call, which the poison breaks
-        good = asyncio.create_task(batcher.infer(csv_request(image_batch(1, 3))))
-        poisoned = asyncio.create_task(batcher.infer(csv_request(image_batch(2, 1, POISON_MARK))))
-        await asyncio.wait_for(asyncio.gather(blocker, good, poisoned, return_exceptions=True), 5)
+        for _ in range(2):  # twice: each failed batch counts
+            blocker = asyncio.create_task(batcher.infer(csv_request(image_batch(0, 2, BLOCKER_MARK))))
+            await asyncio.sleep(0.1)  # the model is busy: the next two share a call, which the poison breaks
+            good = asyncio.create_task(batcher.infer(csv_request(image_batch(1, 3))))
+            poisoned = asyncio.create_task(batcher.infer(csv_request(image_batch(2, 1, POISON_MARK))))
+            await asyncio.wait_for(asyncio.gather(blocker, good, poisoned, return_exceptions=True), 5)
         batcher.close()
         return batcher.stats
 
     model = ScriptedModel()
     model.load()
     stats = asyncio.run(scenario(model))
-    # The model's own record of its calls: the blocker (2), the shared call (3 + 1), then each alone.
-    assert model.batch_sizes == [2, 4, 3, 1]
-    assert (stats.requests, stats.model_calls, stats.images) == (3, 4, 6)
-    assert (stats.largest_batch, stats.batches_retried_alone) == (2, 1)
+    # The model's own record of its calls: the blocker (2), the shared call (3 + 1), then each alone; twice.
+    assert model.batch_sizes == [2, 4, 3, 1] * 2
+    assert (stats.requests, stats.model_calls, stats.images) == (6, 8, 12)
+    assert (stats.largest_batch, stats.batches_retried_alone) == (2, 2)
     assert (
         "a batch of 2 requests failed (the poisoned image broke the model call); running them one by one"
         in [record.getMessage() for record in caplog.records]
