@@ -68,7 +68,7 @@ TESTS: dict[str, list[str]] = {
         "-m",
         "not slow",
     ],
-    "training/datasets.py": ["tests/training/test_datasets.py"],
+    "training/datasets.py": ["tests/training/test_datasets.py", "tests/training/test_dataset_downloads.py"],
     "mnistctl/client.py": ["tests/client/test_endpoint_clients.py"],
     "policy/rules.py": ["tests/policy/test_policy_rules.py"],
 }

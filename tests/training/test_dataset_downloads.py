@@ -1,0 +1,98 @@
+"""How a dataset file reaches the cache (training/datasets.py): streamed over HTTP, written to a temporary
+file beside its destination and renamed into place, each attempt logged and each failure named; and the
+first images of a split, which a dry run trains on."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from pytest_httpserver import HTTPServer
+
+from training import datasets
+from training.datasets import DownloadError, RemoteFile, Split, ensure_file, fetch_url
+
+PAYLOAD = gzip.compress(b"digits" * 1000)
+REMOTE = RemoteFile("file.gz", hashlib.md5(PAYLOAD, usedforsecurity=False).hexdigest(), len(PAYLOAD))
+
+
+def test_a_file_is_streamed_into_its_destination_whole(httpserver: HTTPServer, tmp_path: Path) -> None:
+    body = np.random.default_rng(0).bytes(3 << 20)  # three of the 1 MiB chunks it writes at a time
+    httpserver.expect_request("/file.gz").respond_with_data(body)
+    fetch_url(httpserver.url_for("/file.gz"), tmp_path / "file.gz")
+    assert (tmp_path / "file.gz").read_bytes() == body
+
+
+def test_an_http_error_is_raised_not_written(httpserver: HTTPServer, tmp_path: Path) -> None:
+    httpserver.expect_request("/file.gz").respond_with_data("gone", status=404)
+    with pytest.raises(requests.HTTPError, match="404"):
+        fetch_url(httpserver.url_for("/file.gz"), tmp_path / "file.gz")
+    assert not (tmp_path / "file.gz").exists()
+
+
+def test_a_download_goes_to_a_hidden_part_file_beside_its_destination_and_is_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    written_to: list[Path] = []
+
+    def fetch(url: str, dest: Path, timeout: float = 0) -> None:
+        written_to.append(dest)
+        dest.write_bytes(PAYLOAD)
+
+    monkeypatch.setattr(datasets, "fetch_url", fetch)
+    with caplog.at_level(logging.INFO, logger=datasets.__name__):
+        path = ensure_file(tmp_path, REMOTE, ["https://a/"])
+    (part,) = written_to
+    # Beside it (the rename into place is atomic only on the same filesystem), hidden, and named as partial.
+    assert part.parent == tmp_path
+    assert part.name.startswith(".file.gz.") and part.name.endswith(".part")
+    assert path.read_bytes() == PAYLOAD
+    assert "downloading https://a/file.gz" in [record.getMessage() for record in caplog.records]
+
+
+def test_when_every_mirror_fails_each_failure_has_its_own_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable(url: str, dest: Path, timeout: float = 0) -> None:
+        raise requests.ConnectionError(f"cannot reach {url}")
+
+    monkeypatch.setattr(datasets, "fetch_url", unreachable)
+    with pytest.raises(DownloadError) as error:
+        ensure_file(tmp_path, REMOTE, ["https://a/", "https://b/"])
+    lines = str(error.value).splitlines()
+    assert lines[:3] == [
+        f"could not download file.gz into {tmp_path}; every mirror failed:",
+        "  https://a/file.gz: cannot reach https://a/file.gz",
+        "  https://b/file.gz: cannot reach https://b/file.gz",
+    ]
+
+
+def test_a_data_folder_that_cannot_be_made_is_named_with_the_file(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file where the folder should be")
+    folder = tmp_path / "taken" / "mnist"
+    with pytest.raises(DownloadError, match=f"^cannot create the data folder {folder} for file.gz: "):
+        ensure_file(folder, REMOTE, ["https://a/"])
+
+
+def test_a_bad_file_in_the_cache_may_be_deleted_and_says_so() -> None:
+    inside = datasets.default_data_dir() / "mnist" / "file.gz"
+    assert (
+        datasets._remedy(inside)
+        == "Delete it so that it is downloaded again, or replace it with a good copy."
+    )
+
+
+def test_the_head_of_a_split_is_its_first_images_of_each_part() -> None:
+    images = np.arange(10 * 28 * 28, dtype=np.uint8).reshape(10, 28, 28)
+    labels = np.arange(10, dtype=np.uint8)
+    head = Split(images, labels, images[::-1].copy(), labels[::-1].copy()).head(3, 2)
+    assert (head.n_train, head.n_test) == (3, 2)
+    np.testing.assert_array_equal(head.x_train, images[:3])
+    assert head.y_train.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(head.x_test, images[::-1][:2])
+    assert head.y_test.tolist() == [9, 8]
