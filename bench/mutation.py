@@ -191,6 +191,8 @@ def recheck(module: str, previous: dict[str, Any], max_children: int, console: C
     work = WORK_ROOT / module.replace("/", "-").removesuffix(".py")
     if not (work / "mutants" / f"{module}.meta").exists():
         raise RuntimeError(f"no earlier run of {module} in {work} to recheck: run it whole first")
+    if previous["tests"] != TESTS[module]:  # mutmut would drop every result on a new selection
+        raise RuntimeError(f"the tests listed for {module} changed since its run: run it whole")
     shutil.rmtree(work / "tests")
     for name in tracked_files():
         if name.startswith("tests/"):
