@@ -383,10 +383,17 @@ class ProviderEngine:
         if diff.replaces:
             if diff.delete_before_replace:
                 self._delete(prior)
-            else:
+                return self._create(args, provider, news, "replace")
+            with self.lock:
+                self._replaced.append(prior)
+            try:
+                return self._create(args, provider, news, "replace")
+            except BaseException:
+                # A create-before-delete replacement that failed keeps the old resource, serving and in
+                # the state, as Pulumi does: the next update must not delete it.
                 with self.lock:
-                    self._replaced.append(prior)
-            return self._create(args, provider, news, "replace")
+                    self._replaced.remove(prior)
+                raise
         if diff.changes:
             result = provider.update(prior.id, prior.state, news)
             prior.state = {**news, **(result.outs or {})}
