@@ -171,6 +171,40 @@ def test_a_reclamation_that_never_shows_is_reported_not_passed_over(
     assert "ibmcloud resource reclamations" in str(error.value)
 
 
+def test_an_instance_an_earlier_create_left_failed_is_removed_and_a_new_one_made(
+    ibm_cloud_fake: IbmCloudFake,
+):
+    failed = ibm_cloud_fake.resource_controller.add_instance(
+        "pm-20",
+        "v2-standard",
+        "mnist-platform-test-pm-20",
+        ibm_cloud_fake.region,
+        created_by="us",
+        state="failed",
+    )
+    instance = create_instance(ibm_cloud_fake)
+    assert instance["guid"] != failed["guid"] and instance["state"] == "active"
+    assert ibm_cloud_fake.state.instances[failed["guid"]]["state"] == "pending_reclamation"  # deleted
+
+
+def test_an_instance_left_provisioning_by_an_interrupted_create_is_waited_for_and_adopted(
+    ibm_cloud_fake: IbmCloudFake,
+):
+    ibm_cloud_fake.slow_provisioning(polls=2)
+    left = ibm_cloud_fake.resource_controller.add_instance(
+        "pm-20",
+        "v2-standard",
+        "mnist-platform-test-pm-20",
+        ibm_cloud_fake.region,
+        created_by="us",
+        state="provisioning",
+    )
+    ibm_cloud_fake.state.instance_polls[left["guid"]] = 2
+    instance = create_instance(ibm_cloud_fake)
+    assert instance["guid"] == left["guid"] and instance["state"] == "active"
+    assert not ibm_cloud_fake.requests_to("resource-controller", "POST", r"^/v2/resource_instances$")
+
+
 def test_instance_delete_also_purges_the_reclamation(ibm_cloud_fake: IbmCloudFake):
     instance = create_instance(ibm_cloud_fake)
     ResourceInstanceProvider().delete(instance["id"], instance)
@@ -550,3 +584,19 @@ def test_a_deployment_answered_503_after_it_landed_is_adopted_with_the_nodes_it_
     assert (hardware["name"], hardware["num_nodes"]) == ("S", 2)
     OnlineDeploymentProvider().delete(created.id, {**props, **(created.outs or {})})
     assert not ibm_cloud_fake.state.deployments
+
+
+# -- training job (its model in COS) ---------------------------------------------------------------
+
+
+def test_a_training_jobs_read_asks_cos_for_its_archive(ibm_cloud_fake: IbmCloudFake):
+    from infra.ibm.training_job import TrainingJobProvider
+
+    cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
+    bucket = CosBucketProvider().create(bucket_props(ibm_cloud_fake, cos)).id
+    s3 = ibm.cos(ibm_cloud_fake, cos["guid"])
+    s3.put_object(Bucket=bucket, Key="models/pytorch-1/model.tar.gz", Body=b"archive")
+    props = {"bucket": bucket, "archive_key": "models/pytorch-1/model.tar.gz", **common(ibm_cloud_fake)}
+    assert TrainingJobProvider().read("pytorch-1", props).id == "pytorch-1"
+    s3.delete_object(Bucket=bucket, Key="models/pytorch-1/model.tar.gz")  # removed behind the stack's back
+    assert TrainingJobProvider().read("pytorch-1", props).id is None
