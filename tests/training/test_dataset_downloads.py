@@ -7,15 +7,27 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import struct
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from training import datasets
-from training.datasets import DownloadError, RemoteFile, Split, ensure_file, fetch_url
+from training.datasets import (
+    DatasetError,
+    DownloadError,
+    RemoteFile,
+    Split,
+    ensure_file,
+    fetch_url,
+    parse_idx_images,
+    parse_idx_labels,
+)
 
 PAYLOAD = gzip.compress(b"digits" * 1000)
 REMOTE = RemoteFile("file.gz", hashlib.md5(PAYLOAD, usedforsecurity=False).hexdigest(), len(PAYLOAD))
@@ -96,3 +108,91 @@ def test_the_head_of_a_split_is_its_first_images_of_each_part() -> None:
     assert head.y_train.tolist() == [0, 1, 2]
     np.testing.assert_array_equal(head.x_test, images[::-1][:2])
     assert head.y_test.tolist() == [9, 8]
+
+
+def test_a_download_that_stalls_times_out(httpserver: HTTPServer, tmp_path: Path) -> None:
+    def stall(request: Request) -> Response:
+        time.sleep(1.5)
+        return Response("late")
+
+    httpserver.expect_request("/file.gz").respond_with_handler(stall)
+    with pytest.raises(requests.Timeout):
+        fetch_url(httpserver.url_for("/file.gz"), tmp_path / "file.gz", timeout=0.3)
+
+
+def idx_images(n: int, rows: int = 28, cols: int = 28, magic: int = 0x803) -> bytes:
+    return struct.pack(">4I", magic, n, rows, cols)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (idx_images(1)[:15], "f.idx is not an IDX image file (bad header)"),
+        (idx_images(1, magic=0x801) + bytes(784), "f.idx is not an IDX image file (bad header)"),
+        (idx_images(2) + bytes(784), "f.idx holds 784 pixel bytes, its header announces 2x28x28"),
+    ],
+)
+def test_an_idx_image_file_that_is_not_one_is_refused_saying_why(data: bytes, message: str) -> None:
+    with pytest.raises(DatasetError) as refused:
+        parse_idx_images(data, Path("f.idx"))
+    assert str(refused.value) == message
+
+
+def test_an_idx_image_file_of_exactly_its_header_holds_no_images() -> None:
+    assert parse_idx_images(idx_images(0), Path("f.idx")).shape == (0, 28, 28)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (struct.pack(">2I", 0x801, 1)[:7], "f.idx is not an IDX label file (bad header)"),
+        (struct.pack(">2I", 0x803, 1) + b"\x07", "f.idx is not an IDX label file (bad header)"),
+        (struct.pack(">2I", 0x801, 3) + b"\x07\x02", "f.idx holds 2 labels, its header announces 3"),
+    ],
+)
+def test_an_idx_label_file_that_is_not_one_is_refused_saying_why(data: bytes, message: str) -> None:
+    with pytest.raises(DatasetError) as refused:
+        parse_idx_labels(data, Path("f.idx"))
+    assert str(refused.value) == message
+
+
+def test_labels_are_read_from_exactly_their_header_on() -> None:
+    assert parse_idx_labels(struct.pack(">2I", 0x801, 2) + b"\x07\x02", Path("f.idx")).tolist() == [7, 2]
+    assert parse_idx_labels(struct.pack(">2I", 0x801, 0), Path("f.idx")).tolist() == []
+
+
+@pytest.mark.parametrize(
+    ("parts", "message"),
+    [
+        (
+            {"x_train": np.zeros((2, 28, 28), np.float32)},
+            "train images must be uint8 [N, 28, 28], got float32 (2, 28, 28)",
+        ),
+        (
+            {"x_test": np.zeros((2, 28, 27), np.uint8)},
+            "test images must be uint8 [N, 28, 28], got uint8 (2, 28, 27)",
+        ),
+        ({"y_test": np.zeros(3, np.uint8)}, "test labels must be uint8 [2], got uint8 (3,)"),
+        ({"y_train": np.zeros(2, np.int64)}, "train labels must be uint8 [2], got int64 (2,)"),
+    ],
+)
+def test_a_split_of_the_wrong_shapes_or_types_is_refused_naming_the_part(parts: dict, message: str) -> None:
+    good = {"x_train": np.zeros((2, 28, 28), np.uint8), "y_train": np.zeros(2, np.uint8)}
+    good |= {"x_test": np.zeros((2, 28, 28), np.uint8), "y_test": np.zeros(2, np.uint8)}
+    with pytest.raises(ValueError) as refused:
+        Split(**(good | parts))
+    assert str(refused.value) == message
+
+
+def test_images_and_labels_of_different_counts_are_refused_with_both_counts() -> None:
+    with pytest.raises(DatasetError, match=r"^f.idx: 3 images but 2 labels$"):
+        datasets._check_counts(np.zeros((3, 28, 28), np.uint8), np.zeros(2, np.uint8), Path("f.idx"))
+
+
+def test_the_published_checksum_is_quoted_with_the_size_when_it_is_known() -> None:
+    assert datasets._published(RemoteFile("f.gz", "abc", 1234567)) == "md5 abc, 1,234,567 bytes"
+    assert datasets._published(RemoteFile("f.gz", "abc", None)) == "md5 abc"
+
+
+def test_the_cache_is_a_folder_of_the_project_s_own_name() -> None:
+    assert datasets.default_data_dir().name == "mnist-platform"
