@@ -19,6 +19,7 @@ from werkzeug import Request, Response
 
 from training import datasets
 from training.datasets import (
+    ChecksumError,
     DatasetError,
     DownloadError,
     RemoteFile,
@@ -27,6 +28,7 @@ from training.datasets import (
     fetch_url,
     parse_idx_images,
     parse_idx_labels,
+    verify_file,
 )
 
 PAYLOAD = gzip.compress(b"digits" * 1000)
@@ -196,3 +198,66 @@ def test_the_published_checksum_is_quoted_with_the_size_when_it_is_known() -> No
 
 def test_the_cache_is_a_folder_of_the_project_s_own_name() -> None:
     assert datasets.default_data_dir().name == "mnist-platform"
+
+
+def md5_of(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("delivered", "kind"), [(b"x" * 1000, "corrupt"), (b"x" * 999, "truncated"), (b"x" * 1001, "corrupt")]
+)
+def test_a_download_that_is_not_the_published_file_is_refused_word_for_word(
+    tmp_path: Path, delivered: bytes, kind: str
+) -> None:
+    remote = RemoteFile("file.gz", md5_of(PAYLOAD[:1000]), 1000)
+    (tmp_path / "part").write_bytes(delivered)
+    with pytest.raises(ChecksumError) as refused:
+        verify_file(tmp_path / "part", remote, shown_as="https://a/file.gz")
+    assert str(refused.value) == (
+        f"https://a/file.gz delivered a {kind} file.gz: expected md5 {remote.md5}, 1,000 bytes, "
+        f"got md5 {md5_of(delivered)}, {len(delivered):,} bytes"
+    )
+
+
+def test_the_published_file_that_does_not_decompress_is_refused_saying_so(tmp_path: Path) -> None:
+    not_gzip = b"the publisher's bytes, but no gzip stream"
+    (tmp_path / "part").write_bytes(not_gzip)
+    remote = RemoteFile("file.gz", md5_of(not_gzip), len(not_gzip))
+    with pytest.raises(ChecksumError, match=r", 41 bytes \(not a complete gzip stream: .+\)$"):
+        verify_file(tmp_path / "part", remote, shown_as="https://a/file.gz")
+
+
+@pytest.mark.parametrize(("kept", "kind"), [(999, "truncated"), (1000, "corrupt")])
+def test_a_bad_file_on_disk_is_refused_saying_what_was_expected_and_what_is_there(
+    tmp_path: Path, kept: int, kind: str
+) -> None:
+    on_disk = (b"y" * 2000)[:kept]  # no gzip stream at all
+    (tmp_path / "file.gz").write_bytes(on_disk)
+    remote = RemoteFile("file.gz", md5_of(PAYLOAD), 1000)
+    with pytest.raises(ChecksumError) as refused:
+        verify_file(tmp_path / "file.gz", remote)
+    assert str(refused.value).startswith(
+        f"{tmp_path / 'file.gz'} is {kind} or not the expected file: expected the published .gz "
+        f"(md5 {remote.md5}, 1,000 bytes; no content hash is recorded for this file); got no content "
+        "(not a complete gzip stream: "
+    )
+    assert str(refused.value).endswith(
+        f"), md5 {md5_of(on_disk)}, {kept:,} bytes. {datasets._remedy(tmp_path)}"
+    )
+
+
+def test_a_recompressed_file_on_disk_with_other_content_names_its_content_hash(tmp_path: Path) -> None:
+    other = gzip.compress(b"other digits")
+    (tmp_path / "file.gz").write_bytes(other)
+    remote = RemoteFile("file.gz", md5_of(PAYLOAD), len(PAYLOAD), content_sha256="ab" * 32)
+    with pytest.raises(ChecksumError) as refused:
+        verify_file(tmp_path / "file.gz", remote)
+    message = str(refused.value)
+    assert (
+        f"expected decompressed content sha256 {'ab' * 32} (however it is compressed) or the published"
+        in message
+    )
+    assert (
+        f"; got content sha256 {hashlib.sha256(b'other digits').hexdigest()}, md5 {md5_of(other)}" in message
+    )
