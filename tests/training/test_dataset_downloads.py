@@ -261,3 +261,9 @@ def test_a_recompressed_file_on_disk_with_other_content_names_its_content_hash(t
     assert (
         f"; got content sha256 {hashlib.sha256(b'other digits').hexdigest()}, md5 {md5_of(other)}" in message
     )
+
+
+def test_a_download_is_accepted_on_its_md5_where_the_publisher_gives_no_size(tmp_path: Path) -> None:
+    (tmp_path / "part").write_bytes(PAYLOAD)
+    remote = RemoteFile("file.gz", md5_of(PAYLOAD), None)
+    assert verify_file(tmp_path / "part", remote, shown_as="https://a/file.gz") == b"digits" * 1000
