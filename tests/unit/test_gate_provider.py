@@ -207,3 +207,37 @@ def test_a_round_on_the_champions_own_training_run_decides_nothing_and_says_so()
         == "the challenger is the serving champion already (the same training run)"
     )
     assert again["champion"] == state["champion"]
+
+
+class RecordingGate(ChampionGateProvider):
+    """The shared engine calls around a stack whose challengers are what the inputs say; removals recorded."""
+
+    def __init__(self) -> None:
+        self.discarded: list[str] = []
+
+    def evaluate(self, props: Mapping[str, Any]) -> Candidate:
+        job = props["challenger_id"]
+        return Candidate(job, f"/models/{job}.tar.gz", float(props["accuracy"]))
+
+    def keep(self, props: Mapping[str, Any], candidate: Candidate) -> str:
+        return f"/champions/{candidate.source}.tar.gz"
+
+    def discard(self, props: Mapping[str, Any], artifact: str) -> None:
+        self.discarded.append(artifact)
+
+    def kept(self, props: Mapping[str, Any], artifact: str) -> bool:
+        return True
+
+
+def test_the_retired_champion_s_copy_is_removed_when_the_next_champion_is_crowned() -> None:
+    gate = RecordingGate()
+    rounds = [("job-1", 0.91), ("job-2", 0.92), ("job-3", 0.93)]
+    state: dict[str, Any] = {}
+    for job, accuracy in rounds:
+        props = {"model": "xgboost", "challenger_id": job, "accuracy": accuracy, "min_accuracy": 0.9}
+        result = gate.update("xgboost-gate-1", state, props) if state else gate.create(props)
+        state = {**props, **(result.outs or {})}
+    # job-1 retired when job-2 won (kept while what served it rolls over), removed when job-3 won.
+    assert gate.discarded == ["/champions/job-1.tar.gz"]
+    assert state["retired"]["artifact"] == "/champions/job-2.tar.gz"
+    assert state["champion_artifact"] == "/champions/job-3.tar.gz"
