@@ -241,3 +241,15 @@ def test_the_retired_champion_s_copy_is_removed_when_the_next_champion_is_crowne
     assert gate.discarded == ["/champions/job-1.tar.gz"]
     assert state["retired"]["artifact"] == "/champions/job-2.tar.gz"
     assert state["champion_artifact"] == "/champions/job-3.tar.gz"
+
+
+def test_a_promotion_is_logged_and_a_held_challenger_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    said: dict[str, list[str]] = {"log": [], "warn": []}
+    monkeypatch.setattr("infra.gate_provider.log", said["log"].append)
+    monkeypatch.setattr("infra.gate_provider.warn", said["warn"].append)
+    gate = RecordingGate()
+    props = {"model": "xgboost", "challenger_id": "job-1", "accuracy": 0.95, "min_accuracy": 0.9}
+    state = {**props, **(gate.create(props).outs or {})}
+    gate.update("xgboost-gate-1", state, {**props, "challenger_id": "job-2", "accuracy": 0.5})
+    assert [line.split(":")[0:2] for line in said["log"]] == [["gate xgboost", " challenger job-1"]]
+    assert [line.split(":")[0:2] for line in said["warn"]] == [["gate xgboost", " challenger job-2"]]
