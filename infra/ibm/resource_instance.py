@@ -314,13 +314,20 @@ def _active_or_none(controller: Any, instance_id: str) -> dict[str, Any] | None:
     return None
 
 
-def _removed_or_none(controller: Any, instance_id: str) -> bool | None:
+def _instance_or_none(controller: Any, instance_id: str) -> dict[str, Any] | None:
+    """The instance's record, or None when Resource Controller no longer knows it (404/410)."""
     try:
-        instance = api_result(lambda: controller.get_resource_instance(id=instance_id))
+        return api_result(lambda: controller.get_resource_instance(id=instance_id))
     except Exception as error:
         if is_not_found(error):
-            return True
+            return None
         raise failure(f"reading instance {instance_id}", error) from error
+
+
+def _removed_or_none(controller: Any, instance_id: str) -> bool | None:
+    instance = _instance_or_none(controller, instance_id)
+    if instance is None:
+        return True
     state, operation = _state(instance)
     return True if state in ("removed", "pending_reclamation") and operation != "in progress" else None
 
@@ -372,13 +379,8 @@ def _reclaim(conn: Connection, controller: Any, guid: str, instance_id: str) -> 
 
 def _purged(controller: Any, instance_id: str) -> bool:
     """Whether a deleted instance is past reclamation (reclaimed earlier: nothing is left to reclaim)."""
-    try:
-        instance = api_result(lambda: controller.get_resource_instance(id=instance_id))
-    except Exception as error:
-        if is_not_found(error):
-            return True
-        raise failure(f"reading instance {instance_id}", error) from error
-    return instance.get("state") == "removed"
+    instance = _instance_or_none(controller, instance_id)
+    return instance is None or instance.get("state") == "removed"
 
 
 def _outputs(instance: dict[str, Any], plan_id: str, group_id: str) -> dict[str, Any]:

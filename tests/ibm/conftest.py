@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fakes import IbmCloudFake
+from harness import ProviderEngine
 
 
 @pytest.fixture
@@ -45,3 +46,12 @@ def runtime_instances(ibm_cloud_fake: IbmCloudFake) -> tuple[dict, dict]:
     cos = ibm_cloud_fake.existing_instance("cloud-object-storage", "standard", "mnist-cos")
     runtime = ibm_cloud_fake.existing_instance("pm-20", "v2-standard", "mnist-runtime")
     return cos, runtime
+
+
+@pytest.fixture
+def engine(ibm_cloud_fake: IbmCloudFake) -> Iterator[ProviderEngine]:
+    """The stand-in Pulumi engine (tests/harness.py) of the end-to-end tests; whatever a test leaves
+    behind is destroyed (before the fake stops)."""
+    engine = ProviderEngine()
+    yield engine
+    engine.destroy()

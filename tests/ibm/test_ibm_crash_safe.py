@@ -11,7 +11,6 @@ dynamic providers executed for real against the loopback fakes of IBM Cloud.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -33,13 +32,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(connection, "wait_exponential", lambda **_: lambda _state: 0.01)
-
-
-@pytest.fixture
-def engine(ibm_cloud_fake: IbmCloudFake) -> Iterator[ProviderEngine]:
-    engine = ProviderEngine()
-    yield engine
-    engine.destroy()
 
 
 class UpInterrupted(Exception):

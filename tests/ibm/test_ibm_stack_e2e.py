@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +38,6 @@ def training_code_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(connection, "wait_exponential", lambda **_: lambda _state: 0.01)
-
-
-@pytest.fixture
-def engine(ibm_cloud_fake: IbmCloudFake) -> Iterator[ProviderEngine]:
-    """The stand-in engine; whatever a test leaves behind is destroyed (before the fake stops)."""
-    engine = ProviderEngine()
-    yield engine
-    engine.destroy()
 
 
 def stack_config(fake: IbmCloudFake, root: Path, t10k_dir: Path, **extra: Any) -> dict[str, Any]:
