@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from fakes import ACCOUNT_ID, IbmCloudFake
 from fakes import clients as ibm
 from test_fakes_watsonx import create_space, store_model
@@ -600,3 +601,53 @@ def test_a_training_jobs_read_asks_cos_for_its_archive(ibm_cloud_fake: IbmCloudF
     assert TrainingJobProvider().read("pytorch-1", props).id == "pytorch-1"
     s3.delete_object(Bucket=bucket, Key="models/pytorch-1/model.tar.gz")  # removed behind the stack's back
     assert TrainingJobProvider().read("pytorch-1", props).id is None
+
+
+# -- stored model ------------------------------------------------------------------------------------
+
+
+def test_a_model_left_without_its_content_is_deleted_and_stored_again_whole(
+    ibm_cloud_fake: IbmCloudFake, runtime_instances: tuple[dict, dict], onnx_model_dir: Path
+):
+    """Storing is two calls (the model, then its content): a `pulumi up` killed between them leaves a model
+    that can never be deployed. The next create must not adopt it: it is deleted, and the model stored
+    whole."""
+    from infra.dynamic import identity, identity_tag
+    from infra.ibm import model as stored_model
+
+    client = ibm.watsonx(ibm_cloud_fake)
+    space_id = create_space(client, *runtime_instances)
+    cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
+    bucket = CosBucketProvider().create(bucket_props(ibm_cloud_fake, cos)).id
+    ibm.cos(ibm_cloud_fake, cos["guid"]).upload_file(
+        str(onnx_model_dir / "model.tar.gz"), bucket, "champions/pytorch/job-1/model.tar.gz"
+    )
+    props = {
+        "name": "mnist-platform-test-pytorch",
+        "space_id": space_id,
+        "bucket": bucket,
+        "archive_key": "champions/pytorch/job-1/model.tar.gz",
+        "artifact_hash": "cos://champions/pytorch/job-1/model.tar.gz",
+        "tags": ["project:mnist-platform"],
+        **common(ibm_cloud_fake),
+    }
+    token = ibm.authenticator(ibm_cloud_fake).token_manager.get_token()
+    half_made = requests.post(  # what the first call of an interrupted store left: no content
+        f"{ibm_cloud_fake.wml_url}/ml/v4/models",
+        params={"version": "2024-05-01"},
+        json={
+            "name": props["name"],
+            "type": "onnxruntime_1.16",
+            "software_spec": {"name": "onnxruntime_opset_19"},
+            "space_id": space_id,
+            "tags": [*props["tags"], identity_tag(identity(props, stored_model._REPLACE_KEYS))],
+        },
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    ).json()["metadata"]["id"]
+
+    created = stored_model.StoredModelProvider().create(props)
+
+    assert created.id != half_made
+    assert list(ibm_cloud_fake.state.models) == [created.id]
+    assert ibm_cloud_fake.state.models[created.id]["entity"]["content_import_state"] == "completed"
