@@ -61,8 +61,6 @@ class ServiceAuthorizationArgs:
 
 class ServiceAuthorizationProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
-        conn = Connection.of(props)
-        from ibm_platform_services import IamPolicyManagementV1
         from ibm_platform_services.iam_policy_management_v1 import (
             PolicyResource,
             PolicyRole,
@@ -71,7 +69,7 @@ class ServiceAuthorizationProvider(ResourceProvider):
             SubjectAttribute,
         )
 
-        policies = conn.platform_service(IamPolicyManagementV1, conn.iam_policy_url)
+        policies = _policy_service(props)
         account = str(props["account_id"])
         subject = PolicySubject(
             attributes=[
@@ -135,10 +133,7 @@ class ServiceAuthorizationProvider(ResourceProvider):
         return UpdateResult(outs=update_connection(olds, news))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        conn = Connection.of(props)
-        from ibm_platform_services import IamPolicyManagementV1
-
-        policies = conn.platform_service(IamPolicyManagementV1, conn.iam_policy_url)
+        policies = _policy_service(props)
         try:
             api_result(lambda: policies.get_policy(policy_id=id_))
         except Exception as error:
@@ -148,15 +143,20 @@ class ServiceAuthorizationProvider(ResourceProvider):
         return ReadResult(id_, props)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
-        conn = Connection.of(props)
-        from ibm_platform_services import IamPolicyManagementV1
-
-        policies = conn.platform_service(IamPolicyManagementV1, conn.iam_policy_url)
+        policies = _policy_service(props)
         try:
             retrying(lambda: policies.delete_policy(policy_id=id_))
         except Exception as error:
             if not is_not_found(error):
                 raise failure(f"deleting authorization policy {id_}", error) from error
+
+
+def _policy_service(props: dict[str, Any]) -> Any:
+    """IAM Policy Management with the resource's key and URLs (built per call: the provider is pickled)."""
+    from ibm_platform_services import IamPolicyManagementV1
+
+    conn = Connection.of(props)
+    return conn.platform_service(IamPolicyManagementV1, conn.iam_policy_url)
 
 
 def _grants(policy: dict[str, Any], props: dict[str, Any], role_id: str) -> bool:

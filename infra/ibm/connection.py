@@ -245,15 +245,18 @@ def refused_before_doing_anything(error: BaseException) -> bool:
     return status_of(error) == 429
 
 
-def create_or_adopt(what: str, create: Callable[[], str], existing: Callable[[], set[str]]) -> str:
+def create_or_adopt(
+    what: str, create: Callable[[], str], existing: Callable[[], set[str]], before: set[str] | None = None
+) -> str:
     """Create something once, never blindly twice; the id of what was created.
 
     `existing()` lists the ids of what already bears the new thing's name. It is read before the first
-    attempt; when an attempt fails in a way that may have been carried out (5xx, lost connection), it
-    is read again: one new id is the copy that landed, adopted instead of created again; none, and the
-    create is sent again after a backoff. 401 and 429 are answered before anything is done, so those
-    are retried as `retrying` does."""
-    before = retrying(existing)
+    attempt (or given as `before`, when the caller has just listed them); when an attempt fails in a
+    way that may have been carried out (5xx, lost connection), it is read again: one new id is the copy
+    that landed, adopted instead of created again; none, and the create is sent again after a backoff.
+    401 and 429 are answered before anything is done, so those are retried as `retrying` does."""
+    if before is None:
+        before = retrying(existing)
     last_error: BaseException | None = None
     for attempt in range(RETRY_ATTEMPTS):
         try:

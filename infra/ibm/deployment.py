@@ -78,9 +78,17 @@ class OnlineDeploymentProvider(ResourceProvider):
             names.HARDWARE_SPEC: {"name": props["instance_type"], "num_nodes": int(props["max_replicas"])},
             names.TAGS: [*(props.get("tags") or []), tag],
         }
+
+        def listed() -> list[dict[str, Any]]:
+            return client.deployments.get_details(get_all=True, _silent=True).get("resources", [])
+
+        def same_name(resources: list[dict[str, Any]]) -> set[str]:
+            return {str(d["metadata"]["id"]) for d in resources if d["metadata"].get("name") == props["name"]}
+
+        found = retrying(listed)
         adopted = left_behind(
             "online deployment",
-            retrying(lambda: client.deployments.get_details(get_all=True, _silent=True)).get("resources", []),
+            found,
             tag,
             lambda details: deployment_status(dict(details))[0],
             ("ready", "initializing"),
@@ -94,17 +102,12 @@ class OnlineDeploymentProvider(ResourceProvider):
             created = client.deployments.create(props["model_id"], meta_props=meta, background_mode=True)
             return str(created["metadata"]["id"])
 
-        def same_name() -> set[str]:
-            found = client.deployments.get_details(get_all=True, _silent=True)
-            return {
-                str(d["metadata"]["id"])
-                for d in found.get("resources", [])
-                if d["metadata"].get("name") == props["name"]
-            }
-
         try:
             deployment_id = adopted or create_or_adopt(
-                f"creating online deployment {props['name']}", create, same_name
+                f"creating online deployment {props['name']}",
+                create,
+                lambda: same_name(listed()),
+                before=same_name(found),
             )
         except Exception as error:
             raise failure(

@@ -219,24 +219,34 @@ class StoredModelProvider(ResourceProvider):
                     details = client.repository.store_model(model=str(archive), meta_props=meta)
                     return str(details["metadata"]["id"])
 
-                def same_name() -> set[str]:
-                    found = client.repository.get_model_details(get_all=True)
+                def listed() -> list[dict[str, Any]]:
+                    return client.repository.get_model_details(get_all=True).get("resources", [])
+
+                def same_name(resources: list[dict[str, Any]]) -> set[str]:
                     return {
                         str(m["metadata"]["id"])
-                        for m in found.get("resources", [])
+                        for m in resources
                         if m["metadata"].get("name") == props["name"]
                     }
 
+                found = retrying(listed)
                 adopted = left_behind(
                     "stored model",
-                    retrying(lambda: client.repository.get_model_details(get_all=True)).get("resources", []),
+                    found,
                     tag,
                     lambda details: str((details.get("entity") or {}).get("content_import_state", "")),
                     ("completed",),
                     client.repository.delete,
                 )
                 model_id = adopted or _store_with_content(
-                    client, create_or_adopt(f"storing model {props['name']}", store, same_name), store
+                    client,
+                    create_or_adopt(
+                        f"storing model {props['name']}",
+                        store,
+                        lambda: same_name(listed()),
+                        before=same_name(found),
+                    ),
+                    store,
                 )
             except IbmProviderError:
                 raise

@@ -75,7 +75,17 @@ class ResourceInstanceProvider(ResourceProvider):
         controller = conn.platform_service(ResourceControllerV2, conn.resource_controller_url)
         plan_id = _plan_id(conn, str(props["service"]), str(props["plan"]))
         group_id = _resource_group_id(conn, str(props["resource_group"]))
-        left = _left_by_an_interrupted_create(controller, props, plan_id, group_id)
+
+        def listed() -> list[dict[str, Any]]:
+            # This name, plan and group: one generation of the instance (see _REPLACE_KEYS).
+            return result_of(
+                controller.list_resource_instances(
+                    name=props["name"], resource_group_id=group_id, resource_plan_id=plan_id, limit=100
+                )
+            ).get("resources", [])
+
+        found = retrying(listed)
+        left = _left_by_an_interrupted_create(controller, props, found)
         if left is not None:
             instance = conn.wait(
                 f"{props['service']} instance {props['name']} to become active",
@@ -101,16 +111,13 @@ class ResourceInstanceProvider(ResourceProvider):
             )
             return str(created["id"])
 
-        def same_name() -> set[str]:
-            listed = result_of(
-                controller.list_resource_instances(
-                    name=props["name"], resource_group_id=group_id, resource_plan_id=plan_id, limit=100
-                )
-            )
-            return {str(i["id"]) for i in listed.get("resources", [])}
-
         try:
-            instance_id = create_or_adopt(f"creating instance {props['name']}", create, same_name)
+            instance_id = create_or_adopt(
+                f"creating instance {props['name']}",
+                create,
+                lambda: {str(i["id"]) for i in listed()},
+                before={str(i["id"]) for i in found},
+            )
         except Exception as error:
             raise failure(
                 f"creating the {props['service']} instance {props['name']}",
@@ -176,17 +183,12 @@ class ResourceInstanceProvider(ResourceProvider):
 
 
 def _left_by_an_interrupted_create(
-    controller: Any, props: dict[str, Any], plan_id: str, group_id: str
+    controller: Any, props: dict[str, Any], found: list[dict[str, Any]]
 ) -> dict[str, Any] | None:
-    """An instance of this name, plan, target and group that a create interrupted before its result
-    reached the state left behind: active or provisioning, adopted; failed, deleted (and reclaimed) so
-    that a new one is made."""
-    listed = api_result(
-        lambda: controller.list_resource_instances(
-            name=props["name"], resource_group_id=group_id, resource_plan_id=plan_id, limit=100
-        )
-    )
-    for instance in listed.get("resources", []):
+    """Of the instances `found` with this name, plan and group, the one of this target that a create
+    interrupted before its result reached the state left behind: active or provisioning, adopted;
+    failed, deleted (and reclaimed) so that a new one is made."""
+    for instance in found:
         if instance.get("region_id") not in (None, props["target"]):
             continue
         state, _ = _state(instance)

@@ -86,11 +86,21 @@ class DeploymentSpaceProvider(ResourceProvider):
                 },
                 names.TAGS: [*(props.get("tags") or []), tag],
             }
+
+            def listed() -> list[dict[str, Any]]:
+                return client.spaces.get_details(space_name=props["name"], get_all=True).get("resources", [])
+
+            def same_name(resources: list[dict[str, Any]]) -> set[str]:
+                return {
+                    str(space["metadata"]["id"])
+                    for space in resources
+                    if (space.get("entity") or {}).get("name") == props["name"]
+                }
+
+            found = retrying(listed)
             adopted = left_behind(
                 "deployment space",
-                retrying(lambda: client.spaces.get_details(space_name=props["name"], get_all=True)).get(
-                    "resources", []
-                ),
+                found,
                 tag,
                 space_state,
                 ("active", "preparing"),
@@ -102,18 +112,13 @@ class DeploymentSpaceProvider(ResourceProvider):
                     details = client.spaces.store(meta_props=meta, background_mode=True)
                 return str(details["metadata"]["id"])
 
-            def same_name() -> set[str]:
-                found = client.spaces.get_details(space_name=props["name"], get_all=True)
-                return {
-                    str(space["metadata"]["id"])
-                    for space in found.get("resources", [])
-                    if (space.get("entity") or {}).get("name") == props["name"]
-                }
-
             if adopted is None:
                 log(f"creating deployment space {props['name']}")
             space_id = adopted or create_or_adopt(
-                f"creating deployment space {props['name']}", create, same_name
+                f"creating deployment space {props['name']}",
+                create,
+                lambda: same_name(listed()),
+                before=same_name(found),
             )
         except Exception as error:
             raise _space_failure(f"creating deployment space {props['name']}", error) from error

@@ -330,17 +330,22 @@ def test_a_versioned_bucket_is_emptied_of_every_version_and_delete_marker_before
     assert created.id not in ibm_cloud_fake.state.buckets
 
 
-def test_bucket_with_a_root_key_after_the_authorization_cos_reads_keys(ibm_cloud_fake: IbmCloudFake):
-    cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
-    authorization = {
+def authorization_props(fake: IbmCloudFake, cos: dict[str, Any]) -> dict[str, Any]:
+    """COS (the instance `cos`) may read the keys of the test's Key Protect instance."""
+    return {
         "account_id": ACCOUNT_ID,
         "source_service": "cloud-object-storage",
         "source_instance_guid": cos["guid"],
         "target_service": "kms",
         "target_instance_guid": KMS_INSTANCE,
         "role": "Reader",
-        **common(ibm_cloud_fake),
+        **common(fake),
     }
+
+
+def test_bucket_with_a_root_key_after_the_authorization_cos_reads_keys(ibm_cloud_fake: IbmCloudFake):
+    cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
+    authorization = authorization_props(ibm_cloud_fake, cos)
     policy = ServiceAuthorizationProvider().create(authorization)
     assert policy.id in ibm_cloud_fake.state.policies
     created = CosBucketProvider().create(bucket_props(ibm_cloud_fake, cos, ROOT_KEY))
@@ -358,15 +363,7 @@ def test_an_authorization_left_by_an_interrupted_create_is_adopted_and_its_read_
     ibm_cloud_fake: IbmCloudFake,
 ):
     cos = create_instance(ibm_cloud_fake, "cloud-object-storage", "standard")
-    authorization = {
-        "account_id": ACCOUNT_ID,
-        "source_service": "cloud-object-storage",
-        "source_instance_guid": cos["guid"],
-        "target_service": "kms",
-        "target_instance_guid": KMS_INSTANCE,
-        "role": "Reader",
-        **common(ibm_cloud_fake),
-    }
+    authorization = authorization_props(ibm_cloud_fake, cos)
     first = ServiceAuthorizationProvider().create(authorization)  # its result never reached the state
     again = ServiceAuthorizationProvider().create(authorization)  # the next `up`: IAM would answer 409
     assert again.id == first.id and list(ibm_cloud_fake.state.policies) == [first.id]
