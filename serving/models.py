@@ -371,14 +371,9 @@ class WatsonxOnnxModel(ServedModel):
     max_payload_bytes = WATSONX_MAX_PAYLOAD_BYTES
 
     @property
-    def image_shape(self) -> tuple[int, ...]:
-        """One image as the loaded model declares it (its input's shape without the batch axis)."""
-        return self._image_shape
-
-    @property
     def expected(self) -> str:
-        shape = "x".join(map(str, self._image_shape)) if self.ready else "the model's input shape"
-        return f'{{"input_data": [{{"values": [image, ...]}}]}} with each image {shape} floats in [0, 1]'
+        image = self._image_text if self.ready else "the model's input shape"
+        return f'{{"input_data": [{{"values": [image, ...]}}]}} with each image {image} in [0, 1]'
 
     def load(self) -> None:
         import onnxruntime
@@ -402,8 +397,10 @@ class WatsonxOnnxModel(ServedModel):
                 f"ONNX input {model_input.name} is {model_input.type}; expected tensor(float)"
             )
         self._input_name = model_input.name
-        self._input_shape = (-1, *inner)
+        # One image as the model declares it (its input without the batch axis), and in words, once.
         self._image_shape: tuple[int, ...] = tuple(int(d) for d in inner)
+        self._image_text = "x".join(map(str, self._image_shape)) + " floats"
+        self._input_shape = (-1, *self._image_shape)
         self.output_name = session.get_outputs()[0].name
         self._session = session
         state = onnxruntime.capi.onnxruntime_pybind11_state  # type: ignore[attr-defined]
@@ -426,16 +423,15 @@ class WatsonxOnnxModel(ServedModel):
                 f"expected {self.expected}"
             )
         values = payloads.field(input_data[0], "values", self.expected)
-        image = "x".join(map(str, self._image_shape)) + " floats"
         try:
-            return payloads.to_images(values, (self._image_shape,), image)
+            return payloads.to_images(values, (self._image_shape,), self._image_text)
         except UserError as error:
             refusal = self._runtime_refusal(values)
             if refusal is None:  # the shape is right; the pixels are not
                 raise
             raise UserError(
                 f"onnxruntime refused the input as the model declares it ({refusal}); each image must be "
-                f"{image} (the model's input is [N, {', '.join(map(str, self._image_shape))}])",
+                f"{self._image_text} (the model's input is [N, {', '.join(map(str, self._image_shape))}])",
                 code="invalid_input",
             ) from error
 
