@@ -383,6 +383,58 @@ class IbmSettings(_Strict):
         return value
 
 
+ROLLOUT_KEYS = ("canaryPercent", "bakeMinutes", "maxErrorRate", "minLiveAccuracy")
+
+
+class RolloutSettings(_Strict):
+    """`rollout`: how a promoted model replaces the served one (docs/gate.md). Absent: all at once.
+
+    The new model first takes `canaryPercent` of the traffic beside the old one for `bakeMinutes`; it
+    is rolled back when more than `maxErrorRate` of its answers are server errors or when its accuracy
+    on labelled digits sent through the endpoint falls under `minLiveAccuracy`; otherwise it takes all
+    the traffic.
+    """
+
+    canary_percent: int = Field(
+        default=10, ge=1, le=99, alias="canaryPercent", description="Share of requests the new model gets."
+    )
+    bake_minutes: float = Field(
+        default=10.0, ge=0.0, alias="bakeMinutes", description="How long the canary is watched."
+    )
+    max_error_rate: float = Field(
+        default=0.01, ge=0.0, le=1.0, alias="maxErrorRate", description="Most 5xx share of its answers."
+    )
+    min_live_accuracy: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        alias="minLiveAccuracy",
+        description="Least accuracy on labelled digits sent through the endpoint; 0 = not judged.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(ROLLOUT_KEYS))
+            if unknown:
+                raise ValueError(f"unknown keys {unknown}; allowed: {', '.join(ROLLOUT_KEYS)}")
+            flags = sorted(key for key, number in value.items() if isinstance(number, bool))
+            if flags:
+                # pydantic would read true as 1 (100 % live accuracy, a 1-minute bake): refuse instead.
+                raise ValueError(f"{', '.join(flags)} must be numbers, not true/false")
+        elif not isinstance(value, RolloutSettings):
+            raise ValueError(
+                f'must be a JSON map such as {{"canaryPercent": 10, "bakeMinutes": 10}} '
+                f"with keys {', '.join(ROLLOUT_KEYS)}, got {value!r}"
+            )
+        return value
+
+    @property
+    def bake_seconds(self) -> float:
+        return self.bake_minutes * 60.0
+
+
 class Settings(_Strict):
     """Everything a stack program needs, validated."""
 
@@ -395,6 +447,9 @@ class Settings(_Strict):
         default_factory=dict, description="Per model, hyperparameter overrides as strings."
     )
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    rollout: RolloutSettings | None = Field(
+        default=None, description="Canary rollout of a promoted model; all at once when absent."
+    )
     training_preset: TrainingPreset = Field(
         default=TrainingPreset.STANDARD,
         description="The dataset's hyperparameter preset (training/presets.py), under the overrides.",
@@ -595,6 +650,8 @@ def load_settings(
         values["hyperparameters"] = hyperparameters
     if (preset := config.get("trainingPreset")) is not None:
         values["training_preset"] = preset
+    if (rollout := _get_json(config, "rollout")) is not None:
+        values["rollout"] = rollout
 
     values["promotion"] = _promotion(config, values)
 
@@ -644,6 +701,12 @@ def load_settings(
         raise ValueError(
             f"config {PROJECT}:endpointMinInstances ({settings.aws.endpoint_min_instances}) must not exceed "
             f"endpointMaxInstances ({settings.aws.endpoint_max_instances})"
+        )
+    if settings.rollout is not None and settings.cloud is Cloud.IBM:
+        raise ValueError(
+            f"config {PROJECT}:rollout is not available on the ibm stack: a watsonx.ai online deployment "
+            "serves one model asset and splits no traffic; unset it (an update is still verified, "
+            "docs/ibm.md); allowed on: aws, gcp, local"
         )
     return settings
 
