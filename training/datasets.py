@@ -353,14 +353,6 @@ def fetch_url(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_SECONDS) -
                 out.write(chunk)
 
 
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_file(path: Path, remote: RemoteFile, shown_as: str | None = None) -> bytes:
     """The decompressed content of ``path`` once it is known to be ``remote``; else ``ChecksumError``.
 

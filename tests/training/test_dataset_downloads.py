@@ -9,6 +9,7 @@ import hashlib
 import logging
 import struct
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +268,87 @@ def test_a_download_is_accepted_on_its_md5_where_the_publisher_gives_no_size(tmp
     (tmp_path / "part").write_bytes(PAYLOAD)
     remote = RemoteFile("file.gz", md5_of(PAYLOAD), None)
     assert verify_file(tmp_path / "part", remote, shown_as="https://a/file.gz") == b"digits" * 1000
+
+
+def test_a_download_holds_a_bounded_part_of_the_file_in_memory(httpserver: HTTPServer, tmp_path: Path) -> None:
+    # Streamed in 1 MiB chunks: a 32 MiB file never sits whole in memory (a GET without stream=True reads it
+    # all first: 64 MiB measured). The bound is loose, as the loopback server's thread is traced too (~10 MiB).
+    body = np.random.default_rng(1).bytes(32 << 20)
+    httpserver.expect_request("/file.gz").respond_with_data(body)
+    httpserver.expect_request("/warm-up").respond_with_data(b"x")
+    fetch_url(httpserver.url_for("/warm-up"), tmp_path / "warm-up")  # one-time costs (imports, pools) first
+    tracemalloc.start()
+    try:
+        fetch_url(httpserver.url_for("/file.gz"), tmp_path / "file.gz")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "file.gz").read_bytes() == body
+    assert peak < 16 << 20, f"peak {peak / (1 << 20):.1f} MiB held while downloading 32 MiB"
+
+
+def test_a_gzipped_idx_pair_is_read_as_images_and_labels(tmp_path: Path) -> None:
+    pixels = np.arange(2 * 784, dtype=np.uint64).astype(np.uint8).reshape(2, 28, 28)
+    (tmp_path / "images.gz").write_bytes(gzip.compress(idx_images(2) + pixels.tobytes()))
+    (tmp_path / "labels.gz").write_bytes(gzip.compress(struct.pack(">2I", 0x801, 2) + b"\x03\x09"))
+
+    np.testing.assert_array_equal(datasets.read_idx_images(tmp_path / "images.gz"), pixels)
+    assert datasets.read_idx_labels(tmp_path / "labels.gz").tolist() == [3, 9]
+
+
+@pytest.mark.parametrize("reader", [datasets.read_idx_images, datasets.read_idx_labels])
+def test_an_idx_file_that_does_not_decompress_is_refused_naming_it(reader, tmp_path: Path) -> None:
+    path = tmp_path / "broken.gz"
+    path.write_bytes(b"\x1f\x8b not gzip after all")
+    with pytest.raises(DatasetError, match=r"broken\.gz cannot be decompressed \(not a complete gzip stream: "):
+        reader(path)
+
+
+def _verified_as(content: bytes, name: str) -> tuple[bytes, RemoteFile]:
+    """A gzipped file and the RemoteFile that vouches for its content: it passes verification."""
+    raw = gzip.compress(content, mtime=0)
+    md5 = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+    return raw, RemoteFile(name, md5, len(raw), hashlib.sha256(content).hexdigest())
+
+
+# Verified files whose IDX content is still wrong (a bad header, or counts that disagree): the error names the
+# file at fault, so a user knows which one to replace. (full: the four files of a downloaded dataset; t10k: the
+# two test files split 8,000/2,000.)
+GOOD_IMAGES = idx_images(2) + bytes(2 * 784)
+GOOD_LABELS = struct.pack(">2I", 0x801, 2) + b"\x01\x02"
+BAD_IMAGES = idx_images(2, magic=0x801) + bytes(2 * 784)
+BAD_LABELS = struct.pack(">2I", 0x803, 2) + b"\x01\x02"
+ONE_LABEL = struct.pack(">2I", 0x801, 1) + b"\x01"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "contents", "at_fault"),
+    [
+        ("mnist", [BAD_IMAGES, GOOD_LABELS, GOOD_IMAGES, GOOD_LABELS], "train-images"),
+        ("mnist", [GOOD_IMAGES, BAD_LABELS, GOOD_IMAGES, GOOD_LABELS], "train-labels"),
+        ("mnist", [GOOD_IMAGES, GOOD_LABELS, BAD_IMAGES, GOOD_LABELS], "test-images"),
+        ("mnist", [GOOD_IMAGES, GOOD_LABELS, GOOD_IMAGES, BAD_LABELS], "test-labels"),
+        ("mnist", [GOOD_IMAGES, ONE_LABEL, GOOD_IMAGES, GOOD_LABELS], "train-images"),
+        ("mnist", [GOOD_IMAGES, GOOD_LABELS, GOOD_IMAGES, ONE_LABEL], "test-images"),
+        ("mnist-t10k", [BAD_IMAGES, GOOD_LABELS], "test-images"),
+        ("mnist-t10k", [GOOD_IMAGES, BAD_LABELS], "test-labels"),
+        ("mnist-t10k", [GOOD_IMAGES, ONE_LABEL], "test-images"),
+    ],
+)
+def test_a_verified_file_with_bad_idx_content_is_named_in_the_error(
+    dataset: str, contents: list[bytes], at_fault: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = ["train-images", "train-labels", "test-images", "test-labels"][-len(contents) :]
+    files = []
+    for name, content in zip(names, contents, strict=True):
+        raw, remote = _verified_as(content, f"{name}.gz")
+        (tmp_path / remote.name).write_bytes(raw)
+        files.append(remote)
+    full = files if len(files) == 4 else [files[0], files[1], *files]
+    monkeypatch.setitem(
+        datasets.SOURCES, datasets.DatasetName(dataset), datasets.DatasetSource("d", (), *full)
+    )
+
+    with pytest.raises(DatasetError) as refused:
+        datasets.load_dataset(dataset, tmp_path)
+    assert str(refused.value).startswith(f"{tmp_path / at_fault}.gz"), refused.value
