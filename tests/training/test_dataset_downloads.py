@@ -270,9 +270,11 @@ def test_a_download_is_accepted_on_its_md5_where_the_publisher_gives_no_size(tmp
     assert verify_file(tmp_path / "part", remote, shown_as="https://a/file.gz") == b"digits" * 1000
 
 
-def test_a_download_holds_a_bounded_part_of_the_file_in_memory(httpserver: HTTPServer, tmp_path: Path) -> None:
-    # Streamed in 1 MiB chunks: a 32 MiB file never sits whole in memory (a GET without stream=True reads it
-    # all first: 64 MiB measured). The bound is loose, as the loopback server's thread is traced too (~10 MiB).
+def test_a_download_holds_a_bounded_part_of_the_file_in_memory(
+    httpserver: HTTPServer, tmp_path: Path
+) -> None:
+    # Streamed in 1 MiB chunks: a 32 MiB file never sits whole in memory (a GET without stream=True reads
+    # it all first: 64 MiB measured). The bound is loose: the loopback server thread is traced too (~10 MiB).
     body = np.random.default_rng(1).bytes(32 << 20)
     httpserver.expect_request("/file.gz").respond_with_data(body)
     httpserver.expect_request("/warm-up").respond_with_data(b"x")
@@ -300,7 +302,8 @@ def test_a_gzipped_idx_pair_is_read_as_images_and_labels(tmp_path: Path) -> None
 def test_an_idx_file_that_does_not_decompress_is_refused_naming_it(reader, tmp_path: Path) -> None:
     path = tmp_path / "broken.gz"
     path.write_bytes(b"\x1f\x8b not gzip after all")
-    with pytest.raises(DatasetError, match=r"broken\.gz cannot be decompressed \(not a complete gzip stream: "):
+    expected = r"broken\.gz cannot be decompressed \(not a complete gzip stream: "
+    with pytest.raises(DatasetError, match=expected):
         reader(path)
 
 
@@ -311,9 +314,9 @@ def _verified_as(content: bytes, name: str) -> tuple[bytes, RemoteFile]:
     return raw, RemoteFile(name, md5, len(raw), hashlib.sha256(content).hexdigest())
 
 
-# Verified files whose IDX content is still wrong (a bad header, or counts that disagree): the error names the
-# file at fault, so a user knows which one to replace. (full: the four files of a downloaded dataset; t10k: the
-# two test files split 8,000/2,000.)
+# Verified files whose IDX content is still wrong (a bad header, or counts that disagree): the error names
+# the file at fault, so a user knows which one to replace. (full: the four files of a downloaded dataset;
+# t10k: the two test files split 8,000/2,000.)
 GOOD_IMAGES = idx_images(2) + bytes(2 * 784)
 GOOD_LABELS = struct.pack(">2I", 0x801, 2) + b"\x01\x02"
 BAD_IMAGES = idx_images(2, magic=0x801) + bytes(2 * 784)
