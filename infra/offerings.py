@@ -47,6 +47,11 @@ def sagemaker_endpoint_instance_types() -> tuple[str, ...]:
     return _sagemaker_enum("ProductionVariantInstanceType")
 
 
+def sagemaker_transform_instance_types() -> tuple[str, ...]:
+    """Instance types a SageMaker batch transform job with the built-in XGBoost image can use."""
+    return _sagemaker_enum("TransformInstanceType")
+
+
 def closest(value: str, allowed: tuple[str, ...], shown: int = 6) -> str:
     """`allowed` as a message: the values closest to `value` first (a typo finds its fix), then how
     many more there are."""

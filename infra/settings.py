@@ -16,7 +16,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from infra import offerings
 from infra.gate import PromotionRule
@@ -435,6 +443,83 @@ class RolloutSettings(_Strict):
         return self.bake_minutes * 60.0
 
 
+BATCH_KEYS = ("input", "instanceType", "instanceCount")
+BATCH_TEST_SPLIT = "test"
+"""`batch.<model>.input` naming the stack dataset's held-out test split (labelled) rather than a file."""
+# What each cloud runs a batch job on, and the default (the smallest that fits the model).
+DEFAULT_BATCH_INSTANCE_TYPE: dict[Cloud, str] = {
+    Cloud.AWS: "ml.m5.large",
+    Cloud.GCP: "n1-standard-2",
+    Cloud.IBM: HardwareSpec.XS.value,
+    Cloud.LOCAL: "local",
+}
+
+
+class BatchSettings(_Strict):
+    """`batch.<model>`: score a whole input offline with the model's champion (docs/batch.md).
+
+    `input` is `test` (the stack dataset's held-out test split, with its labels) or a path on this
+    machine: an IDX image file (labels read from the matching labels file beside it), an .npz (x_test,
+    y_test), a CSV of 784 pixels a row (a 785th, first, column is a label) or a folder of PNGs. The
+    instance type and count are checked per cloud by `Settings` (only it knows the cloud)."""
+
+    input: str = Field(min_length=1, description="test, or a dataset file, CSV or PNG folder here.")
+    instance_type: str | None = Field(
+        default=None, alias="instanceType", description="The job's machine; the cloud's smallest if absent."
+    )
+    instance_count: int = Field(
+        default=1, ge=1, le=offerings.MAX_INSTANCE_COUNT, alias="instanceCount", description="Its machines."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(BATCH_KEYS))
+            if unknown:
+                raise ValueError(f"unknown keys {unknown}; allowed: {', '.join(BATCH_KEYS)}")
+        elif not isinstance(value, BatchSettings):
+            raise ValueError(
+                'must be a JSON map such as {"input": "test", "instanceType": "ml.m5.large", '
+                '"instanceCount": 1} '
+                f"with keys {', '.join(BATCH_KEYS)}, got {value!r}"
+            )
+        return value
+
+    def is_test_split(self) -> bool:
+        return self.input == BATCH_TEST_SPLIT
+
+    def resolved_instance_type(self, cloud: Cloud) -> str:
+        return self.instance_type or DEFAULT_BATCH_INSTANCE_TYPE[cloud]
+
+
+def batch_instance_problem(cloud: Cloud, instance_type: str, count: int) -> str | None:
+    """Why `instance_type` x `count` cannot run a batch job on `cloud`, or None."""
+    if cloud is Cloud.AWS:
+        allowed = offerings.sagemaker_transform_instance_types()
+        if instance_type not in allowed:
+            return (
+                f"instanceType {instance_type!r} is not a SageMaker batch transform instance type the "
+                f"built-in XGBoost image runs on; allowed: {offerings.closest(instance_type, allowed)}"
+            )
+    elif cloud is Cloud.GCP:
+        problem = offerings.vertex_machine_type_problem(instance_type)
+        if problem is not None:
+            return f"instanceType {problem}"
+    elif cloud is Cloud.IBM:
+        if instance_type not in {spec.value for spec in HardwareSpec}:
+            return (
+                f"instanceType {instance_type!r} is not a watsonx.ai hardware specification for deployments; "
+                f"allowed: {', '.join(spec.value for spec in HardwareSpec)}"
+            )
+    elif instance_type != DEFAULT_BATCH_INSTANCE_TYPE[Cloud.LOCAL] or count != 1:
+        return (
+            "the local stack scores in this process: instanceType must be 'local' (or absent) and "
+            f"instanceCount 1, got {instance_type!r} x {count}"
+        )
+    return None
+
+
 class Settings(_Strict):
     """Everything a stack program needs, validated."""
 
@@ -454,6 +539,9 @@ class Settings(_Strict):
         default=TrainingPreset.STANDARD,
         description="The dataset's hyperparameter preset (training/presets.py), under the overrides.",
     )
+    batch: dict[Framework, BatchSettings] = Field(
+        default_factory=dict, description="Per model, a batch scoring job of its champion; none when absent."
+    )
     local: LocalSettings | None = None
     aws: AwsSettings | None = None
     gcp: GcpSettings | None = None
@@ -469,6 +557,31 @@ class Settings(_Strict):
                 for model, hp in value.items()
             }
         return value
+
+    @field_validator("batch")
+    @classmethod
+    def _batch_runs_here(
+        cls, batch: dict[Framework, BatchSettings], info: ValidationInfo
+    ) -> dict[Framework, BatchSettings]:
+        cloud, models = info.data.get("cloud"), info.data.get("models")
+        if cloud is None or models is None:
+            return batch  # the cloud's or the models' own error says what is wrong
+        for model, job in batch.items():
+            if model not in models:
+                raise ValueError(
+                    f"names {model.value}, which this stack does not serve; "
+                    f"allowed: {', '.join(m.value for m in models)}"
+                )
+            problem = batch_instance_problem(cloud, job.resolved_instance_type(cloud), job.instance_count)
+            if problem is not None:
+                raise ValueError(f"{model.value}.{problem}")
+            if not job.is_test_split() and not Path(job.input).exists():
+                raise ValueError(
+                    f"{model.value}.input {job.input!r} does not exist; give {BATCH_TEST_SPLIT!r} (the "
+                    "dataset's held-out test split) or a path on this machine: an IDX or .npz dataset "
+                    "file, a CSV of 784 pixels a row, or a folder of PNGs"
+                )
+        return batch
 
     @model_validator(mode="after")
     def _models_run_on_cloud(self) -> Settings:
@@ -613,6 +726,27 @@ def _promotion(config: ConfigSource, values: dict[str, Any]) -> dict[str, Any]:
     return {**promotion, "min_accuracy": floors}
 
 
+def _batch(config: ConfigSource, project_root: Path | None) -> Any:
+    """`batch` as a JSON map model -> job, each job's input path made absolute (from the project root)."""
+    raw = _get_json(config, "batch")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"config {PROJECT}:batch must be a JSON map model -> job such as "
+            '{"xgboost": {"input": "test"}} '
+            f"with job keys {', '.join(BATCH_KEYS)}, got {raw!r}"
+        )
+    jobs = {}
+    for model, job in raw.items():
+        named = job.get("input") if isinstance(job, dict) else None
+        if isinstance(named, str) and named not in ("", BATCH_TEST_SPLIT):
+            path = Path(named).expanduser()
+            job = {**job, "input": str(path if path.is_absolute() else (project_root or Path.cwd()) / path)}
+        jobs[model] = job
+    return jobs
+
+
 def load_settings(
     stack: str,
     config: ConfigSource,
@@ -654,6 +788,8 @@ def load_settings(
         values["rollout"] = rollout
 
     values["promotion"] = _promotion(config, values)
+    if (batch := _batch(config, project_root)) is not None:
+        values["batch"] = batch
 
     root = Path(config.get("localRoot") or f".{PROJECT}/{stack}").expanduser()
     if not root.is_absolute():
