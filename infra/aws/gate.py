@@ -18,6 +18,7 @@ import pulumi
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from infra.aws.names import s3_uri
+from infra.aws.training_attempt import max_runtime_message, stopped_at_max_runtime
 from infra.gate import PromotionRule, readable_accuracy
 from infra.gate_provider import Candidate, ChampionGateProvider, GateError, gate_inputs
 
@@ -133,6 +134,9 @@ class SageMakerGateProvider(ChampionGateProvider):
         record = {"training_job": job_name, **metrics}
         if status != "Completed":
             why = f"training job {job_name} is {status}: {job.get('FailureReason') or 'no final metrics'}"
+            if stopped_at_max_runtime(job):
+                # terraform-provider-aws's waiter returns normally when it first sees `Stopped`.
+                why = max_runtime_message(job)
             return Candidate(job_name, artifact, None, trained_text, record, unreadable_because=why)
         merror = metrics.get(MERROR_METRIC)
         accuracy = readable_accuracy(1.0 - merror) if merror is not None else None

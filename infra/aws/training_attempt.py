@@ -11,11 +11,17 @@ at SageMaker, so the program stays a pure function of its config under mocks and
 
 - create: the first of `<base>`, `<base>-r1`, `<base>-r2`, ... that no job in the account and region
   uses (DescribeTrainingJob), so a name left behind by anything is never reused;
-- diff: the job recorded under the name is looked up; if it `Failed`, the resource is replaced: a new
-  attempt takes the next free name, the TrainingJob follows (its name changed) and trains again;
-  a new base (a changed spec) replaces it too;
-- delete: removes the record of a job that failed under this attempt's name (DeleteTrainingJob); a job
-  that completed belongs to the TrainingJob resource, which deletes it itself.
+- diff: the job recorded under the name is looked up; if it `Failed` or was `Stopped` (a person's
+  StopTrainingJob), the resource is replaced: a new attempt takes the next free name, the TrainingJob
+  follows (its name changed) and trains again; a new base (a changed spec) replaces it too;
+- a job SageMaker stopped at its max runtime (`Stopping`/`Stopped` with SecondaryStatus
+  `MaxRuntimeExceeded`) is not retried as it is: the same spec would be stopped at the same limit, billed
+  again. The diff fails with what to raise (`maxRuntimeSeconds` and its current value); raising it
+  changes the spec's hash, so the next attempt has a new base name and the stopped job's name is never
+  used again. terraform-provider-aws's waiter fails on `Stopping` (it waits while `InProgress` for
+  `Completed`/`Stopped`) and keeps no state, so this is where the user learns why;
+- delete: removes the record of a job that failed or was stopped under this attempt's name
+  (DeleteTrainingJob); a job that completed belongs to the TrainingJob resource, which deletes it itself.
 
 The provider runs in the engine with the deploying identity: it needs sagemaker:DescribeTrainingJob
 and sagemaker:DeleteTrainingJob on the stack's jobs (docs/aws.md, deployer policy).
@@ -32,6 +38,13 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from infra.dynamic import changed_keys, log, state_of
 
 FAILED = "Failed"
+STOPPING = "Stopping"
+STOPPED = "Stopped"
+# Terminal states of a job that did not complete: its name is taken and its model is not to be served.
+NOT_COMPLETED = frozenset({FAILED, STOPPED})
+# DescribeTrainingJob's SecondaryStatus of a job stopped at StoppingCondition.MaxRuntimeInSeconds.
+MAX_RUNTIME_EXCEEDED = "MaxRuntimeExceeded"
+MAX_RUNTIME_KEY = "mnist-platform:maxRuntimeSeconds"
 # What the provider calls with the deploying identity (docs/aws.md's deployer policy grants them).
 DEPLOYER_ACTIONS = ("sagemaker:DescribeTrainingJob", "sagemaker:DeleteTrainingJob")
 # `-r<n>`: the room platform.py keeps free after the hash, so every attempt fits in 63 characters.
@@ -102,20 +115,45 @@ def _is_not_found(error: Any) -> bool:
     )
 
 
-def job_status(region: str, name: str) -> str | None:
-    """The training job's status, or None when no job has that name."""
+def describe_job(region: str, name: str) -> dict[str, Any] | None:
+    """DescribeTrainingJob's answer, or None when no job has that name."""
     from botocore.exceptions import ClientError
 
     client = sagemaker_client(region)
     try:
-        job = _call(f"DescribeTrainingJob {name}", client.describe_training_job, TrainingJobName=name)
+        return _call(f"DescribeTrainingJob {name}", client.describe_training_job, TrainingJobName=name)
     except ClientError:  # only "not found" gets here
         return None
-    return str(job["TrainingJobStatus"])
+
+
+def job_status(region: str, name: str) -> str | None:
+    """The training job's status, or None when no job has that name."""
+    job = describe_job(region, name)
+    return None if job is None else str(job["TrainingJobStatus"])
+
+
+def stopped_at_max_runtime(job: dict[str, Any]) -> bool:
+    """Whether SageMaker stopped (or is stopping) the job because it ran into its max runtime."""
+    return job.get("TrainingJobStatus") in (STOPPING, STOPPED) and (
+        job.get("SecondaryStatus") == MAX_RUNTIME_EXCEEDED
+    )
+
+
+def max_runtime_message(job: dict[str, Any]) -> str:
+    """What a user reads when a job was stopped at its max runtime: the limit, and what to raise."""
+    limit = (job.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
+    return (
+        f"training job {job.get('TrainingJobName')} was stopped by SageMaker at its max runtime "
+        f"({job.get('TrainingJobStatus')}, {MAX_RUNTIME_EXCEEDED}): {MAX_RUNTIME_KEY} is {limit} s. Raise "
+        f"it (e.g. `pulumi config set {MAX_RUNTIME_KEY} {2 * int(limit or 0) or 7200}`) and run `pulumi up` "
+        "again: the new limit gives the job a new name. Training the same spec again under the same limit "
+        "would be stopped the same way; to try that anyway, delete the stopped job "
+        f"(`aws sagemaker delete-training-job --training-job-name {job.get('TrainingJobName')}`)."
+    )
 
 
 class TrainingJobAttemptProvider(ResourceProvider):
-    """Chooses a free job name; replaces itself when the job under its name failed."""
+    """Chooses a free job name; replaces itself when the job under its name failed or was stopped."""
 
     serialize_as_secret_always = False
 
@@ -137,9 +175,12 @@ class TrainingJobAttemptProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = changed_keys(olds, news, _REPLACE_KEYS)
         if not replaces and olds.get("job_name"):
-            status = job_status(str(olds["region"]), str(olds["job_name"]))
-            if status == FAILED:
-                log(f"training job {olds['job_name']} failed: a new attempt trains under the next name")
+            job = describe_job(str(olds["region"]), str(olds["job_name"])) or {}
+            if stopped_at_max_runtime(job):
+                raise TrainingAttemptError(max_runtime_message(job))
+            status = job.get("TrainingJobStatus")
+            if status in NOT_COMPLETED:
+                log(f"training job {olds['job_name']} is {status}: a new attempt trains under the next name")
                 replaces = ["job_name"]
         return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=False)
 
@@ -150,8 +191,8 @@ class TrainingJobAttemptProvider(ResourceProvider):
         name, region = props.get("job_name"), props.get("region")
         if not name or not region:
             return
-        if job_status(str(region), str(name)) != FAILED:
-            return  # absent, or a job the TrainingJob resource owns and deletes
+        if job_status(str(region), str(name)) not in NOT_COMPLETED:
+            return  # absent, a job the TrainingJob resource owns and deletes, or one still stopping
         from botocore.exceptions import ClientError
 
         client = sagemaker_client(str(region))
@@ -162,7 +203,7 @@ class TrainingJobAttemptProvider(ResourceProvider):
             _call(f"DeleteTrainingJob {name}", client.delete_training_job, TrainingJobName=name)
         except ClientError:  # not found: already gone
             return
-        log(f"deleted the record of failed training job {name}")
+        log(f"deleted the record of training job {name}, which did not complete")
 
 
 class TrainingJobAttempt(pulumi.dynamic.Resource, module="aws", name="TrainingJobAttempt"):

@@ -201,6 +201,15 @@ def test_a_failed_job_is_held_and_the_champion_kept(bucket: str):
     assert held["champion"] == first["champion"]
 
 
+def test_a_job_stopped_at_max_runtime_is_held_saying_what_to_raise(bucket: str):
+    """terraform-provider-aws's waiter returns normally when its poll first sees `Stopped`: the gate then
+    holds the job and says which limit stopped it."""
+    artifact = finished_job(bucket, "job-1", {}, status="Stopped")
+    sagemaker_backends[ACCOUNT][REGION].training_jobs["job-1"].secondary_status = "MaxRuntimeExceeded"
+    with pytest.raises(GateError, match=r"max runtime .*maxRuntimeSeconds is 3600 s\. Raise it"):
+        SageMakerGateProvider().create(gate_props("job-1", artifact))
+
+
 def test_a_champion_copy_deleted_behind_the_stacks_back_shows_in_the_diff(bucket: str):
     provider = SageMakerGateProvider()
     props = gate_props("job-1", finished_job(bucket, "job-1", {"validation:merror": 0.03}))

@@ -137,3 +137,80 @@ def test_throttling_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
         )
         created = TrainingJobAttemptProvider().create({"base_name": BASE, "region": REGION})
     assert created.outs is not None and created.outs["job_name"] == BASE
+
+
+def _set_states(name: str, status: str, secondary: str) -> None:
+    from moto.sagemaker.models import sagemaker_backends
+
+    record = sagemaker_backends["123456789012"][REGION].training_jobs[name]
+    record.training_job_status, record.secondary_status = status, secondary
+
+
+def _stop_at_max_runtime(name: str, status: str) -> None:
+    """What SageMaker does to a job that runs into StoppingCondition.MaxRuntimeInSeconds: `Stopping` during
+    the 120 s SIGTERM window, then `Stopped`, SecondaryStatus `MaxRuntimeExceeded` throughout. moto's jobs
+    complete at once and it has no StopTrainingJob, so its record is set as SageMaker's would be."""
+    _set_states(name, status, "MaxRuntimeExceeded")
+
+
+@pytest.mark.parametrize("status", ["Stopping", "Stopped"])
+def test_a_job_stopped_at_max_runtime_fails_the_next_up_saying_what_to_raise(
+    sagemaker: Any, monkeypatch: pytest.MonkeyPatch, status: str
+) -> None:
+    """The TrainingJob's waiter fails on `Stopping` (or returns on `Stopped`) and keeps no state: the next
+    `up` neither re-creates the taken name nor trains the same spec into the same limit again."""
+    provider = TrainingJobAttemptProvider()
+    first = _up(provider, None)
+    _run_training_job(sagemaker, first["job_name"], "InProgress")
+    _stop_at_max_runtime(first["job_name"], status)
+    monkeypatch.setattr(training_attempt, "sagemaker_client", lambda region: sagemaker)
+
+    with pytest.raises(TrainingAttemptError) as raised:
+        provider.diff(first["job_name"], first, {"base_name": BASE, "region": REGION})
+    message = str(raised.value)
+    assert f"training job {BASE} was stopped by SageMaker at its max runtime" in message
+    assert "mnist-platform:maxRuntimeSeconds is 3600 s. Raise it" in message
+    assert "pulumi config set mnist-platform:maxRuntimeSeconds 7200" in message
+
+    # Raising the limit changes the spec's hash: a new base name, and the stopped job's record goes.
+    raised_base = "mnist-aws-xgboost-fedcba987654"
+    diff = provider.diff(first["job_name"], first, {"base_name": raised_base, "region": REGION})
+    assert diff.replaces == ["base_name"]
+    created = provider.create({"base_name": raised_base, "region": REGION}).outs or {}
+    assert created["job_name"] == raised_base
+    _stop_at_max_runtime(first["job_name"], "Stopped")
+    deleted: list[str] = []
+    monkeypatch.setattr(
+        sagemaker, "delete_training_job", lambda TrainingJobName: deleted.append(TrainingJobName)
+    )
+    provider.delete(first["job_name"], first)
+    assert deleted == [BASE]
+
+
+def test_a_job_a_person_stopped_is_retried_under_the_next_name(
+    sagemaker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped by StopTrainingJob (SecondaryStatus `Stopped`), not by its limit: like a failed job, the next
+    `up` trains again under `-r1` and removes the stopped job's record."""
+    provider = TrainingJobAttemptProvider()
+    first = _up(provider, None)
+    _run_training_job(sagemaker, first["job_name"], "Stopped")
+    _set_states(first["job_name"], "Stopped", "Stopped")
+    deleted: list[str] = []
+    monkeypatch.setattr(training_attempt, "sagemaker_client", lambda region: sagemaker)
+    monkeypatch.setattr(
+        sagemaker, "delete_training_job", lambda TrainingJobName: deleted.append(TrainingJobName)
+    )
+    second = _up(provider, first)
+    assert second["job_name"] == f"{BASE}-r1" and deleted == [BASE]
+
+
+def test_a_job_still_stopping_is_not_deleted(sagemaker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DeleteTrainingJob takes only jobs in a terminal state: one still `Stopping` is left for now."""
+    provider = TrainingJobAttemptProvider()
+    state = _up(provider, None)
+    _run_training_job(sagemaker, state["job_name"], "Stopping")
+    _set_states(state["job_name"], "Stopping", "Stopping")
+    monkeypatch.setattr(training_attempt, "sagemaker_client", lambda region: sagemaker)
+    monkeypatch.setattr(sagemaker, "delete_training_job", lambda **_: pytest.fail("not terminal yet"))
+    provider.delete(state["job_name"], state)
