@@ -14,12 +14,14 @@ from collections.abc import Mapping
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -201,6 +203,232 @@ class PromotionSettings(_Strict):
         return PromotionRule(
             min_accuracy=self.min_accuracy.get(model, 0.0), tolerance=self.tolerance, force=self.force
         )
+
+
+class ScalingType(StrEnum):
+    """How a numeric range is searched, as SageMaker names it (Vertex: UNIT_LINEAR_SCALE, UNIT_LOG_SCALE,
+    UNIT_REVERSE_LOG_SCALE, SCALE_TYPE_UNSPECIFIED for Auto; Optuna: log=True for Logarithmic)."""
+
+    AUTO = "Auto"
+    LINEAR = "Linear"
+    LOGARITHMIC = "Logarithmic"
+    REVERSE_LOGARITHMIC = "ReverseLogarithmic"
+
+
+class TuningStrategy(StrEnum):
+    """The search, as SageMaker names it. Vertex: Bayesian = ALGORITHM_UNSPECIFIED (its default Bayesian
+    optimization), Random = RANDOM_SEARCH, Grid = GRID_SEARCH; it has no Hyperband. Local and ibm search with
+    Optuna: Bayesian = TPE, Random = random sampling, Grid = every combination, Hyperband = TPE with
+    Optuna's Hyperband pruner."""
+
+    BAYESIAN = "Bayesian"
+    RANDOM = "Random"
+    GRID = "Grid"
+    HYPERBAND = "Hyperband"
+
+
+class ObjectiveGoal(StrEnum):
+    MINIMIZE = "Minimize"
+    MAXIMIZE = "Maximize"
+
+
+# The metrics a tuning job may optimize, per model, each with the only sensible direction. xgboost's are
+# the built-in algorithm's validation-channel metrics (what SageMaker's tuner reads); the CNNs report
+# `accuracy` on the validation split (the cloudml-hypertune tag on Vertex, the epoch's score locally).
+TUNING_OBJECTIVES: dict[Framework, dict[str, ObjectiveGoal]] = {
+    Framework.XGBOOST: {
+        "validation:merror": ObjectiveGoal.MINIMIZE,
+        "validation:mlogloss": ObjectiveGoal.MINIMIZE,
+    },
+    Framework.TENSORFLOW: {"accuracy": ObjectiveGoal.MAXIMIZE},
+    Framework.PYTORCH: {"accuracy": ObjectiveGoal.MAXIMIZE},
+}
+DEFAULT_TUNING_OBJECTIVE: dict[Framework, str] = {
+    Framework.XGBOOST: "validation:merror",
+    Framework.TENSORFLOW: "accuracy",
+    Framework.PYTORCH: "accuracy",
+}
+
+# The hyperparameters a tuning job may search and their types: the fields of each trainer's Hyperparameters
+# dataclass (training/*_trainer.py; tests/unit/test_tuning_settings.py keeps the two in step) except those
+# that define the model's contract with the gate and the servers (xgboost's objective, num_class and
+# eval_metric). Listed here, not imported, so that reading the config never imports TensorFlow or PyTorch.
+_CNN_TUNABLE: dict[str, type] = {
+    "epochs": int,
+    "batch_size": int,
+    "learning_rate": float,
+    "weight_decay": float,
+    "dropout": float,
+    "augment": bool,
+    "flip": bool,
+    "label_smoothing": float,
+    "shift": int,
+    "width": int,
+    "convs": int,
+    "hidden": int,
+    "average_mirrored": bool,
+    "seed": int,
+}
+TUNABLE_HYPERPARAMETERS: dict[Framework, dict[str, type]] = {
+    Framework.XGBOOST: {
+        "num_round": int,
+        "max_depth": int,
+        "eta": float,
+        "gamma": float,
+        "min_child_weight": float,
+        "subsample": float,
+        "colsample_bytree": float,
+        "max_bin": int,
+        "tree_method": str,
+        "seed": int,
+    },
+    Framework.TENSORFLOW: _CNN_TUNABLE,
+    Framework.PYTORCH: _CNN_TUNABLE,
+}
+# SageMaker's limits (botocore: at most 30 ranges of each kind, a categorical range of 1-30 values).
+MAX_TUNING_CHOICES = 30
+MAX_TUNING_TRIALS = 500
+
+
+class TuningRange(_Strict):
+    """A numeric range of one hyperparameter: `{"min": 0.05, "max": 0.5, "scale": "Logarithmic"}`."""
+
+    min: float
+    max: float
+    scale: ScalingType = ScalingType.AUTO
+
+    @model_validator(mode="after")
+    def _ordered_and_scalable(self) -> TuningRange:
+        if not self.min < self.max:
+            raise ValueError(f"min ({self.min:g}) must be less than max ({self.max:g})")
+        if self.scale is ScalingType.LOGARITHMIC and self.min <= 0:
+            raise ValueError(f"a Logarithmic range needs min > 0, got min {self.min:g}")
+        if self.scale is ScalingType.REVERSE_LOGARITHMIC and not (self.min >= 0 and self.max < 1):
+            raise ValueError(
+                f"a ReverseLogarithmic range must lie within 0 <= x < 1, got {self.min:g} to {self.max:g}"
+            )
+        return self
+
+
+TuningChoices = list[bool | int | float | str]
+# A dict is a range, a list the choices: told apart by shape, so an error speaks of the one meant.
+TuningSearch = Annotated[
+    Annotated[TuningRange, Tag("range")] | Annotated[TuningChoices, Tag("choices")],
+    Discriminator(
+        lambda value: "choices" if isinstance(value, list) else "range" if isinstance(value, dict) else None,
+        custom_error_type="tuning_search",
+        custom_error_message='expected a range {"min": .., "max": .., "scale": ..} or a list of choices',
+    ),
+]
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "a boolean", str: "a string"}
+
+
+class TuningObjective(_Strict):
+    """The normalized objective: a metric name and its direction, e.g. validation:merror / Minimize."""
+
+    metric: str
+    goal: ObjectiveGoal
+
+
+class ModelTuning(_Strict):
+    """One model's search: `{"maxTrials": 20, "parallelTrials": 2, "objective": "validation:merror",
+    "ranges": {"eta": {"min": 0.05, "max": 0.5, "scale": "Logarithmic"}, "max_depth": [4, 6, 8]},
+    "strategy": "Bayesian"}`. The objective is a metric name (its goal implied) or {metric, goal}."""
+
+    max_trials: int = Field(alias="maxTrials", ge=1, le=MAX_TUNING_TRIALS)
+    parallel_trials: int = Field(default=1, alias="parallelTrials", ge=1)
+    objective: TuningObjective | None = None
+    ranges: dict[str, TuningSearch] = Field(min_length=1)
+    strategy: TuningStrategy = TuningStrategy.BAYESIAN
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objective_from_name(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"metric": value, "goal": _goal_of(value)}
+        return value
+
+    @field_validator("ranges")
+    @classmethod
+    def _choices_sized(cls, ranges: dict[str, Any]) -> dict[str, Any]:
+        for name, searched in ranges.items():
+            if isinstance(searched, list) and not 1 <= len(searched) <= MAX_TUNING_CHOICES:
+                raise ValueError(
+                    f"{name}: a list of choices holds 1 to {MAX_TUNING_CHOICES} values, got {len(searched)}"
+                )
+        return ranges
+
+    @model_validator(mode="after")
+    def _parallel_within_budget(self) -> ModelTuning:
+        if self.parallel_trials > self.max_trials:
+            raise ValueError(
+                f"parallelTrials ({self.parallel_trials}) must not exceed maxTrials ({self.max_trials})"
+            )
+        if self.strategy is TuningStrategy.GRID:
+            numeric = sorted(name for name, found in self.ranges.items() if isinstance(found, TuningRange))
+            if numeric:
+                raise ValueError(
+                    f"strategy Grid searches lists of choices only (as SageMaker and Vertex require), "
+                    f"but {', '.join(numeric)} {'is a range' if len(numeric) == 1 else 'are ranges'}: "
+                    "give them as lists, e.g. [4, 6, 8]"
+                )
+        return self
+
+    def checked_for(self, model: Framework) -> ModelTuning:
+        """This search, its hyperparameter names, value types and objective checked against `model`'s
+        trainer; the objective filled in with the model's default when absent."""
+        allowed = TUNABLE_HYPERPARAMETERS[model]
+        for name, searched in self.ranges.items():
+            if name not in allowed:
+                raise ValueError(f"no tunable hyperparameter {name!r}; allowed: {', '.join(allowed)}")
+            kind = allowed[name]
+            if isinstance(searched, TuningRange):
+                if kind not in (int, float):
+                    raise ValueError(
+                        f"{name} is {_TYPE_WORDS[kind]}: give a list of choices, not a min/max range"
+                    )
+                if kind is int and not (searched.min.is_integer() and searched.max.is_integer()):
+                    raise ValueError(
+                        f"{name} is an integer: min and max must be whole numbers, got "
+                        f"{searched.min:g} to {searched.max:g}"
+                    )
+            else:
+                for value in searched:
+                    if not _fits(kind, value):
+                        raise ValueError(f"{name} is {_TYPE_WORDS[kind]}: the choice {value!r} is not one")
+        objectives = TUNING_OBJECTIVES[model]
+        objective = self.objective or TuningObjective(
+            metric=DEFAULT_TUNING_OBJECTIVE[model], goal=objectives[DEFAULT_TUNING_OBJECTIVE[model]]
+        )
+        wanted = objectives.get(objective.metric)
+        if wanted is None:
+            raise ValueError(
+                f"cannot be tuned on {objective.metric!r}; allowed objectives: "
+                + ", ".join(f"{metric} ({goal.value})" for metric, goal in objectives.items())
+            )
+        if objective.goal is not wanted:
+            raise ValueError(
+                f"{objective.metric} is to {wanted.value.lower()}, not to {objective.goal.value.lower()}"
+            )
+        return self.model_copy(update={"objective": objective})
+
+
+def _goal_of(metric: str) -> str:
+    for objectives in TUNING_OBJECTIVES.values():
+        if metric in objectives:
+            return objectives[metric].value
+    allowed = sorted({m for objectives in TUNING_OBJECTIVES.values() for m in objectives})
+    raise ValueError(f"unknown objective {metric!r}; allowed: {', '.join(allowed)}")
+
+
+def _fits(kind: type, value: Any) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, str)
 
 
 # Google's prebuilt TF prediction images and the day each one stops being available (Vertex AI docs,
@@ -542,6 +770,9 @@ class Settings(_Strict):
     batch: dict[Framework, BatchSettings] = Field(
         default_factory=dict, description="Per model, a batch scoring job of its champion; none when absent."
     )
+    tuning: dict[Framework, ModelTuning] = Field(
+        default_factory=dict, description="Per model, the hyperparameter search; no tuning when absent."
+    )
     local: LocalSettings | None = None
     aws: AwsSettings | None = None
     gcp: GcpSettings | None = None
@@ -591,6 +822,33 @@ class Settings(_Strict):
             raise ValueError(f"models {unsupported} cannot run on {self.cloud.value}; allowed: {allowed}")
         if not self.models:
             raise ValueError("models must name at least one of: xgboost, tensorflow, pytorch")
+        return self
+
+    @field_validator("tuning")
+    @classmethod
+    def _tuning_fits_trainers(cls, tuning: dict[Framework, ModelTuning]) -> dict[Framework, ModelTuning]:
+        checked: dict[Framework, ModelTuning] = {}
+        for model, search in tuning.items():
+            try:
+                checked[model] = search.checked_for(model)
+            except ValueError as error:
+                raise ValueError(f"{model.value}: {error}") from None
+        return checked
+
+    @model_validator(mode="after")
+    def _tuning_fits_models(self) -> Settings:
+        untrained = sorted(m.value for m in self.tuning if m not in self.models)
+        if untrained:
+            raise ValueError(
+                f"tuning names {untrained}, which this stack does not train; allowed: "
+                + ", ".join(m.value for m in self.models)
+            )
+        for model, search in self.tuning.items():
+            if self.cloud is Cloud.GCP and search.strategy is TuningStrategy.HYPERBAND:
+                raise ValueError(
+                    f"tuning.{model.value}.strategy 'Hyperband' is not one Vertex AI offers; allowed on gcp: "
+                    "Bayesian, Random, Grid"
+                )
         return self
 
 
@@ -784,6 +1042,14 @@ def load_settings(
         values["hyperparameters"] = hyperparameters
     if (preset := config.get("trainingPreset")) is not None:
         values["training_preset"] = preset
+    if (tuning := _get_json(config, "tuning")) is not None:
+        if not isinstance(tuning, dict):
+            raise ValueError(
+                f"config {PROJECT}:tuning must be a JSON map of model -> search such as "
+                '{"xgboost": {"maxTrials": 4, "ranges": {"eta": {"min": 0.05, "max": 0.5}}}}, '
+                f"got {tuning!r}"
+            )
+        values["tuning"] = tuning
     if (rollout := _get_json(config, "rollout")) is not None:
         values["rollout"] = rollout
 
