@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from mnistctl import stack_commands
+from mnistctl import batch_command, cost, stack_commands
 from serving.constants import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, Flavor
 from training.datasets import DatasetName
 from training.presets import Preset
@@ -63,16 +63,30 @@ def train(
     preset: Annotated[
         Preset, typer.Option(help="The dataset's hyperparameters (training/presets.py); --hp wins over it.")
     ] = Preset.STANDARD,
+    slots: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Queue for one of N training slots shared by this user's trainings on this machine "
+            "(training/slots.py), fastest framework first, and train with cores/N threads. "
+            "Default: train at once, with every core.",
+        ),
+    ] = None,
 ) -> None:
     """Train one model and write its artifact in the layout each platform serves."""
     from training.datasets import DatasetError
     from training.hyperparameters import parse_assignments
     from training.run import train_model
+    from training.slots import SlotQueue
 
     try:
         overrides = parse_assignments(hp)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--hp") from error
+    try:
+        queue = SlotQueue(slots) if slots is not None else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--slots") from error
     with _TrainingProgress(f"{framework.value} on {dataset.value}") as progress:
         try:
             metrics = train_model(
@@ -84,6 +98,8 @@ def train(
                 dry_run,
                 progress=progress.update,
                 preset=preset.value,
+                slots=queue,
+                on_wait=lambda message: errors.print(message, markup=False, highlight=False),
             )
         except DatasetError as error:
             raise fail(str(error), EXIT_BAD_INPUT) from error
@@ -385,3 +401,5 @@ def _remote_errors() -> tuple[type[BaseException], ...]:
 
 # `smoke` and `compare` read stacks; they live in their own module and join the CLI here.
 stack_commands.register(app)
+cost.register(app)
+batch_command.register(app)
