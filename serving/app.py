@@ -54,6 +54,7 @@ from serving.errors import (
     UnsupportedMediaType,
     UserError,
 )
+from serving.identity import model_identity
 from serving.models import InferenceRequest, ServedModel, model_for
 from serving.vertex_container import may_bind
 
@@ -90,8 +91,12 @@ def create_app(
 ) -> Starlette:
     """Load the model of `flavor` from `model_dir` and return the app serving it as endpoint `name`."""
     model = model_for(flavor, model_dir, name)
+    # Hashed before loading: the identity names the bytes the model was loaded from (serving/identity.py).
+    identity = model_identity(model_dir)
     model.load()
-    return app_for(model, batching)
+    app = app_for(model, batching)
+    app.state.model_identity = identity
+    return app
 
 
 def app_for(
@@ -133,7 +138,11 @@ def app_for(
     async def ping(request: Request) -> Response:
         if not model.ready:
             raise ModelNotReady(f"model {model.name!r} is still loading")
-        return JSONResponse({"status": "ready", "flavor": model.flavor.value, "name": model.name})
+        answer = {"status": "ready", "flavor": model.flavor.value, "name": model.name}
+        # What is served, so that a deployment can be verified by the server's own word (docs/gate.md).
+        if identity := getattr(request.app.state, "model_identity", None):
+            answer["model_sha256"] = identity
+        return JSONResponse(answer)
 
     predict = _PredictEndpoint(
         model, batcher, body_timeout, error_response, _BodyBudget(body_budget, slow_body_seconds)

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import requests
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
 from infra.dynamic import IDENTITY_SEED, changed_keys, identity, identity_seed, log, state_of
 from infra.local.servers import PortTakenError, ServerSpec, found_server, start_server
 from infra.local.support import (
+    LOOPBACK,
     LocalProviderError,
     answers,
     forget_record,
@@ -41,6 +43,7 @@ from serving.constants import (
     SAGEMAKER_INFERENCE_OUTPUT_ENV,
     Flavor,
 )
+from serving.identity import model_identity
 
 STARTUP_TIMEOUT_SECONDS = 180.0  # loading TensorFlow on a busy two-core machine takes a while
 STOP_TIMEOUT_SECONDS = 10.0
@@ -98,6 +101,7 @@ class LocalEndpointProvider(ResourceProvider):
         spec = _spec(props, endpoint_id)
         adopted, previous_port = found_server(spec)
         if adopted is not None:
+            _verified(props, adopted, spec)
             return CreateResult(id_=endpoint_id, outs={**state_of(props), **adopted})
         requested = int(props.get("requested_port") or 0)
         if not requested:
@@ -110,6 +114,7 @@ class LocalEndpointProvider(ResourceProvider):
                 started = start_server(spec, requested)
             except PortTakenError:
                 raise port_taken_error(requested, str(props["model"])) from None
+        _verified(props, started, spec)
         log(f"endpoint {props['name']} ready at {started['url']} (pid {started['pid']})")
         return CreateResult(id_=endpoint_id, outs={**state_of(props), **started})
 
@@ -141,6 +146,42 @@ class LocalEndpointProvider(ResourceProvider):
                 f"port {port} still accepts connections {PORT_CLOSE_TIMEOUT_SECONDS:.0f}s after the server "
                 f"(pid {pid}) stopped; something else listens there: `ss -ltnp 'sport = :{port}'` shows it."
             )
+
+
+def serving_problem(port: int, model_dir: Path) -> str | None:
+    """Why the server on `port` is not serving the model in `model_dir`, in its own words, or None.
+
+    The server's health route names the model it loaded (serving/identity.py); the expected identity is
+    the folder's content now, so a server started on another folder, or on a copy changed since, fails."""
+    expected = model_identity(model_dir)
+    try:
+        answer = requests.get(f"http://{LOOPBACK}:{port}{PING_ROUTE}", timeout=5)
+        served = answer.json().get("model_sha256") if answer.status_code == 200 else None
+    except (requests.RequestException, ValueError, AttributeError) as error:
+        return f"its health route {PING_ROUTE} gave no readable answer ({error})"
+    if answer.status_code != 200:
+        return f"its health route {PING_ROUTE} answered {answer.status_code}: {answer.text[:300]}"
+    if served != expected:
+        return (
+            f"it reports model sha256 {served or '(none)'} on {PING_ROUTE}, but the model to serve, "
+            f"{model_dir}, has sha256 {expected}"
+        )
+    return None
+
+
+def _verified(props: dict[str, Any], state: dict[str, Any], spec: ServerSpec) -> None:
+    """Fail the create, leaving nothing running, unless the server says it serves the new model: Pulumi
+    then keeps the endpoint it was replacing, which goes on serving (docs/gate.md "What is verified")."""
+    problem = serving_problem(int(state["port"]), Path(str(props["model_dir"])))
+    if problem is None:
+        return
+    stop_process_group(int(state["pid"]), STOP_TIMEOUT_SECONDS)
+    forget_record(spec.record, int(state["pid"]))
+    raise LocalProviderError(
+        f"endpoint {props['name']}: the new server (pid {state['pid']}, port {state['port']}) does not serve "
+        f"the new model: {problem}. It was stopped; the endpoint it was to replace keeps serving. "
+        f"Its log: {state.get('log_path')}."
+    )
 
 
 def server_command(props: dict[str, Any], port: int) -> list[str]:

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from serving.constants import SAGEMAKER_MAX_PAYLOAD_BYTES, VERTEX_MAX_PAYLOAD_BYTES, Flavor
+from serving.identity import model_identity
 
 pytestmark = pytest.mark.slow
 
@@ -218,10 +219,15 @@ def test_watsonx_refuses_images_not_shaped_as_the_model_declares_with_onnxruntim
 
 
 @pytest.mark.parametrize("flavor", list(Flavor))
-def test_ping_reports_the_loaded_model(server_url, flavor: Flavor) -> None:
+def test_ping_reports_the_loaded_model(server_url, model_dir, flavor: Flavor) -> None:
     response = requests.get(server_url(flavor) + "/ping")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "flavor": flavor.value, "name": NAME}
+    assert response.json() == {
+        "status": "ready",
+        "flavor": flavor.value,
+        "name": NAME,
+        "model_sha256": model_identity(model_dir(flavor)),  # what a deployment is verified by
+    }
 
 
 # --- malformed requests: a 4xx with a JSON message, and the server keeps serving ------------------------
