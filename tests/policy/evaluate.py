@@ -25,8 +25,8 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 from pulumi_policy.proxy import unknown_checking_proxy
-from stack_resources import RegisteredResource
 
+from infra.plan import RegisteredResource
 from policy import rules
 
 

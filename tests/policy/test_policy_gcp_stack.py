@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from evaluate import Finding, evaluate_stack
 from pulumi_policy import EnforcementLevel
-from stack_resources import PROJECT, REPO_ROOT, collect
+
+from infra.plan import PROJECT, REPO_ROOT, collect
 
 KMS_KEY = "projects/my-mnist-project/locations/us-central1/keyRings/mnist/cryptoKeys/data"
 

@@ -1,6 +1,6 @@
 """Each stack the project defines, run under mocks with its own `Pulumi.<stack>.yaml`, passes the pack.
 
-The program runs in a child process (tests/policy/stack_resources.py); every resource it registers is
+The program runs in a child process (infra/plan.py); every resource it registers is
 fed to every policy as `pulumi preview --policy-pack policy` would feed it. A stack whose program does
 not exist yet is skipped with the reason. A reference project written against pulumi-aws 7 proves
 the same path end to end today: its good variant passes, its bad variant trips every mandatory rule.
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from evaluate import Finding, evaluate_stack
 from pulumi_policy import EnforcementLevel
-from stack_resources import PROJECT, REPO_ROOT, collect, missing_program_reason, stack_config
 
+from infra.plan import PROJECT, REPO_ROOT, collect, missing_program_reason, stack_config
 from policy import rules
 from policy.rules import plaintext_secret_violations
 

@@ -25,8 +25,8 @@ from evaluate import (
 )
 from pulumi_policy import EnforcementLevel, PolicyResource, ResourceValidationPolicy, StackValidationPolicy
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
-from stack_resources import RegisteredResource
 
+from infra.plan import RegisteredResource
 from policy import rules
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

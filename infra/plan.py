@@ -1,14 +1,18 @@
-"""Run a stack's program under Pulumi mocks and collect every resource it registers, as policies see them.
+"""The plan of a stack: run its Pulumi program under mocks and collect every resource it would declare.
 
-`collect(stack)` runs `infra/` with the config of `Pulumi.<stack>.yaml` (plus the project defaults of
-`Pulumi.yaml`) in a child process, so that Pulumi's global runtime state and the program's modules
-start clean for every stack, and returns one `RegisteredResource` per resource: its type, name, URN,
-the inputs a ResourceValidationPolicy would receive (wire names, secrets decrypted), the outputs a
-StackValidationPolicy would receive, its provider's inputs (explicit, or the default provider the
-engine would build from the stack's `aws:*`/`gcp:*` config), its property dependencies and
-resource options.
+No Pulumi CLI, no cloud call, no credentials: `pulumi.runtime.set_mocks` stands in for the engine, so
+dynamic providers are never created (their `create` is never called) and native resources get plausible
+outputs. `mnistctl cost` prices what this returns; the policy tests (tests/policy) feed it to every policy.
 
-Run directly for a look: `python tests/policy/stack_resources.py aws out.json`.
+`collect(stack)` runs the program (`main` of `Pulumi.yaml`, infra/ here) with the config of
+`Pulumi.<stack>.yaml` (plus the project defaults of `Pulumi.yaml`) in a child process, so that Pulumi's
+global runtime state and the program's modules start clean for every stack, and returns one
+`RegisteredResource` per resource: its type, name, URN, the inputs a ResourceValidationPolicy would
+receive (wire names, secrets decrypted), the outputs a StackValidationPolicy would receive, its
+provider's inputs (explicit, or the default provider the engine would build from the stack's
+`aws:*`/`gcp:*` config), its property dependencies and resource options.
+
+Run directly for a look: `python -m infra.plan aws out.json`.
 """
 
 from __future__ import annotations
@@ -22,8 +26,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PROGRAM_DIR = REPO_ROOT / "infra"
+PROJECT_FILE = "Pulumi.yaml"
+# The folder holding the `infra` package: the child process imports the same code as its parent.
+_PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The project to plan: the nearest folder with Pulumi.yaml above `start` (or the cwd), else the
+    checkout this module lives in."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / PROJECT_FILE).is_file():
+            return folder
+    return _PACKAGE_PARENT
+
+
+REPO_ROOT = find_project_root(_PACKAGE_PARENT)
 PROJECT = "mnist-platform"
 FAKE_ACCOUNT = "123456789012"
 FAKE_SECRET = "fake-secret-value-for-policy-tests"  # stands in for `secure:` values nobody can decrypt here
@@ -114,10 +132,10 @@ def collect(
         out = Path(tmp) / "resources.json"
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(_PACKAGE_PARENT), os.environ.get("PYTHONPATH")])),
         }
         run = subprocess.run(
-            [sys.executable, __file__, stack, str(out), str(root), json.dumps(overrides or {})],
+            [sys.executable, "-m", "infra.plan", stack, str(out), str(root), json.dumps(overrides or {})],
             cwd=root,
             env=env,
             capture_output=True,
