@@ -748,6 +748,17 @@ def batch_instance_problem(cloud: Cloud, instance_type: str, count: int) -> str 
     return None
 
 
+class BudgetSettings(_Strict):
+    """The `budget` policy's limits (policy/rules.py, docs/cost.md): with one set, the policy is mandatory."""
+
+    max_hourly_cost: float | None = Field(
+        default=None, gt=0, description="maxHourlyCost: USD per hour of serving at the autoscaling maximum."
+    )
+    max_run_cost: float | None = Field(
+        default=None, gt=0, description="maxRunCost: USD per training run at the jobs' maximum runtime."
+    )
+
+
 class Settings(_Strict):
     """Everything a stack program needs, validated."""
 
@@ -760,6 +771,7 @@ class Settings(_Strict):
         default_factory=dict, description="Per model, hyperparameter overrides as strings."
     )
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
     rollout: RolloutSettings | None = Field(
         default=None, description="Canary rollout of a promoted model; all at once when absent."
     )
@@ -939,12 +951,14 @@ _IBM_KEYS = {
     "dryRun": "dry_run",
     "ibmEndpoints": "endpoints",
 }
+_BUDGET_KEYS = {"maxHourlyCost": "max_hourly_cost", "maxRunCost": "max_run_cost"}
 _TOP_KEYS = {"data_dir": "dataDir", "training_preset": "trainingPreset"}
 _SECTION_KEYS = {
     "aws": {field: key for key, field in _AWS_KEYS.items()},
     "ibm": {"region": "ibm:region", **{field: key for key, field in _IBM_KEYS.items()}},
     "local": {field: key for key, field in _LOCAL_KEYS.items()},
     "promotion": {field: key for key, field in _PROMOTION_KEYS.items()},
+    "budget": {field: key for key, field in _BUDGET_KEYS.items()},
     "gcp": {"project": "gcp:project", "region": "gcp:region", **{f: k for k, f in _GCP_KEYS.items()}},
 }
 
@@ -1054,6 +1068,7 @@ def load_settings(
         values["rollout"] = rollout
 
     values["promotion"] = _promotion(config, values)
+    values["budget"] = _pick(config, _BUDGET_KEYS)
     if (batch := _batch(config, project_root)) is not None:
         values["batch"] = batch
 

@@ -1021,6 +1021,117 @@ def plaintext_secret_violations(
 
 
 # --------------------------------------------------------------------------------------------------
+# 9. A budget: what the endpoints cost per hour and a training run costs, priced as `mnistctl cost` does
+# --------------------------------------------------------------------------------------------------
+
+# The stack's own config sets the limits (infra/settings.py validates them); with one set, `budget` is
+# mandatory. The pack's process has only pulumi and pulumi-policy: the pricing (infra/cost.py, stdlib only)
+# and the price tables are read from the project this pack belongs to.
+BUDGET_STACK_CONFIG = {"hourly": "mnist-platform:maxHourlyCost", "run": "mnist-platform:maxRunCost"}
+
+
+@dataclass(frozen=True)
+class BudgetLimits:
+    max_hourly: float | None = None
+    """USD per hour of serving at the autoscaling maximum."""
+    max_run: float | None = None
+    """USD per training run at the jobs' maximum runtime."""
+
+    @property
+    def any(self) -> bool:
+        return self.max_hourly is not None or self.max_run is not None
+
+
+def _infra_cost() -> Any:
+    import sys
+    from pathlib import Path
+
+    project = str(Path(__file__).resolve().parents[1])
+    if project not in sys.path:
+        sys.path.append(project)
+    from infra import cost
+
+    return cost
+
+
+def _cloud_of(resources: Sequence[StackResource]) -> str:
+    types = [r.resource_type for r in resources]
+    if any(t.startswith("aws:") for t in types):
+        return "aws"
+    if any(t.startswith("gcp:") or "dynamic/vertex:" in t for t in types):
+        return "gcp"
+    if any("dynamic/ibm:" in t for t in types):
+        return "ibm"
+    return "local"
+
+
+def budget_violations(
+    resources: Sequence[StackResource], limits: BudgetLimits, region: str = ""
+) -> list[StackViolation]:
+    """The serving resources whose hourly cost (at the autoscaling maximum) and the training jobs whose cost
+    per run (at the maximum runtime) make the stack exceed its limits, each named with its share; a price
+    the tables do not know cannot be checked against a limit, and says so."""
+    if not limits.any:
+        return []
+    cost = _infra_cost()
+    cloud = _cloud_of(resources)
+    planned = [
+        cost.RegisteredResource(r.resource_type, r.name, r.urn, True, dict(r.props), dict(r.props))
+        for r in resources
+    ]
+    table = cost.load_price_table(cloud) if cloud in cost.CLOUDS_WITH_PRICES else None
+    lines = cost.billed_lines(planned, cloud, region, table)
+    urns = {r.name: r.urn for r in resources}
+    violations: list[StackViolation] = []
+    checks = (
+        (
+            limits.max_hourly,
+            "maxHourlyCost",
+            "per hour at the autoscaling maximum",
+            cost.Group.SERVING,
+            lambda line: line.hourly(line.count_max),
+        ),
+        (
+            limits.max_run,
+            "maxRunCost",
+            "per training run at the maximum runtime",
+            cost.Group.TRAINING,
+            lambda line: line.per_run_max,
+        ),
+    )
+    for limit, key, what, group, amount in checks:
+        if limit is None:
+            continue
+        billed = [line for line in lines if line.group is group]
+        amounts = [(line, amount(line)) for line in billed]
+        for line, value in amounts:
+            if value is None:
+                violations.append(
+                    StackViolation(
+                        f"{line.resource} ({line.size}) has no known price ({line.sku} in "
+                        f"{line.region or 'any region'}), so the stack cannot be held to {key} "
+                        f"{_fmt(limit)} USD: add the price to infra/prices/{cloud}.csv (docs/cost.md)",
+                        urns.get(line.resource),
+                    )
+                )
+        total = sum(value for _, value in amounts if value is not None)
+        if total <= limit:
+            continue
+        for line, value in sorted(amounts, key=lambda item: -(item[1] or 0.0)):
+            if value is None or value <= 0:
+                continue
+            count = f"{line.count_max:g} x {line.size}"
+            violations.append(
+                StackViolation(
+                    f"{line.resource} ({count}) costs {value:.4f} USD {what}; the stack's {total:.4f} USD "
+                    f"exceeds {key} {_fmt(limit)} USD: use a smaller type or fewer instances, or raise {key}",
+                    urns.get(line.resource),
+                )
+            )
+    return violations
+
+
+# --------------------------------------------------------------------------------------------------
 # The CrossGuard policies
 # --------------------------------------------------------------------------------------------------
 
@@ -1028,6 +1139,47 @@ def plaintext_secret_violations(
 def current_stack() -> str:
     """The stack being deployed (the CLI tells the policy process through PULUMI_STACK)."""
     return pulumi.get_stack()
+
+
+def stack_budget() -> BudgetLimits:
+    """The limits the stack's own config sets (the CLI passes the stack config to policies)."""
+
+    def limit(key: str) -> float | None:
+        raw = pulumi.runtime.get_config(key)
+        return float(raw) if raw not in (None, "") else None
+
+    return BudgetLimits(limit(BUDGET_STACK_CONFIG["hourly"]), limit(BUDGET_STACK_CONFIG["run"]))
+
+
+def stack_region() -> str:
+    return str(pulumi.runtime.get_config("aws:region") or pulumi.runtime.get_config("gcp:region") or "")
+
+
+class BudgetPolicy(StackValidationPolicy):
+    """`budget`: advisory unless the stack config sets maxHourlyCost or maxRunCost, then mandatory. The level
+    is read at each analysis (the analyzer asks for it after the engine has handed over the stack config)."""
+
+    def __init__(self) -> None:
+        def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+            resources = [StackResource.from_policy_resource(r) for r in args.resources]
+            for violation in budget_violations(resources, stack_budget(), stack_region()):
+                report_violation(violation.message, violation.urn)
+
+        super().__init__(
+            "budget",
+            "The stack stays within the stack config's maxHourlyCost (USD per hour of serving at the "
+            "autoscaling maximum) and maxRunCost (USD per training run), priced as `mnistctl cost` prices "
+            "it; mandatory when either is set.",
+            validate,
+        )
+
+    @property
+    def enforcement_level(self) -> EnforcementLevel:  # pyright: ignore[reportIncompatibleVariableOverride]
+        return EnforcementLevel.MANDATORY if stack_budget().any else EnforcementLevel.ADVISORY
+
+    @enforcement_level.setter
+    def enforcement_level(self, _level: EnforcementLevel | None) -> None:  # pyright: ignore[reportIncompatibleVariableOverride]
+        """The base class assigns the level it was built with; this policy decides it per analysis."""
 
 
 def stack_asks_for_customer_key() -> bool:
@@ -1260,4 +1412,5 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
             list(getattr(args.opts, "additional_secret_outputs", None) or []),
         ),
     ),
+    BudgetPolicy(),
 ]

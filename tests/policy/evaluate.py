@@ -51,11 +51,15 @@ def options(protect: bool = False, secret_outputs: Sequence[str] = ()) -> Policy
 
 
 @contextmanager
-def stack_context(stack: str, customer_key: bool = False) -> Iterator[None]:
+def stack_context(
+    stack: str, customer_key: bool = False, budget: rules.BudgetLimits | None = None, region: str = ""
+) -> Iterator[None]:
     """What the CLI gives the policy process: the stack's name and its config."""
     with (
         mock.patch.object(rules, "current_stack", lambda: stack),
         mock.patch.object(rules, "stack_asks_for_customer_key", lambda: customer_key),
+        mock.patch.object(rules, "stack_budget", lambda: budget or rules.BudgetLimits()),
+        mock.patch.object(rules, "stack_region", lambda: region),
     ):
         yield
 
@@ -132,11 +136,15 @@ def run_stack_policy(name: str, resources: Sequence[PolicyResource]) -> list[tup
 
 
 def evaluate_stack(
-    resources: Sequence[RegisteredResource], stack: str, customer_key: bool = False
+    resources: Sequence[RegisteredResource],
+    stack: str,
+    customer_key: bool = False,
+    budget: rules.BudgetLimits | None = None,
+    region: str = "",
 ) -> list[Finding]:
     """Every policy of the pack over every resource, as `pulumi preview --policy-pack policy` would."""
     findings: list[Finding] = []
-    with stack_context(stack, customer_key):
+    with stack_context(stack, customer_key, budget, region):
         for policy in rules.POLICIES:
             level = policy.enforcement_level or EnforcementLevel.ADVISORY
             if isinstance(policy, ResourceValidationPolicy):

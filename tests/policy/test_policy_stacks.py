@@ -107,6 +107,7 @@ def test_reference_stack_with_every_mistake_is_stopped():
         "storage-private",
         "storage-encrypted",
         "s3-encryption-declared",
+        "budget",  # the bad stack sets no budget (test_policy_budget.py gives one)
     }, show(findings)
     no_block = by_policy["s3-public-access-blocked"]
     assert any("S3 bucket 'data' has no public access block" in m for m in no_block)

@@ -44,6 +44,7 @@ EXPECTED_LEVELS = {
     "resources-tagged": ADVISORY,
     "destroy-leaves-nothing": ADVISORY,
     "no-plaintext-secrets": MANDATORY,
+    "budget": ADVISORY,  # mandatory once the stack config sets a limit (test_policy_budget.py)
 }
 
 
