@@ -31,6 +31,14 @@ pulumi.export("endpoints", platform.endpoints)
 pulumi.export("models", platform.models)
 pulumi.export("bucket", platform.bucket)
 pulumi.export("dataset", platform.dataset)
+# Batch scoring with each champion (docs/batch.md), on stacks with a `batch` config.
+if settings.batch:
+    if (batch := getattr(platform, "batch", None)) is None:
+        raise ValueError(
+            f"config mnist-platform:batch is not available on the {settings.cloud.value} stack yet "
+            "(docs/batch.md says which stacks score in batch); unset it"
+        )
+    pulumi.export("batch", batch)
 # The draw-a-digit page's URL, on stacks that serve one (local, `ui: true`).
 if (ui := getattr(platform, "ui", None)) is not None:
     pulumi.export("ui", ui)

@@ -19,6 +19,7 @@ import pulumi
 from infra.gate import PromotionRule
 from infra.gate_provider import models_entry
 from infra.hashing import content_hash, tree_sha256
+from infra.local.batch import LocalBatchJob, LocalBatchJobArgs, input_content_hash
 from infra.local.dataset import LocalDataset, LocalDatasetArgs
 from infra.local.endpoint import LocalEndpoint, LocalEndpointArgs
 from infra.local.gate import LocalGate, LocalGateArgs
@@ -112,6 +113,8 @@ class LocalPlatformArgs:
     """Hash of the serving code the endpoints run; a change restarts them."""
     ui_code_hash: pulumi.Input[str] = ""
     """Hash of the code the ui runs; a change restarts it."""
+    batch_inputs: Mapping[Framework, str] = field(default_factory=dict)
+    """Per model, what its champion scores in batch (`test` or a path; mnistctl/batch.py); none when empty."""
 
 
 class LocalPlatform(pulumi.ComponentResource):
@@ -213,6 +216,26 @@ class LocalPlatform(pulumi.ComponentResource):
                 child,
             )
             self.ui = page.url
+        # Batch scoring with each champion (docs/batch.md): a new champion or input scores again.
+        self.batch_jobs = {
+            model: LocalBatchJob(
+                f"{name}-{model.value}-batch",
+                LocalBatchJobArgs(
+                    model=model.value,
+                    flavor=FLAVOR_BY_MODEL[model].value,
+                    champion_dir=self.gates[model].champion_dir,
+                    champion_hash=self.gates[model].champion_hash,
+                    input=source,
+                    input_hash=self.data.content_hash if source == "test" else input_content_hash(source),
+                    dataset=args.dataset,
+                    data_dir=self.data.path,
+                    root=args.root,
+                ),
+                child,
+            )
+            for model, source in args.batch_inputs.items()
+        }
+        self.batch = pulumi.Output.all(**{m.value: job.entry() for m, job in self.batch_jobs.items()})
         self.register_outputs(
             {
                 "endpoints": self.endpoints,
@@ -220,6 +243,7 @@ class LocalPlatform(pulumi.ComponentResource):
                 "bucket": self.bucket,
                 "dataset": self.dataset,
                 **({"ui": self.ui} if self.ui is not None else {}),
+                **({"batch": self.batch} if self.batch_jobs else {}),
             }
         )
 
@@ -243,6 +267,7 @@ class LocalPlatform(pulumi.ComponentResource):
             ui=settings.local.ui,
             serving_code_hash=serving_code_hash(),
             ui_code_hash=ui_code_hash(),
+            batch_inputs={model: job.input for model, job in settings.batch.items()},
         )
         return cls(name, args)
 
