@@ -20,6 +20,11 @@ STAND_IN = """#!/usr/bin/env bash
 echo "${PULUMI_BACKEND_URL:-<unset>} | $*" >> "$PULUMI_CALLS"
 case "$*" in "stack output ui "*) echo "http://127.0.0.1:8090" ;; esac
 """
+# `make up` prices the stack first (`python -m mnistctl cost`, tests/unit/test_make_up_cost.py proves it);
+# these tests are about Pulumi's steps, so a stand-in answers for it at once.
+COST_STAND_IN = """#!/usr/bin/env bash
+echo "cost stand-in: $*"
+"""
 
 
 def make(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
@@ -28,6 +33,8 @@ def make(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedPr
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "pulumi").write_text(STAND_IN)
     (bin_dir / "pulumi").chmod(0o755)
+    (bin_dir / "cost-python").write_text(COST_STAND_IN)
+    (bin_dir / "cost-python").chmod(0o755)
     calls = tmp_path / "calls.txt"
     calls.unlink(missing_ok=True)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "YES", "LOCAL_STATE"))}
@@ -40,6 +47,7 @@ def make(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedPr
             "HOME": str(tmp_path),
             "PATH": f"{bin_dir}:{clean['PATH']}",
             "PULUMI_CALLS": str(calls),
+            "MNISTCTL_PYTHON": str(bin_dir / "cost-python"),
             **env,
         },
         stdin=subprocess.DEVNULL,
