@@ -133,6 +133,9 @@ class ChampionGateProvider(ResourceProvider):
 
     serialize_as_secret_always = False
     location_keys: ClassVar[tuple[str, ...]] = ()
+    # False where something downstream removes old copies once the endpoint verifiably serves the new one
+    # (the aws stack's EndpointUpdateCheck): a rolled-back update leaves the endpoint on the retired copy.
+    discards_retired_on_promotion: ClassVar[bool] = True
 
     # -- what each stack provides -------------------------------------------------------------
 
@@ -215,7 +218,7 @@ class ChampionGateProvider(ResourceProvider):
             )
         if verdict.promotes:
             copy = self.keep(props, challenger)
-            if retired and retired.get("artifact") not in (None, copy):
+            if self.discards_retired_on_promotion and retired and retired.get("artifact") not in (None, copy):
                 self.discard(props, str(retired["artifact"]))
             retired = champion
             champion = {**challenger.record(artifact=copy), "source_artifact": challenger.artifact}

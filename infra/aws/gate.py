@@ -112,6 +112,9 @@ class SageMakerGateProvider(ChampionGateProvider):
     """Reads the challenger with DescribeTrainingJob; champion copies are S3 objects in the stack's bucket."""
 
     location_keys = ("region", "bucket")
+    # The endpoint may still serve the retired copy (SageMaker rolled the update back): the stack's
+    # EndpointUpdateCheck removes old copies once the endpoint serves the new champion (endpoint_check.py).
+    discards_retired_on_promotion = False
 
     def evaluate(self, props: Mapping[str, Any]) -> Candidate:
         import boto3

@@ -26,9 +26,11 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.aws.endpoint_check import EndpointUpdateCheck
 from infra.aws.iam import ENDPOINT_LOG_GROUP_PREFIX, Account, hosting_role_policy, service_trust_policy
 from infra.aws.names import parse_image_uri, sagemaker_name
 from infra.aws.unique_suffix import SUFFIX_BYTES, UniqueSuffix
+from infra.settings import PROJECT
 from serving.constants import SAGEMAKER_DEPLOYED_INFERENCE_OUTPUT, SAGEMAKER_INFERENCE_OUTPUT_ENV
 
 VARIANT_NAME = "AllTraffic"
@@ -74,8 +76,9 @@ class SageMakerEndpointArgs:
     """Autoscaling upper bound."""
     kms_key_arn: str | None = None
     """Customer KMS key for the artifact and the endpoint's storage volume."""
-    champion_prefix: str | None = None
-    """Where the champion gate keeps what is served: the only artifacts the hosting role may read."""
+    champion_prefix: str = "champions"
+    """Where the champion gate keeps what is served: the only artifacts the hosting role may read, and
+    where the endpoint check removes the copies the endpoint no longer serves."""
 
 
 class SageMakerEndpoint(pulumi.ComponentResource):
@@ -108,7 +111,11 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             # The built-in algorithm's server needs no network: SageMaker downloads the model itself.
             enable_network_isolation=True,
             # No `name` (generated, so a replacement never collides); created before the old is deleted.
-            opts=self._opts(depends_on=[policy, args.training_job], delete_before_replace=False),
+            # Retained: Pulumi would delete a replaced model even when SageMaker rolled the endpoint back
+            # onto it; the EndpointUpdateCheck below removes it once the endpoint serves the new one.
+            opts=self._opts(
+                depends_on=[policy, args.training_job], delete_before_replace=False, retain_on_delete=True
+            ),
         )
         config = aws.sagemaker.EndpointConfiguration(
             f"{name}-endpoint-config",
@@ -123,8 +130,10 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             ],
             kms_key_arn=args.kms_key_arn,
             # No `name`: each replacement gets a fresh generated name, is created before the endpoint
-            # switches to it, and the old one is deleted last (tf-provider-aws #21811, #40048).
-            opts=self._opts(delete_before_replace=False),
+            # switches to it, and the old one is deleted last (tf-provider-aws #21811, #40048), by the
+            # EndpointUpdateCheck and only once the endpoint serves the new one (retained by Pulumi: a
+            # rolled-back update leaves the endpoint on the old one, #48997).
+            opts=self._opts(delete_before_replace=False, retain_on_delete=True),
         )
         suffix = UniqueSuffix(
             f"{name}-endpoint-suffix",
@@ -145,6 +154,22 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             name=endpoint_name,
             endpoint_config_name=config.name,
             opts=self._opts(depends_on=[log_group]),
+        )
+        # What SageMaker really serves after the update; then, and only then, what it replaced is removed.
+        self.check = EndpointUpdateCheck(
+            f"{name}-endpoint-check",
+            region=pulumi.Output.from_input(args.account).apply(lambda a: a.region),
+            endpoint_name=endpoint.name,
+            endpoint_config_name=config.name,
+            model_name=model.name,
+            champion_artifact=args.artifact,
+            bucket=args.bucket,
+            champion_prefix=f"{args.champion_prefix}/",
+            # Pulumi's generated names are `<logical name>-<random>`; the tags tell this stack's apart.
+            config_name_prefix=f"{name}-endpoint-config-",
+            model_name_prefix=f"{name}-model-",
+            stack_tags={"project": PROJECT, "stack": pulumi.get_stack()},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[endpoint]),
         )
         self._autoscaling(endpoint)
         self._alarms(endpoint)

@@ -9,6 +9,7 @@ from typing import Any
 
 from harness import PROJECT_ROOT
 
+from infra.aws import endpoint_check
 from infra.aws.training_attempt import DEPLOYER_ACTIONS
 
 ACCOUNT = "123456789012"
@@ -48,3 +49,24 @@ def test_the_deployer_may_run_the_training_attempt_provider_on_retried_jobs() ->
     job = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:training-job/mnist-aws-xgboost-0123456789ab-r1"
     for action in DEPLOYER_ACTIONS:
         assert _allowed(policy, action, job), action
+
+
+def test_the_deployer_may_run_the_endpoint_check_on_the_stacks_models_configurations_and_copies() -> None:
+    policy = _deployer_policy()
+    sagemaker = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}"
+    config = f"{sagemaker}:endpoint-config/mnist-xgboost-endpoint-config-1a2b3c4"
+    resources = {
+        "sagemaker:DescribeEndpoint": f"{sagemaker}:endpoint/mnist-aws-xgboost-0a1b2c3d",
+        "sagemaker:DescribeEndpointConfig": config,
+        "sagemaker:DescribeModel": f"{sagemaker}:model/mnist-xgboost-model-1a2b3c4",
+        "sagemaker:ListEndpointConfigs": "*",
+        "sagemaker:ListModels": "*",
+        "sagemaker:ListTags": f"{sagemaker}:model/mnist-xgboost-model-1a2b3c4",
+        "sagemaker:DeleteEndpointConfig": config,
+        "sagemaker:DeleteModel": f"{sagemaker}:model/mnist-xgboost-model-1a2b3c4",
+        "s3:ListBucket": "arn:aws:s3:::mnist-data-1a2b3c4",
+        "s3:DeleteObject": "arn:aws:s3:::mnist-data-1a2b3c4/champions/xgboost/job/model.tar.gz",
+    }
+    assert set(resources) == set(endpoint_check.DEPLOYER_ACTIONS)
+    for action, resource in resources.items():
+        assert _allowed(policy, action, resource), action
