@@ -51,6 +51,8 @@ def _unit_price(line: Any) -> str:
     if line.group is Group.OWN_MACHINE:
         return "0 (your machine)"
     price = line.unit_price
+    if price is None and line.rate is not None and line.rate.amount is not None:
+        return f"unknown ({line.rate.amount:g} CUH/h x an unknown price per CUH)"
     if price is None:
         return "unknown"
     unit = line.price.unit if line.price is not None else ""
