@@ -165,7 +165,7 @@ def cost_command(
     """
     from infra.cost import estimate
     from infra.plan import find_project_root, stack_file
-    from mnistctl.stacks import StackOutputsError, load_outputs
+    from mnistctl.stacks import StackOutputsError, find_pulumi, load_outputs
 
     root = find_project_root()
     if not stack_file(stack, root).exists():
@@ -176,6 +176,12 @@ def cost_command(
             document = load_outputs(outputs_file=outputs)
         except StackOutputsError as error:
             raise _fail(str(error), EXIT_BAD_INPUT) from error
+    elif find_pulumi() is not None:
+        # The last measured run, when the stack has been deployed; before its first `up` it has no outputs.
+        try:
+            document = load_outputs(stack=stack)
+        except StackOutputsError:
+            document = None
     try:
         report = estimate(
             stack, root=root, overrides=_overrides(assignments), hours=hours, runs=runs, outputs=document

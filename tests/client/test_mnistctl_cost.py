@@ -108,11 +108,20 @@ def test_gcp_and_ibm_endpoints_are_priced_from_their_table_or_shown_unknown(
         assert line["hourly_min"] > 0
 
 
-def test_unknown_prices_print_as_unknown_in_the_table(offline_data):
-    run = mnistctl_cost("--stack", "gcp", *offline_data)
+def test_unknown_prices_print_as_unknown_and_a_measured_run_is_priced(offline_data, tmp_path):
+    outputs = tmp_path / "gcp-outputs.json"
+    outputs.write_text(
+        json.dumps({"models": {"tensorflow": {"challenger": {"metrics": {"train_seconds": 540}}}}})
+    )
+    run = mnistctl_cost("--stack", "gcp", *offline_data, "--outputs", str(outputs))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "unknown (known part" in run.stdout
     assert "not counted: data transfer" in run.stdout
+    price = load_price_table("gcp").find("us-central1", "vertex-training:n1-standard-4")
+    assert price is not None and price.amount is not None
+    measured = f"{price.amount * 540 / 3600:,.4f} USD at the last measured run time"
+    assert measured in run.stdout
+    assert "(9.0 min)" in run.stdout
 
 
 def test_the_local_stack_costs_nothing_it_is_your_machine(offline_data):
