@@ -42,6 +42,9 @@ CLOUDS_WITH_PRICES = ("aws", "gcp", "ibm")
 SAGEMAKER_ENDPOINT = "aws:sagemaker/endpoint:Endpoint"
 SAGEMAKER_ENDPOINT_CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
 SAGEMAKER_TRAINING_JOB = "aws:sagemaker/trainingJob:TrainingJob"
+SAGEMAKER_TUNING_JOB = "aws:sagemaker/hyperParameterTuningJob:HyperParameterTuningJob"
+SAGEMAKER_TRANSFORM_JOB = "pulumi-python:dynamic/aws:TransformJob"
+VERTEX_TUNING_JOB = "pulumi-python:dynamic/vertex:HyperparameterTuningJob"
 SCALING_TARGET = "aws:appautoscaling/target:Target"
 S3_BUCKET = "aws:s3/bucket:Bucket"
 S3_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
@@ -342,6 +345,45 @@ def _aws_lines(
                 hours_per_run=None if math.isnan(runtime) else runtime / 3600,
             )
         )
+    for tuning in (r for r in resources if r.resource_type == SAGEMAKER_TUNING_JOB):
+        definition = tuning.inputs.get("trainingJobDefinition") or {}
+        config = definition.get("resourceConfig") or {}
+        trials = _number(
+            ((tuning.inputs.get("config") or {}).get("resourceLimits") or {}).get("maxNumberOfTrainingJobs"),
+            math.nan,
+        )
+        runtime = _number((definition.get("stoppingCondition") or {}).get("maxRuntimeInSeconds"), math.nan)
+        lines.append(
+            _tuning_line(
+                tuning,
+                SAGEMAKER_TUNING_JOB,
+                "sagemaker-training",
+                str(config.get("instanceType") or ""),
+                _number(config.get("instanceCount"), 1.0),
+                trials,
+                runtime,
+                _aws_region(tuning, region),
+                table,
+            )
+        )
+    for transform in (r for r in resources if r.resource_type == SAGEMAKER_TRANSFORM_JOB):
+        instance_type = str(transform.inputs.get("instance_type") or "")
+        where = str(transform.inputs.get("region") or region)
+        sku = f"sagemaker-transform:{instance_type}"
+        lines.append(
+            BilledLine(
+                Group.USAGE,
+                transform.name,
+                SAGEMAKER_TRANSFORM_JOB,
+                instance_type,
+                where,
+                sku,
+                _find(table, where, sku),
+                count_min=_number(transform.inputs.get("instance_count"), 1.0),
+                count_max=_number(transform.inputs.get("instance_count"), 1.0),
+                note="batch transform: billed per instance-hour while it runs, for a time not known before",
+            )
+        )
     gigabytes = _stored_gigabytes(resources, S3_OBJECT)
     for bucket in (r for r in resources if r.resource_type == S3_BUCKET):
         where = _aws_region(bucket, region)
@@ -374,6 +416,35 @@ def _aws_lines(
                 )
             )
     return lines
+
+
+def _tuning_line(
+    job: RegisteredResource,
+    typ: str,
+    prefix: str,
+    instance_type: str,
+    count: float,
+    trials: float,
+    runtime: float,
+    region: str,
+    table: PriceTable | None,
+) -> BilledLine:
+    """A tuning job bills up to `trials` training jobs of `count` instances, each up to `runtime` seconds."""
+    sku = f"{prefix}:{instance_type}"
+    bounded = not (math.isnan(trials) or math.isnan(runtime))
+    return BilledLine(
+        Group.TRAINING,
+        job.name,
+        typ,
+        f"{instance_type}, {trials:g} trials" if bounded else instance_type,
+        region,
+        sku,
+        _find(table, region, sku),
+        count_min=count,
+        count_max=count,
+        hours_per_run=trials * runtime / 3600 if bounded else None,
+        note="a hyperparameter search: every trial is a training job of its own",
+    )
 
 
 def _gigabytes_text(gigabytes: float | None) -> str:
@@ -419,6 +490,20 @@ def _gcp_lines(
                 count_min=count,
                 count_max=count,
                 hours_per_run=None if math.isnan(runtime) else runtime / 3600,
+            )
+        )
+    for tuning in (r for r in resources if r.resource_type == VERTEX_TUNING_JOB):
+        lines.append(
+            _tuning_line(
+                tuning,
+                VERTEX_TUNING_JOB,
+                "vertex-training",
+                str(tuning.inputs.get("instance_type") or ""),
+                _number(tuning.inputs.get("instance_count"), 1.0),
+                _number(tuning.inputs.get("max_trial_count"), math.nan),
+                _number(tuning.inputs.get("max_runtime_seconds"), math.nan),
+                str(tuning.inputs.get("region") or region),
+                table,
             )
         )
     gigabytes = _stored_gigabytes(resources, GCS_OBJECT)

@@ -15,8 +15,11 @@ from infra.cost import (
     SAGEMAKER_ENDPOINT,
     SAGEMAKER_ENDPOINT_CONFIG,
     SAGEMAKER_TRAINING_JOB,
+    SAGEMAKER_TRANSFORM_JOB,
+    SAGEMAKER_TUNING_JOB,
     SAGEMAKER_VARIANT_COUNT,
     SCALING_TARGET,
+    VERTEX_TUNING_JOB,
     CostReport,
     PriceTableError,
     billed_lines,
@@ -199,3 +202,48 @@ def test_the_last_measured_run_is_read_from_the_stack_outputs():
         is None
     )
     assert measured_run_hours(None) is None
+
+
+def test_a_tuning_job_is_priced_as_its_trials_each_a_bounded_training_job():
+    tuning = resource(
+        SAGEMAKER_TUNING_JOB,
+        "tuning",
+        {
+            "config": {"resourceLimits": {"maxNumberOfTrainingJobs": 10.0, "maxParallelTrainingJobs": 2.0}},
+            "trainingJobDefinition": {
+                "resourceConfig": {"instanceType": "ml.m5.xlarge", "instanceCount": 2.0},
+                "stoppingCondition": {"maxRuntimeInSeconds": 1800.0},
+            },
+        },
+    )
+    (line,) = report([tuning]).lines
+    assert (line.size, line.count_max, line.hours_per_run) == ("ml.m5.xlarge, 10 trials", 2.0, 5.0)
+    assert line.per_run_max == pytest.approx(0.23 * 2 * 10 * 0.5)
+
+
+def test_a_vertex_tuning_job_is_priced_from_the_training_machine():
+    prices = parse_price_table(
+        HEADER + f"us-central1,vertex-training:n1-standard-4,node-hour,0.2,USD,2026-12-08,{PAGE},\n", "gcp"
+    )
+    tuning = resource(
+        VERTEX_TUNING_JOB,
+        "tuning",
+        {
+            "instance_type": "n1-standard-4",
+            "instance_count": 1.0,
+            "max_trial_count": 6.0,
+            "max_runtime_seconds": 600.0,
+        },
+    )
+    (line,) = billed_lines([tuning], "gcp", "us-central1", prices)
+    assert line.per_run_max == pytest.approx(0.2 * 6 * 600 / 3600)
+
+
+def test_a_batch_transform_is_listed_per_use_and_stays_out_of_the_totals():
+    transform = resource(
+        SAGEMAKER_TRANSFORM_JOB, "batch", {"instance_type": "ml.m5.large", "instance_count": 1.0}
+    )
+    priced = report([*aws_plan(), transform])
+    (line,) = [line for line in priced.lines if line.resource == "batch"]
+    assert (line.group.value, line.size, line.unit_price) == ("usage", "ml.m5.large", None)
+    assert priced.total(high=True).value == pytest.approx(10 * 0.23 + 2 * 0.23 * 2)
