@@ -136,3 +136,64 @@ def test_the_aws_stack_at_its_defaults_has_no_budget_finding(aws_resources):
 def test_the_policy_reads_prices_from_the_project_it_belongs_to():
     # The pack's own virtualenv has no infra package installed: rules.py finds it beside policy/.
     assert Path(rules._infra_cost().__file__).resolve() == REPO_ROOT / "infra" / "cost.py"
+
+
+# ---- the pack, served for real, with the stack config the CLI passes ------------------------------
+
+
+@pytest.fixture(scope="module")
+def pack_with_a_budget():
+    """`python -m pulumi.policy` on policy/, as the CLI starts it for a stack that sets maxHourlyCost."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import grpc
+    from pulumi.runtime.proto import analyzer_pb2_grpc
+
+    env = {
+        **os.environ,
+        "PULUMI_PROJECT": "mnist-platform",
+        "PULUMI_STACK": "aws",
+        "PULUMI_DRY_RUN": "false",
+        "PULUMI_CONFIG": json.dumps({"aws:region": "us-east-1", "mnist-platform:maxHourlyCost": "0.01"}),
+    }
+    pack = subprocess.Popen(
+        [sys.executable, "-m", "pulumi.policy", "127.0.0.1:1", str(REPO_ROOT / "policy")],
+        cwd=REPO_ROOT / "policy",
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert pack.stdout is not None
+        port = pack.stdout.readline().strip()
+        assert port.isdigit(), "the pack did not start"
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        yield analyzer_pb2_grpc.AnalyzerStub(channel)
+        channel.close()
+    finally:
+        pack.terminate()
+        pack.wait(timeout=10)
+
+
+def test_the_served_pack_stops_a_stack_over_the_budget_its_config_sets(pack_with_a_budget):
+    from google.protobuf import struct_pb2
+    from pulumi.runtime.proto import analyzer_pb2
+
+    def resource(r: StackResource):
+        properties = struct_pb2.Struct()
+        properties.update(dict(r.props))
+        return analyzer_pb2.AnalyzerResource(
+            type=r.resource_type, properties=properties, urn=r.urn, name=r.name
+        )
+
+    request = analyzer_pb2.AnalyzeStackRequest(resources=[resource(r) for r in aws_stack()])
+    found = [
+        (d.policyName, d.enforcementLevel, d.urn)
+        for d in pack_with_a_budget.AnalyzeStack(request).diagnostics
+        if d.policyName == "budget"
+    ]
+    assert found == [("budget", analyzer_pb2.MANDATORY, ENDPOINT_URN)]
