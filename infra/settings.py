@@ -18,6 +18,7 @@ from typing import Annotated, Any, Protocol
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -30,6 +31,7 @@ from pydantic import (
 
 from infra import offerings
 from infra.gate import PromotionRule
+from training.slots import MAX_SLOTS
 
 PROJECT = "mnist-platform"
 
@@ -111,6 +113,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+# localTrainingSlots (local and ibm stacks): how many trainings run at once on this machine, sharing its
+# cores (training/slots.py); one per 4 cores when absent. A whole number, not a string or a boolean.
+def _training_slots(value: Any) -> int | None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SLOTS
+    ):
+        raise ValueError(
+            f"must be a whole number of trainings run at once on this machine, from 1 to {MAX_SLOTS} "
+            "(unset: one per 4 cores)"
+        )
+    return value
+
+
+TrainingSlots = Annotated[
+    int | None,
+    BeforeValidator(_training_slots),
+    Field(
+        default=None,
+        description="How many trainings run at once on this machine; one per 4 cores when absent.",
+    ),
+]
+
+
 class LocalSettings(_Strict):
     """The local stack: everything it creates lives under `root`."""
 
@@ -122,6 +147,7 @@ class LocalSettings(_Strict):
     ui: bool = Field(
         default=True, description="Serve the draw-a-digit page (`mnistctl ui`) of the endpoints."
     )
+    training_slots: TrainingSlots = None
 
     @field_validator("ports")
     @classmethod
@@ -584,6 +610,7 @@ class IbmSettings(_Strict):
     )
     dry_run: bool = Field(default=False, description="Train on a tiny subset (tests and quick looks).")
     endpoints: dict[str, str] = Field(default_factory=dict, description="IBM API URL overrides.")
+    training_slots: TrainingSlots = None
     work_root: Path = Field(description="Folder on this machine where the model is trained (localRoot).")
 
     @field_validator("kms_key_crn")
@@ -935,7 +962,13 @@ _GCP_KEYS = {
     "kmsKeyName": "kms_key_name",
     "servingImage": "serving_image",
 }
-_LOCAL_KEYS = {"localRoot": "root", "ports": "ports", "dryRun": "dry_run", "ui": "ui"}
+_LOCAL_KEYS = {
+    "localRoot": "root",
+    "ports": "ports",
+    "dryRun": "dry_run",
+    "ui": "ui",
+    "localTrainingSlots": "training_slots",
+}
 _PROMOTION_KEYS = {
     "minAccuracy": "min_accuracy",
     "promotionTolerance": "tolerance",
@@ -950,6 +983,7 @@ _IBM_KEYS = {
     "kmsKeyCrn": "kms_key_crn",
     "dryRun": "dry_run",
     "ibmEndpoints": "endpoints",
+    "localTrainingSlots": "training_slots",
 }
 _BUDGET_KEYS = {"maxHourlyCost": "max_hourly_cost", "maxRunCost": "max_run_cost"}
 _TOP_KEYS = {"data_dir": "dataDir", "training_preset": "trainingPreset"}

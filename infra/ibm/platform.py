@@ -77,6 +77,8 @@ class WatsonxPlatformArgs:
     """The dataset's hyperparameter preset (training/presets.py): standard or long."""
     dry_run: bool = False
     """Train on a tiny subset (tests and quick looks)."""
+    training_slots: int | None = None
+    """How many trainings run at once on this machine (training/slots.py); one per 4 cores when None."""
     kms_key_crn: str | None = None
     """Key Protect root key for the bucket; COS-managed keys when None."""
     endpoints: Mapping[str, str] = field(default_factory=dict)
@@ -126,6 +128,7 @@ class WatsonxPlatform(pulumi.ComponentResource):
             hyperparameters=settings.hyperparameters.get(MODEL, {}),
             training_preset=settings.training_preset.value,
             dry_run=ibm.dry_run,
+            training_slots=ibm.training_slots,
             kms_key_crn=ibm.kms_key_crn,
             endpoints=ibm.endpoints,
             promotion=settings.promotion.rule(MODEL),
@@ -228,6 +231,7 @@ class WatsonxPlatform(pulumi.ComponentResource):
                 hyperparameters=dict(args.hyperparameters),
                 preset=args.training_preset,
                 dry_run=args.dry_run,
+                training_slots=args.training_slots,
                 framework=MODEL.value,
                 **common,
             ),

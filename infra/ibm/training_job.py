@@ -68,6 +68,9 @@ class TrainingJobArgs:
     """The dataset's hyperparameter preset (training/presets.py), under the overrides."""
     dry_run: pulumi.Input[bool] = False
     """Train on a tiny subset (tests and quick looks)."""
+    training_slots: pulumi.Input[int] | None = None
+    """How many trainings this machine runs at once (config localTrainingSlots; training/slots.py): the
+    training queues for a slot like the local stack's. Not part of the job's identity."""
     framework: str = "pytorch"
     endpoints: pulumi.Input[dict[str, str]] = field(default_factory=dict)
     """URL overrides (empty in production)."""
@@ -195,6 +198,7 @@ class TrainingJob(pulumi.dynamic.Resource, module="ibm", name="TrainingJob"):
             "hyperparameters": dict(args.hyperparameters),
             "preset": args.preset,
             "dry_run": args.dry_run,
+            "training_slots": args.training_slots,
             "bucket": args.bucket,
             "region": args.region,
             "api_key": args.api_key,

@@ -115,6 +115,8 @@ class LocalPlatformArgs:
     """Hash of the code the ui runs; a change restarts it."""
     batch_inputs: Mapping[Framework, str] = field(default_factory=dict)
     """Per model, what its champion scores in batch (`test` or a path; mnistctl/batch.py); none when empty."""
+    training_slots: int | None = None
+    """How many trainings run at once on this machine (training/slots.py); one per 4 cores when None."""
 
 
 class LocalPlatform(pulumi.ComponentResource):
@@ -156,6 +158,7 @@ class LocalPlatform(pulumi.ComponentResource):
                     hyperparameters=dict(args.hyperparameters.get(model, {})),
                     preset=args.training_preset,
                     dry_run=args.dry_run,
+                    training_slots=args.training_slots,
                 ),
                 child,
             )
@@ -268,6 +271,7 @@ class LocalPlatform(pulumi.ComponentResource):
             serving_code_hash=serving_code_hash(),
             ui_code_hash=ui_code_hash(),
             batch_inputs={model: job.input for model, job in settings.batch.items()},
+            training_slots=settings.local.training_slots,
         )
         return cls(name, args)
 

@@ -51,6 +51,7 @@ from infra.local.support import (
 )
 from training.hyperparameters import METRICS_FILE
 from training.run import ARTIFACTS, parse_framework
+from training.slots import default_slot_count
 
 PROGRESS_INTERVAL_SECONDS = 2.0
 LOG_POLL_SECONDS = 0.2
@@ -102,6 +103,9 @@ class LocalTrainingJobArgs:
     """The dataset's hyperparameter preset (`--preset`, training/presets.py), under the overrides."""
     dry_run: pulumi.Input[bool] = False
     """Train on a tiny subset (tests and quick looks)."""
+    training_slots: pulumi.Input[int] | None = None
+    """How many trainings this machine runs at once (config localTrainingSlots; training/slots.py); one
+    per 4 cores when None. Not part of the job's identity: it changes when the model trains, not what."""
 
 
 class LocalTrainingJobProvider(ResourceProvider):
@@ -266,6 +270,8 @@ def trainer_command(props: Mapping[str, Any], out: Path) -> list[str]:
         str(out),
     ]
     command += ["--preset", str(props.get("preset") or "standard")]
+    # Every stack's training queues for the machine's slots, so that trainings share the cores in turn.
+    command += ["--slots", str(int(props.get("training_slots") or 0) or default_slot_count())]
     for name, value in sorted((props.get("hyperparameters") or {}).items()):
         command += ["--hp", f"{name}={value}"]
     if props.get("dry_run"):
@@ -423,6 +429,7 @@ class LocalTrainingJob(pulumi.dynamic.Resource, module="local", name="TrainingJo
             "hyperparameters": dict(args.hyperparameters),
             "preset": args.preset,
             "dry_run": args.dry_run,
+            "training_slots": args.training_slots,
             IDENTITY_SEED: identity_seed("local:TrainingJob", name),
             "out_dir": None,
             "artifact": None,

@@ -76,10 +76,25 @@ def test_local_stack_trains_serves_answers_and_destroy_leaves_nothing(
     engine: ProviderEngine, tmp_path: Path, t10k_dir: Path
 ):
     root = tmp_path / "local-root"
-    config = {"localRoot": str(root), "dataset": "mnist-t10k", "dataDir": str(t10k_dir), "dryRun": True}
+    config = {
+        "localRoot": str(root),
+        "dataset": "mnist-t10k",
+        "dataDir": str(t10k_dir),
+        "dryRun": True,
+        "localTrainingSlots": 1,
+    }
     started = time.monotonic()
     run = up(engine, config)
     print(f"\nup (dry-run training and serving of {len(MODELS)} models): {time.monotonic() - started:.1f}s")
+
+    # One training slot: the trainings took it one at a time, fastest first (training/slots.py), each with
+    # every core of this process.
+    slots = {model: run.outputs["models"][model]["metrics"]["slot"] for model in MODELS}
+    assert sorted(MODELS, key=lambda model: slots[model]["taken_at"]) == ["xgboost", "pytorch", "tensorflow"]
+    for first, then in (("xgboost", "pytorch"), ("pytorch", "tensorflow")):
+        train_seconds = run.outputs["models"][first]["metrics"]["train_seconds"]
+        assert slots[then]["taken_at"] >= slots[first]["taken_at"] + train_seconds, slots
+    assert {slot["threads"] for slot in slots.values()} == {len(os.sched_getaffinity(0))}
 
     outputs = run.outputs
     assert set(outputs["endpoints"]) == set(MODELS)

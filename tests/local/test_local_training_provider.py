@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -33,8 +34,15 @@ def props(tmp_path: Path, t10k_dir: Path) -> dict[str, Any]:
 
 
 def test_the_job_runs_the_command_a_user_would_type(props: dict[str, Any], tmp_path: Path):
+    # localTrainingSlots arrives as a float, as numbers do from the engine.
     command = trainer_command(
-        {**props, "hyperparameters": {"num_round": "5", "eta": "0.1"}, "preset": "long"}, tmp_path / "out"
+        {
+            **props,
+            "hyperparameters": {"num_round": "5", "eta": "0.1"},
+            "preset": "long",
+            "training_slots": 3.0,
+        },
+        tmp_path / "out",
     )
     assert command[0] == sys.executable
     assert command[1:] == [
@@ -51,12 +59,21 @@ def test_the_job_runs_the_command_a_user_would_type(props: dict[str, Any], tmp_p
         str(tmp_path / "out"),
         "--preset",
         "long",
+        "--slots",
+        "3",
         "--hp",
         "eta=0.1",
         "--hp",
         "num_round=5",
         "--dry-run",
     ]
+
+
+def test_a_job_without_localTrainingSlots_queues_for_one_slot_per_4_cores(
+    props: dict[str, Any], tmp_path: Path
+):
+    command = trainer_command(props, tmp_path / "out")
+    assert command[command.index("--slots") + 1] == str(max(1, len(os.sched_getaffinity(0)) // 4))
 
 
 @pytest.mark.slow
