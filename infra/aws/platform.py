@@ -37,7 +37,7 @@ from infra.aws.training_attempt import ATTEMPT_SUFFIX_ROOM, TrainingJobAttempt
 from infra.gate import PromotionRule
 from infra.gate_provider import models_entry
 from infra.hashing import content_hash
-from infra.settings import PROJECT, Dataset, Framework, PublicApi, Settings
+from infra.settings import PROJECT, Dataset, Framework, PublicApi, RolloutSettings, Settings
 
 MODEL_KEY = Framework.XGBOOST.value
 TRAIN_CHANNEL = "train"
@@ -87,6 +87,8 @@ class SageMakerPlatformArgs:
     """Extra default tags; `project` and `stack` are always set."""
     promotion: PromotionRule = field(default_factory=lambda: PromotionRule(min_accuracy=0.0))
     """The champion/challenger rule: when a new training job's model replaces the served one."""
+    rollout: RolloutSettings | None = None
+    """`rollout`: a canary update rolled back automatically on the endpoint's alarms; None: all at once."""
 
     def __post_init__(self) -> None:
         channels = {f.channel for f in self.staged_files}
@@ -160,6 +162,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
             kms_key_arn=aws_settings.kms_key_arn,
             public_api=aws_settings.public_api,
             promotion=settings.promotion.rule(Framework.XGBOOST),
+            rollout=settings.rollout,
         )
         return cls(name, args)
 
@@ -226,6 +229,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
                 max_instances=args.endpoint_max_instances,
                 kms_key_arn=args.kms_key_arn,
                 champion_prefix=CHAMPIONS_PREFIX,
+                rollout=args.rollout,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -30,7 +30,7 @@ from infra.aws.endpoint_check import EndpointUpdateCheck
 from infra.aws.iam import ENDPOINT_LOG_GROUP_PREFIX, Account, hosting_role_policy, service_trust_policy
 from infra.aws.names import parse_image_uri, sagemaker_name
 from infra.aws.unique_suffix import SUFFIX_BYTES, UniqueSuffix
-from infra.settings import PROJECT
+from infra.settings import PROJECT, RolloutSettings
 from serving.constants import SAGEMAKER_DEPLOYED_INFERENCE_OUTPUT, SAGEMAKER_INFERENCE_OUTPUT_ENV
 
 VARIANT_NAME = "AllTraffic"
@@ -44,6 +44,15 @@ SCALE_OUT_COOLDOWN_SECONDS = 60
 # Alarms: any 5xx in five minutes; p90 model latency above half a second (ModelLatency is in µs).
 MODEL_LATENCY_P90_THRESHOLD_MICROSECONDS = 500_000.0
 ALARM_PERIOD_SECONDS = 300
+SAGEMAKER_METRICS_NAMESPACE = "AWS/SageMaker"
+# With `rollout`: one-minute periods, so that an alarm can fire within a canary's bake.
+CANARY_ALARM_PERIOD_SECONDS = 60
+# SageMaker's bounds (botocore: WaitIntervalInSeconds 0..3600, MaximumExecutionTimeoutInSeconds 600..28800).
+MAX_CANARY_WAIT_SECONDS = 3600
+MIN_EXECUTION_TIMEOUT_SECONDS = 600
+MAX_EXECUTION_TIMEOUT_SECONDS = 28800
+# Starting the new fleet (instances, image, model) before the canary step: generous, an estimate.
+FLEET_START_ALLOWANCE_SECONDS = 1800
 
 
 @dataclass
@@ -76,6 +85,8 @@ class SageMakerEndpointArgs:
     """Autoscaling upper bound."""
     kms_key_arn: str | None = None
     """Customer KMS key for the artifact and the endpoint's storage volume."""
+    rollout: RolloutSettings | None = None
+    """Canary rollout, rolled back automatically on the alarms (`rollout`); None: all at once."""
     champion_prefix: str = "champions"
     """Where the champion gate keeps what is served: the only artifacts the hosting role may read, and
     where the endpoint check removes the copies the endpoint no longer serves."""
@@ -95,6 +106,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         self._name = name
         self._args = args
         role, policy = self._hosting_role()
+        self.hosting_role_name = role.name  # a batch transform job runs with the model's role too
         # `artifact` resolves only once the job resource is created, i.e. after the training finished.
         model = aws.sagemaker.Model(
             f"{name}-model",
@@ -149,10 +161,14 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             retention_in_days=ENDPOINT_LOG_RETENTION_DAYS,
             opts=self._opts(),
         )
+        # The alarms watch the endpoint by the name it will have, so they exist before it and its
+        # deployment guardrails can roll an update back on them.
+        alarms = self._alarms(endpoint_name)
         endpoint = aws.sagemaker.Endpoint(
             f"{name}-endpoint",
             name=endpoint_name,
             endpoint_config_name=config.name,
+            deployment_config=canary_deployment(args.rollout, alarms) if args.rollout else None,
             opts=self._opts(depends_on=[log_group]),
         )
         # What SageMaker really serves after the update; then, and only then, what it replaced is removed.
@@ -172,7 +188,6 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[endpoint]),
         )
         self._autoscaling(endpoint)
-        self._alarms(endpoint)
 
         self.endpoint_name = endpoint.name
         self.endpoint_arn = endpoint.arn
@@ -249,30 +264,73 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             opts=self._opts(),
         )
 
-    def _alarms(self, endpoint: aws.sagemaker.Endpoint) -> None:
-        dimensions = endpoint.name.apply(lambda n: {"EndpointName": n, "VariantName": VARIANT_NAME})
-        aws.cloudwatch.MetricAlarm(
-            f"{self._name}-5xx-errors",
-            alarm_description="The MNIST endpoint answered with 5xx errors (model or container failures)",
-            namespace="AWS/SageMaker",
-            metric_name="Invocation5XXErrors",
-            dimensions=dimensions,
-            statistic="Sum",
-            period=ALARM_PERIOD_SECONDS,
-            evaluation_periods=1,
-            threshold=1.0,
-            comparison_operator="GreaterThanOrEqualToThreshold",
-            treat_missing_data="notBreaching",
-            opts=self._opts(),
-        )
-        aws.cloudwatch.MetricAlarm(
+    def _alarms(self, endpoint_name: pulumi.Output[str]) -> list[aws.cloudwatch.MetricAlarm]:
+        """5xx errors and p90 model latency of the variant. Without `rollout`: any 5xx in five minutes,
+        latency in 2 of 3 five-minute periods (for a person to look at). With it, one-minute periods, so
+        that they can fire within a canary's bake: the 5xx alarm on the error *rate* above maxErrorRate."""
+        rollout = self._args.rollout
+        dimensions = endpoint_name.apply(lambda n: {"EndpointName": n, "VariantName": VARIANT_NAME})
+        period = CANARY_ALARM_PERIOD_SECONDS if rollout else ALARM_PERIOD_SECONDS
+        if rollout is None:
+            errors = aws.cloudwatch.MetricAlarm(
+                f"{self._name}-5xx-errors",
+                alarm_description="The MNIST endpoint answered with 5xx errors (model or container failures)",
+                namespace=SAGEMAKER_METRICS_NAMESPACE,
+                metric_name="Invocation5XXErrors",
+                dimensions=dimensions,
+                statistic="Sum",
+                period=period,
+                evaluation_periods=1,
+                threshold=1.0,
+                comparison_operator="GreaterThanOrEqualToThreshold",
+                treat_missing_data="notBreaching",
+                opts=self._opts(),
+            )
+        else:
+
+            def metric(metric_name: str) -> aws.cloudwatch.MetricAlarmMetricQueryMetricArgs:
+                return aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                    namespace=SAGEMAKER_METRICS_NAMESPACE,
+                    metric_name=metric_name,
+                    dimensions=dimensions,
+                    period=period,
+                    stat="Sum",
+                )
+
+            errors = aws.cloudwatch.MetricAlarm(
+                f"{self._name}-5xx-errors",
+                alarm_description=(
+                    f"More than {rollout.max_error_rate:.2%} of the MNIST endpoint's answers in a minute "
+                    "were 5xx errors: rolls a canary update back (rollout.maxErrorRate)"
+                ),
+                metric_queries=[
+                    aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                        id="errors", metric=metric("Invocation5XXErrors"), return_data=False
+                    ),
+                    aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                        id="invocations", metric=metric("Invocations"), return_data=False
+                    ),
+                    aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                        id="error_rate",
+                        expression="IF(invocations > 0, errors / invocations, 0)",
+                        label="5xx share of invocations",
+                        return_data=True,
+                    ),
+                ],
+                evaluation_periods=1,
+                threshold=rollout.max_error_rate,
+                comparison_operator="GreaterThanThreshold",
+                treat_missing_data="notBreaching",
+                opts=self._opts(),
+            )
+        latency = aws.cloudwatch.MetricAlarm(
             f"{self._name}-model-latency",
             alarm_description="p90 model latency of the MNIST endpoint is above 0.5 s",
-            namespace="AWS/SageMaker",
+            namespace=SAGEMAKER_METRICS_NAMESPACE,
             metric_name="ModelLatency",
             dimensions=dimensions,
             extended_statistic="p90",
-            period=ALARM_PERIOD_SECONDS,
+            period=period,
             evaluation_periods=3,
             datapoints_to_alarm=2,
             threshold=MODEL_LATENCY_P90_THRESHOLD_MICROSECONDS,
@@ -280,6 +338,58 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             treat_missing_data="notBreaching",
             opts=self._opts(),
         )
+        return [errors, latency]
+
+
+def canary_deployment(
+    rollout: RolloutSettings, alarms: list[aws.cloudwatch.MetricAlarm]
+) -> aws.sagemaker.EndpointDeploymentConfigArgs:
+    """SageMaker's deployment guardrails for `rollout`: blue/green with a canary step of canaryPercent of the
+    new fleet's capacity, baked for bakeMinutes, rolled back automatically when one of `alarms` fires."""
+    bake = canary_bake_seconds(rollout)
+    return aws.sagemaker.EndpointDeploymentConfigArgs(
+        blue_green_update_policy=aws.sagemaker.EndpointDeploymentConfigBlueGreenUpdatePolicyArgs(
+            traffic_routing_configuration=aws.sagemaker.EndpointDeploymentConfigBlueGreenUpdatePolicyTrafficRoutingConfigurationArgs(
+                type="CANARY",
+                canary_size=aws.sagemaker.EndpointDeploymentConfigBlueGreenUpdatePolicyTrafficRoutingConfigurationCanarySizeArgs(
+                    type="CAPACITY_PERCENT", value=rollout.canary_percent
+                ),
+                wait_interval_in_seconds=bake,
+            ),
+            # The old fleet goes as soon as all traffic has moved: the canary's bake is the watch.
+            termination_wait_in_seconds=0,
+            # Room for the new fleet to start and the bake, within SageMaker's 600..28800 s.
+            maximum_execution_timeout_in_seconds=min(
+                max(bake + FLEET_START_ALLOWANCE_SECONDS, MIN_EXECUTION_TIMEOUT_SECONDS),
+                MAX_EXECUTION_TIMEOUT_SECONDS,
+            ),
+        ),
+        auto_rollback_configuration=aws.sagemaker.EndpointDeploymentConfigAutoRollbackConfigurationArgs(
+            alarms=[
+                aws.sagemaker.EndpointDeploymentConfigAutoRollbackConfigurationAlarmArgs(
+                    alarm_name=alarm.name
+                )
+                for alarm in alarms
+            ]
+        ),
+    )
+
+
+def canary_bake_seconds(rollout: RolloutSettings) -> int:
+    """bakeMinutes as SageMaker's WaitIntervalInSeconds (0..3600); a longer bake is refused, naming the key.
+    minLiveAccuracy is not judged on aws (the guardrails watch CloudWatch alarms only): a warning says so."""
+    if rollout.min_live_accuracy > 0:
+        pulumi.log.warn(
+            f"config mnist-platform:rollout.minLiveAccuracy ({rollout.min_live_accuracy:g}) is not judged on "
+            "aws: SageMaker's deployment guardrails roll a canary back on the 5xx and latency alarms only"
+        )
+    bake = round(rollout.bake_minutes * 60)
+    if bake > MAX_CANARY_WAIT_SECONDS:
+        raise ValueError(
+            f"config mnist-platform:rollout.bakeMinutes: {rollout.bake_minutes:g} is more than SageMaker's "
+            f"canary wait allows on aws (at most {MAX_CANARY_WAIT_SECONDS // 60} minutes)"
+        )
+    return bake
 
 
 def _repository_arn(image: str, account: Account) -> str:
