@@ -105,8 +105,12 @@ def most_at_once(events: list[dict[str, Any]]) -> int:
 
 
 def test_never_more_trainings_run_at_once_than_there_are_slots(fakes: Fakes):
-    for number in range(6):
-        fakes.start(f"training-{number}", priority=number % 3, seconds=0.4, count=2)
+    holding = SlotQueue(2, fakes.folder, settle=0)
+    with holding.ticket(0, "first") as first, holding.ticket(0, "second") as second:
+        first.wait()  # both slots taken until all six have queued: then they rush in
+        second.wait()
+        for number in range(6):
+            fakes.start(f"training-{number}", priority=number % 3, seconds=0.4, count=2)
     fakes.wait_all()
     events = fakes.events()
     assert sorted(e["label"] for e in events if e["event"] == "end") == [f"training-{n}" for n in range(6)]
