@@ -149,3 +149,49 @@ def test_endpoint_errors_map_to_a_status_that_says_whose_fault_it_is(
     response = handler.handler(_event(_row()), None)
     assert response["statusCode"] == status
     assert json.loads(response["body"])["message"]
+
+
+LONG_LINE = _row(0.003921568859368563) + "\n"  # 784 values written at full double precision: ~16 KB
+
+
+def _within(limit: int) -> str:
+    """CSV lines of long decimals, as many as stay within `limit` bytes (fewer than 500 images)."""
+    return LONG_LINE * (limit // len(LONG_LINE))
+
+
+@pytest.mark.parametrize("base64_encoded", [False, True])
+def test_a_body_over_the_bound_gets_413_in_the_documented_error_shape(
+    stubbed: Stubber, base64_encoded: bool
+) -> None:
+    body = _within(handler.MAX_BODY_BYTES) + LONG_LINE  # over the bound by one line
+    assert len(body) > handler.MAX_BODY_BYTES
+    event = _event(base64.b64encode(body.encode()).decode() if base64_encoded else body)
+    event["isBase64Encoded"] = base64_encoded
+    response = handler.handler(event, None)  # the stub would fail on any InvokeEndpoint
+    assert response["statusCode"] == 413
+    assert response["headers"][handler.ERROR_TYPE_HEADER] == "ValidationError"
+    message = json.loads(response["body"])
+    assert message["__type"] == "ValidationError"
+    assert f"at most {handler.MAX_BODY_BYTES} bytes of CSV per request" in message["message"]
+
+
+def test_every_body_within_the_bound_fits_lambdas_6_mb_even_base64_encoded() -> None:
+    """The largest body the function takes, base64-encoded by API Gateway, in an event with 10 KB of headers
+    (an HTTP API's maximum) and a request context, stays under Lambda's synchronous payload limit."""
+    body = "x" * handler.MAX_BODY_BYTES
+    event = _event(base64.b64encode(body.encode()).decode(), **{"x-padding": "p" * 10 * 1024})
+    event["isBase64Encoded"] = True
+    event["requestContext"] = {"http": {"method": "POST", "path": "/predict"}, "requestId": "r" * 64}
+    assert len(json.dumps(event).encode()) < 6 * 1024 * 1024
+
+
+def test_the_largest_accepted_body_is_forwarded(stubbed: Stubber) -> None:
+    body = _within(handler.MAX_BODY_BYTES)
+    lines = body.count("\n")
+    assert lines <= handler.MAX_IMAGES_PER_REQUEST
+    stubbed.add_response(
+        "invoke_endpoint",
+        {"Body": _body(b"{}"), "ContentType": "application/json"},
+        {"EndpointName": ENDPOINT, "ContentType": "text/csv", "Accept": "text/csv", "Body": body},
+    )
+    assert handler.handler(_event(body), None)["statusCode"] == 200

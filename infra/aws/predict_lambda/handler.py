@@ -27,6 +27,14 @@ ENDPOINT_NAME_ENV = "ENDPOINT_NAME"
 N_PIXELS = 784
 # mnistctl's SageMaker client sends up to 500 images (~2 MB of CSV, under Lambda's 6 MB request limit).
 MAX_IMAGES_PER_REQUEST = 500
+# Lambda refuses a synchronous invocation whose event is over 6 MB, and API Gateway then answers its own
+# generic error, not this function's. So the function takes at most MAX_BODY_BYTES of CSV: with API
+# Gateway's base64 encoding of the body (4 bytes for every 3) and the rest of the event (headers, at most
+# 10 KB on an HTTP API, and the request context) a body under the bound always reaches the function, and
+# one over it gets this API's 413 while it still can (docs/aws.md says what happens past 6 MB).
+LAMBDA_SYNC_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024
+EVENT_ENVELOPE_ALLOWANCE_BYTES = 64 * 1024
+MAX_BODY_BYTES = (LAMBDA_SYNC_PAYLOAD_LIMIT_BYTES - EVENT_ENVELOPE_ALLOWANCE_BYTES) * 3 // 4
 CSV = "text/csv"
 JSON = "application/json"
 ACCEPTED_RESPONSE_TYPES = (CSV, JSON)
@@ -96,11 +104,17 @@ def parse_body(event: dict[str, Any]) -> str:
             415, f"Content-Type must be {CSV} (one image per line, {N_PIXELS} values), got {content_type}"
         )
     raw = event.get("body") or ""
+    # Checked before decoding or splitting anything: base64 text is 4/3 of the bytes it encodes.
+    encoded_limit = 4 * -(-MAX_BODY_BYTES // 3) if event.get("isBase64Encoded") else MAX_BODY_BYTES
+    if len(raw) > encoded_limit:
+        raise _too_large(len(raw) * 3 // 4 if event.get("isBase64Encoded") else len(raw))
     if event.get("isBase64Encoded"):
         try:
             raw = base64.b64decode(raw).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
             raise RequestError(400, "the body is not valid base64-encoded UTF-8 text") from None
+    if len(raw.encode("utf-8")) > MAX_BODY_BYTES:
+        raise _too_large(len(raw.encode("utf-8")))
     lines = [line for line in raw.replace("\r\n", "\n").split("\n") if line.strip()]
     if not lines:
         raise RequestError(400, f"the body is empty: send one line of {N_PIXELS} comma-separated values each")
@@ -117,6 +131,14 @@ def parse_body(event: dict[str, Any]) -> str:
         if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
             raise RequestError(400, f"line {number}: pixel values must lie in [0, 1]")
     return "\n".join(lines) + "\n"
+
+
+def _too_large(size: int) -> RequestError:
+    return RequestError(
+        413,
+        f"the body is {size} bytes; at most {MAX_BODY_BYTES} bytes of CSV per request (Lambda takes 6 MB "
+        "per invocation, base64 included): send fewer images per request",
+    )
 
 
 def parse_accept(event: dict[str, Any]) -> str:
