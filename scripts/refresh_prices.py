@@ -68,10 +68,7 @@ def _found(args: argparse.Namespace) -> list[refresh.Found]:
                 if not token:
                     break
         # The source never carries the key.
-        return [
-            *refresh.parse_google_skus(skus, args.region, url, "Online/Batch Prediction"),
-            *refresh.parse_google_skus(skus, args.region, url, "Custom Training"),
-        ]
+        return refresh.parse_google_skus(skus, args.region, url)
     if not args.plan:
         raise SystemExit(
             "--plan: the Global Catalog id of the watsonx.ai Runtime plan (ibmcloud catalog service pm-20)"

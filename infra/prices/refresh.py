@@ -9,16 +9,17 @@
 - Google: the Cloud Billing Catalog API, which needs an API key:
   https://cloudbilling.googleapis.com/v1/services/<service id>/skus?key=<key>&currencyCode=USD
   (`skus[].description`, `serviceRegions`, `pricingInfo[0].pricingExpression.tieredRates[].unitPrice`
-  as `units` + `nanos`). Vertex AI bills a machine type per vCPU-hour and per GiB-hour of memory, so a
-  machine's hourly price is vCPUs x the core SKU + GiB x the RAM SKU.
+  as `units` + `nanos`). Vertex AI bills a machine type per vCPU-hour and per GiB-hour of memory (training
+  adds a management fee on both), so a machine's hourly price is rebuilt from those SKUs (VERTEX_RECIPES).
 - IBM: the Global Catalog pricing API, public for public plans:
   https://globalcatalog.cloud.ibm.com/api/v1/<plan id>/pricing
   (`metrics[].charge_unit_name`, `metrics[].amounts[]` per `country` with `currency` and
   `prices[].price` by `quantity_tier`).
 
 None of these hosts is reachable from the machines this project is developed on, so the parsers are tested
-on small samples written by hand in the documented formats (tests/unit/test_refresh_prices.py); the
-descriptions matched for Google's SKUs are assumptions to check the first time the script runs with a key.
+on small samples written by hand in the documented formats (tests/unit/test_refresh_prices.py). The SKU
+descriptions matched for Vertex AI are those another public price checker matches (found 2026-12-08), not
+read from the API here: check them the first time the script runs with a key.
 """
 
 from __future__ import annotations
@@ -94,31 +95,52 @@ def _unit_price(sku: Mapping[str, Any]) -> float | None:
     return None
 
 
-def parse_google_skus(
-    skus: Iterable[Mapping[str, Any]], region: str, source: str, kind: str = "Online/Batch Prediction"
-) -> list[Found]:
-    """Vertex AI N1 machine prices in `region`: `kind` is `Online/Batch Prediction` (serving, sku
-    `vertex-prediction:<machine>`) or `Custom Training` (`vertex-training:<machine>`)."""
-    core = ram = None
-    for sku in skus:
-        description = str(sku.get("description") or "")
-        if (
-            region not in (sku.get("serviceRegions") or [])
-            or kind not in description
-            or "N1" not in description
-        ):
-            continue
-        if "Core" in description:
-            core = _unit_price(sku)
-        elif "Ram" in description or "RAM" in description:
-            ram = _unit_price(sku)
-    if core is None or ram is None:
-        return []
-    prefix = "vertex-prediction" if kind.startswith("Online") else "vertex-training"
-    return [
-        Found(region, f"{prefix}:{machine}", cpus * core + gib * ram, source)
-        for machine, (cpus, gib) in N1_MACHINES.items()
-    ]
+# Vertex AI bills a machine by its parts: (SKU description prefix, per vCPU or per GiB). Training adds a
+# management fee per vCPU and GiB. The descriptions are matched from their start: "Spot Preemptible ..."
+# SKUs contain the on-demand description and must not price an on-demand machine.
+VERTEX_RECIPES = {
+    "vertex-prediction": (
+        ("Vertex AI: Online/Batch Prediction N1 Predefined Instance Core running in", "cpu"),
+        ("Vertex AI: Online/Batch Prediction N1 Predefined Instance Ram running in", "ram"),
+    ),
+    "vertex-training": (
+        ("Vertex AI: Training/Pipelines on N1 Predefined Instance Core running in", "cpu"),
+        ("Vertex AI: Training/Pipelines on N1 Predefined Instance Ram running in", "ram"),
+        ("Vertex AI: Training/Pipelines Management fee on N1 Instance Core in", "cpu"),
+        ("Vertex AI: Training/Pipelines Management fee on N1 Instance RAM in", "ram"),
+    ),
+}
+
+
+def parse_google_skus(skus: Iterable[Mapping[str, Any]], region: str, source: str) -> list[Found]:
+    """Vertex AI N1 machine prices in `region`, prediction (sku `vertex-prediction:<machine>`) and training
+    (`vertex-training:<machine>`): vCPUs x the per-core SKUs + GiB x the per-GiB SKUs. A recipe one of whose
+    parts has no single SKU in the region gives nothing."""
+    in_region = [sku for sku in skus if region in (sku.get("serviceRegions") or [])]
+    found = []
+    for prefix, recipe in VERTEX_RECIPES.items():
+        per_cpu = per_gib = 0.0
+        complete = True
+        for description, unit in recipe:
+            matches = [
+                sku
+                for sku in in_region
+                if str(sku.get("description", "")).lower().startswith(description.lower())
+            ]
+            price = _unit_price(matches[0]) if len(matches) == 1 else None
+            if price is None:
+                complete = False
+                break
+            if unit == "cpu":
+                per_cpu += price
+            else:
+                per_gib += price
+        if complete:
+            found += [
+                Found(region, f"{prefix}:{machine}", cpus * per_cpu + gib * per_gib, source)
+                for machine, (cpus, gib) in N1_MACHINES.items()
+            ]
+    return found
 
 
 def parse_ibm_pricing(

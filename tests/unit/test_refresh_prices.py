@@ -87,19 +87,23 @@ def google_sku(description: str, nanos: int, regions=("us-central1",), units: st
     }
 
 
-# Hand-written, in the Cloud Billing Catalog `skus` reply format; the descriptions are our assumption.
+# Hand-written, in the Cloud Billing Catalog `skus` reply format; the descriptions are those another public
+# price checker matches, not read from the API here.
+AMERICAS = " running in Americas"
 GOOGLE_SKUS = [
+    google_sku("Vertex AI: Online/Batch Prediction N1 Predefined Instance Core" + AMERICAS, 31_000_000),
+    google_sku("Vertex AI: Online/Batch Prediction N1 Predefined Instance Ram" + AMERICAS, 4_000_000),
+    google_sku("Vertex AI: Training/Pipelines on N1 Predefined Instance Core" + AMERICAS, 36_000_000),
+    google_sku("Vertex AI: Training/Pipelines on N1 Predefined Instance Ram" + AMERICAS, 5_000_000),
+    google_sku("Vertex AI: Training/Pipelines Management fee on N1 Instance Core in Americas", 6_000_000),
+    google_sku("Vertex AI: Training/Pipelines Management fee on N1 Instance RAM in Americas", 1_000_000),
+    # A spot price holds the on-demand description inside its own; it must not price an on-demand machine.
     google_sku(
-        "Vertex AI: Online/Batch Prediction N1 Predefined Instance Core running in Americas", 31_000_000
+        "Spot Preemptible Vertex AI: Online/Batch Prediction N1 Predefined Instance Core" + AMERICAS, 9_000
     ),
-    google_sku(
-        "Vertex AI: Online/Batch Prediction N1 Predefined Instance Ram running in Americas", 4_000_000
-    ),
-    google_sku("Vertex AI: Custom Training N1 Predefined Instance Core running in Americas", 36_000_000),
-    google_sku("Vertex AI: Custom Training N1 Predefined Instance Ram running in Americas", 5_000_000),
     google_sku(
         "Vertex AI: Online/Batch Prediction N1 Predefined Instance Core running in EMEA",
-        99_000_000,
+        99,
         ("europe-west4",),
     ),
 ]
@@ -126,16 +130,13 @@ def test_aws_offer_gives_hosting_and_training_prices_of_the_region_only():
     assert found == {("sagemaker-hosting:ml.m5.large", 0.115), ("sagemaker-training:ml.m5.xlarge", 0.23)}
 
 
-def test_google_machine_price_is_its_cores_and_memory():
+def test_google_machine_price_is_its_cores_and_memory_and_training_adds_the_management_fee():
     found = {f.sku: f.price for f in parse_google_skus(GOOGLE_SKUS, "us-central1", "https://g")}
-    found |= {
-        f.sku: f.price for f in parse_google_skus(GOOGLE_SKUS, "us-central1", "https://g", "Custom Training")
-    }
     assert found["vertex-prediction:n1-standard-2"] == pytest.approx(2 * 0.031 + 7.5 * 0.004)
-    assert found["vertex-training:n1-standard-4"] == pytest.approx(4 * 0.036 + 15 * 0.005)
+    assert found["vertex-training:n1-standard-4"] == pytest.approx(4 * (0.036 + 0.006) + 15 * (0.005 + 0.001))
 
 
-def test_google_gives_nothing_without_both_core_and_memory_skus():
+def test_google_gives_nothing_for_a_machine_whose_parts_are_not_all_priced():
     assert parse_google_skus(GOOGLE_SKUS[:1], "us-central1", "https://g") == []
 
 
