@@ -1,1 +1,1 @@
-"""Price tables, one CSV per cloud (infra/cost.py reads them; docs/cost.md says where each figure comes from)."""
+"""Price tables, one CSV per cloud: infra/cost.py reads them; docs/cost.md gives their sources."""
