@@ -60,6 +60,7 @@ S3_ENCRYPTION_TYPES = frozenset(
 S3_ACL_TYPES = frozenset({"aws:s3/bucketAcl:BucketAcl", "aws:s3/bucketAclV2:BucketAclV2"})
 S3_BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 SAGEMAKER_TRAINING_JOB = "aws:sagemaker/trainingJob:TrainingJob"
+SAGEMAKER_TUNING_JOB = "aws:sagemaker/hyperParameterTuningJob:HyperParameterTuningJob"
 SAGEMAKER_ENDPOINT_CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
 AUTOSCALING_TARGET = "aws:appautoscaling/target:Target"
 IAM_ROLE = "aws:iam/role:Role"
@@ -146,12 +147,13 @@ IBM_SPACE = "ibm:DeploymentSpace"
 IBM_MODEL = "ibm:Model"
 IBM_DEPLOYMENT = "ibm:Deployment"
 VERTEX_CUSTOM_JOB = "vertex:CustomJob"
+VERTEX_TUNING_JOB = "vertex:HyperparameterTuningJob"
 VERTEX_MODEL = "vertex:Model"
 VERTEX_DEPLOYMENT = "vertex:Deployment"
 BUCKET_KINDS = frozenset({IBM_COS_BUCKET})
-TRAINING_KINDS = frozenset({VERTEX_CUSTOM_JOB})
+TRAINING_KINDS = frozenset({VERTEX_CUSTOM_JOB, VERTEX_TUNING_JOB})
 ENDPOINT_KINDS = frozenset({VERTEX_DEPLOYMENT, IBM_DEPLOYMENT})
-LABELLED_KINDS = frozenset({VERTEX_CUSTOM_JOB, VERTEX_MODEL})  # Vertex: a `labels` mapping
+LABELLED_KINDS = frozenset({VERTEX_CUSTOM_JOB, VERTEX_TUNING_JOB, VERTEX_MODEL})  # Vertex: `labels`
 TAGGED_KINDS = frozenset(
     {IBM_RESOURCE_INSTANCE, IBM_SPACE, IBM_MODEL, IBM_DEPLOYMENT}
 )  # IBM: `tags`, "key:value"
@@ -185,6 +187,9 @@ DEFAULT_TRAINING_INSTANCE_TYPES = (
     "e2-standard-8",
 )
 DEFAULT_MAX_TRAINING_INSTANCES = 4
+# A tuning job runs many trials: its worst case is max trials x instances x max runtime. 50 instance-hours
+# is 20 one-hour trials of one instance with room to spare (~12 USD on ml.m5.xlarge).
+DEFAULT_MAX_TUNING_INSTANCE_HOURS = 50
 DEFAULT_ENDPOINT_INSTANCE_TYPES = (
     "ml.t2.medium",
     "ml.t2.large",
@@ -683,6 +688,7 @@ class TrainingLimits:
     max_runtime_seconds: float = DEFAULT_MAX_RUNTIME_SECONDS
     allowed_instance_types: tuple[str, ...] = DEFAULT_TRAINING_INSTANCE_TYPES
     max_instance_count: float = DEFAULT_MAX_TRAINING_INSTANCES
+    max_tuning_instance_hours: float = DEFAULT_MAX_TUNING_INSTANCE_HOURS
 
 
 @dataclass(frozen=True)
@@ -724,12 +730,53 @@ def _runtime_violations(what: str, runtime: Any, limit: float, name: str) -> lis
     return []
 
 
+def _tuning_budget_violations(
+    what: str, trials: Any, instances: Any, runtime: Any, trials_name: str, limits: TrainingLimits
+) -> list[str]:
+    """A tuning job's worst case, max trials x instances per trial x max runtime, within the limit."""
+    if trials is UNKNOWN:
+        return []
+    most = _number(trials)
+    if most is None:
+        return [f"{what} sets no {trials_name}: the number of trials it may start is unbounded"]
+    count, seconds = _number(instances), _number(runtime)
+    if count is None or seconds is None:
+        return []  # no runtime or instance count: reported per trial above
+    hours = most * count * seconds / 3600
+    if hours > limits.max_tuning_instance_hours:
+        return [
+            f"{what} may use {_fmt(hours)} instance-hours ({_fmt(most)} trials x {_fmt(count)} instances x "
+            f"{_fmt(seconds)} s), more than the limit {_fmt(limits.max_tuning_instance_hours)} "
+            "(maxTuningInstanceHours in the policy pack config)"
+        ]
+    return []
+
+
 def training_bounds_violations(
     resource_type: str, props: Mapping[str, Any], limits: TrainingLimits = TrainingLimits()
 ) -> list[str]:
     kind = dynamic_kind(resource_type, props)
     violations: list[str] = []
-    if resource_type == SAGEMAKER_TRAINING_JOB:
+    if resource_type == SAGEMAKER_TUNING_JOB:
+        # Each trial is a training job of the definition; the search as a whole is bounded too.
+        definitions = _items(_get(props, "trainingJobDefinitions")) or [_get(props, "trainingJobDefinition")]
+        trials = _get(props, "config", "resourceLimits", "maxNumberOfTrainingJobs")
+        for definition in definitions:
+            trial = _one(definition)
+            if isinstance(trial, Mapping):
+                violations += [
+                    v.replace("the training job", "the tuning job's trial", 1)
+                    for v in training_bounds_violations(SAGEMAKER_TRAINING_JOB, trial, limits)
+                ]
+            violations += _tuning_budget_violations(
+                "the tuning job",
+                trials,
+                _get(definition, "resourceConfig", "instanceCount"),
+                _get(definition, "stoppingCondition", "maxRuntimeInSeconds"),
+                "config.resourceLimits.maxNumberOfTrainingJobs",
+                limits,
+            )
+    elif resource_type == SAGEMAKER_TRAINING_JOB:
         what = "the training job"
         stopping = _get(props, "stoppingCondition")
         violations += _runtime_violations(
@@ -778,6 +825,15 @@ def training_bounds_violations(
             limits.max_instance_count,
             "instance_count",
         )
+        if kind == VERTEX_TUNING_JOB:
+            violations += _tuning_budget_violations(
+                what,
+                props.get("max_trial_count"),
+                props.get("instance_count", 1),
+                props.get("max_runtime_seconds"),
+                "max_trial_count",
+                limits,
+            )
     return violations
 
 
@@ -1273,6 +1329,12 @@ TRAINING_SCHEMA = _schema(
         "description": "Most instances one training job may use.",
         "default": DEFAULT_MAX_TRAINING_INSTANCES,
     },
+    maxTuningInstanceHours={
+        "type": "number",
+        "minimum": 0,
+        "description": "Most instance-hours a tuning job may use: max trials x instances x max runtime.",
+        "default": DEFAULT_MAX_TUNING_INSTANCE_HOURS,
+    },
 )
 ENDPOINT_SCHEMA = _schema(
     allowedInstanceTypes=_string_list(
@@ -1350,7 +1412,7 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     _resource_policy(
         "training-bounded",
         "Training jobs have a max runtime within the limit, allowed instance types and a bounded "
-        "instance count.",
+        "instance count; tuning jobs bound their trials, and max trials x instances x max runtime.",
         EnforcementLevel.MANDATORY,
         lambda args, config: training_bounds_violations(
             args.resource_type,
@@ -1359,6 +1421,7 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
                 float(config["maxRuntimeSeconds"]),
                 tuple(config["allowedInstanceTypes"]),
                 float(config["maxInstanceCount"]),
+                float(config["maxTuningInstanceHours"]),
             ),
         ),
         TRAINING_SCHEMA,

@@ -30,14 +30,38 @@ import pulumi_aws as aws
 from infra.aws.data import CSV_CONTENT_TYPE, StagedFile, dataset_prefix, stage_sagemaker_csv
 from infra.aws.gate import CHAMPIONS_PREFIX, SageMakerGate, SageMakerGateArgs, require_merror
 from infra.aws.iam import Account, bucket_tls_only_policy, service_trust_policy, training_role_policy
-from infra.aws.names import model_artifact_uri, parse_image_uri, s3_uri, sagemaker_name, sagemaker_prefix
+from infra.aws.names import (
+    SAGEMAKER_NAME_MAX,
+    model_artifact_uri,
+    parse_image_uri,
+    s3_uri,
+    sagemaker_name,
+    sagemaker_prefix,
+)
 from infra.aws.public_api import PublicPredictApi, PublicPredictApiArgs
 from infra.aws.serving import ENDPOINT_DIGEST_LENGTH, SageMakerEndpoint, SageMakerEndpointArgs
 from infra.aws.training_attempt import ATTEMPT_SUFFIX_ROOM, TrainingJobAttempt
+from infra.aws.tuning import (
+    TUNING_DIGEST_LENGTH,
+    TUNING_JOB_NAME_MAX,
+    SageMakerTuningResult,
+    static_hyperparameters,
+    tuning_budget_seconds,
+    tuning_job_config,
+)
 from infra.gate import PromotionRule
 from infra.gate_provider import models_entry
 from infra.hashing import content_hash
-from infra.settings import PROJECT, Dataset, Framework, PublicApi, RolloutSettings, Settings
+from infra.settings import (
+    PROJECT,
+    TUNABLE_HYPERPARAMETERS,
+    Dataset,
+    Framework,
+    ModelTuning,
+    PublicApi,
+    RolloutSettings,
+    Settings,
+)
 
 MODEL_KEY = Framework.XGBOOST.value
 TRAIN_CHANNEL = "train"
@@ -89,6 +113,8 @@ class SageMakerPlatformArgs:
     """The champion/challenger rule: when a new training job's model replaces the served one."""
     rollout: RolloutSettings | None = None
     """`rollout`: a canary update rolled back automatically on the endpoint's alarms; None: all at once."""
+    tuning: ModelTuning | None = None
+    """`tuning.xgboost`: a hyperparameter tuning job instead of the one training job (infra/aws/tuning.py)."""
 
     def __post_init__(self) -> None:
         channels = {f.channel for f in self.staged_files}
@@ -163,6 +189,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
             public_api=aws_settings.public_api,
             promotion=settings.promotion.rule(Framework.XGBOOST),
             rollout=settings.rollout,
+            tuning=settings.tuning.get(Framework.XGBOOST),
         )
         return cls(name, args)
 
@@ -189,21 +216,36 @@ class SageMakerPlatform(pulumi.ComponentResource):
         # Room for the hash and an attempt suffix (`-r1`, infra/aws/training_attempt.py) within 63 characters.
         self._job_prefix = sagemaker_prefix(base, JOB_DIGEST_LENGTH + ATTEMPT_SUFFIX_ROOM)
         self._endpoint_prefix = sagemaker_prefix(base, ENDPOINT_DIGEST_LENGTH)
+        # A tuning job's name holds at most 32 characters; SageMaker names its trials `<tuning job>-NNN-<x>`.
+        self._tuning_prefix = sagemaker_prefix(
+            base, SAGEMAKER_NAME_MAX - TUNING_JOB_NAME_MAX + TUNING_DIGEST_LENGTH
+        )
         self._data_prefix = dataset_prefix(args.staged_files)
 
         bucket, bucket_settings = self._storage()
         uploads = self._upload_dataset(bucket, depends_on=bucket_settings)
         training_role, training_policy = self._training_role(bucket)
-        job = self._training_job(bucket, training_role, depends_on=[training_policy, *uploads])
-        artifact = pulumi.Output.all(bucket.bucket, job.training_job_name).apply(
-            lambda values: model_artifact_uri(values[0], OUTPUT_PREFIX, values[1])
-        )
+        tuned: SageMakerTuningResult | None = None
+        if args.tuning is None:
+            job: pulumi.Resource = self._training_job(
+                bucket, training_role, depends_on=[training_policy, *uploads]
+            )
+            challenger = cast(aws.sagemaker.TrainingJob, job).training_job_name
+            artifact = pulumi.Output.all(bucket.bucket, challenger).apply(
+                lambda values: model_artifact_uri(values[0], OUTPUT_PREFIX, values[1])
+            )
+        else:
+            # The best trial of the tuning job is the challenger (infra/aws/tuning.py).
+            job = tuned = self._tuning_job(
+                args.tuning, bucket, training_role, depends_on=[training_policy, *uploads]
+            )
+            challenger, artifact = tuned.best_training_job, tuned.best_artifact
         # The endpoint serves the gate's champion, not the job's output (docs/gate.md).
         gate = SageMakerGate(
             f"{name}-{MODEL_KEY}-gate",
             SageMakerGateArgs(
                 model=MODEL_KEY,
-                training_job_name=job.training_job_name,
+                training_job_name=challenger,
                 challenger_artifact=artifact,
                 region=args.region,
                 bucket=bucket.bucket,
@@ -237,13 +279,15 @@ class SageMakerPlatform(pulumi.ComponentResource):
 
         self.bucket = bucket.bucket
         self.dataset = pulumi.Output.from_input(args.dataset.value)
-        self.training_job_name = job.training_job_name
+        self.training_job_name = challenger
         self.endpoint_name = serving.endpoint_name
         self.endpoints = pulumi.Output.all(serving.endpoint_name, api.url if api else None).apply(
             lambda values: {MODEL_KEY: _endpoint_entry(values[0], args.region, values[1], args.public_api)}
         )
         # What the endpoint serves (the champion) and what the last training run made of the gate.
-        self.models = models_entry(gate.champion, gate.challenger).apply(lambda entry: {MODEL_KEY: entry})
+        self.models = pulumi.Output.all(
+            models_entry(gate.champion, gate.challenger), tuned.summary if tuned else None
+        ).apply(lambda values: {MODEL_KEY: {**values[0], **({"tuning": values[1]} if values[1] else {})}})
         self.register_outputs(
             {
                 "endpoints": self.endpoints,
@@ -363,7 +407,8 @@ class SageMakerPlatform(pulumi.ComponentResource):
                             f"{self._data_prefix}/{VALIDATION_CHANNEL}",
                         ),
                         output_prefix=OUTPUT_PREFIX,
-                        job_name_prefix=self._job_prefix,
+                        # With tuning, SageMaker names the trials after the tuning job.
+                        job_name_prefix=self._tuning_prefix if args.tuning else self._job_prefix,
                         image_repository_arn=self._image_repository_arn(values[0]),
                         kms_key_arn=args.kms_key_arn,
                     )
@@ -377,13 +422,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
         self, bucket: aws.s3.Bucket, role: aws.iam.Role, depends_on: Sequence[pulumi.Resource]
     ) -> aws.sagemaker.TrainingJob:
         args = self._args
-        sharded = args.training_instance_count > 1
-        channels = {
-            # ShardedByS3Key gives each instance its own train files (one shard per instance was staged);
-            # every instance evaluates on the whole validation set.
-            TRAIN_CHANNEL: "ShardedByS3Key" if sharded else "FullyReplicated",
-            VALIDATION_CHANNEL: "FullyReplicated",
-        }
+        channels = self._channels()
         resources = {
             "instance_type": args.training_instance_type,
             "instance_count": args.training_instance_count,
@@ -419,22 +458,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
             role_arn=role.arn,
             algorithm_specification={"training_image": args.training_image, "training_input_mode": "File"},
             hyper_parameters=dict(args.hyperparameters),
-            input_data_configs=[
-                {
-                    "channel_name": channel,
-                    "content_type": CSV_CONTENT_TYPE,
-                    "data_source": {
-                        "s3_data_source": {
-                            "s3_data_type": "S3Prefix",
-                            "s3_uri": bucket.bucket.apply(
-                                lambda b, c=channel: s3_uri(b, self._data_prefix, c, "")
-                            ),
-                            "s3_data_distribution_type": distribution,
-                        }
-                    },
-                }
-                for channel, distribution in channels.items()
-            ],
+            input_data_configs=self._input_data_configs(bucket, channels),
             output_data_config=aws.sagemaker.TrainingJobOutputDataConfigArgs(
                 s3_output_path=bucket.bucket.apply(lambda b: s3_uri(b, OUTPUT_PREFIX)),
                 kms_key_id=args.kms_key_arn,
@@ -453,6 +477,109 @@ class SageMakerPlatform(pulumi.ComponentResource):
                 depends_on=list(depends_on),
                 custom_timeouts=pulumi.CustomTimeouts(create=create_timeout, delete="30m"),
             ),
+        )
+
+    def _channels(self) -> dict[str, str]:
+        """Each channel's S3 data distribution."""
+        sharded = self._args.training_instance_count > 1
+        return {
+            # ShardedByS3Key gives each instance its own train files (one shard per instance was staged);
+            # every instance evaluates on the whole validation set.
+            TRAIN_CHANNEL: "ShardedByS3Key" if sharded else "FullyReplicated",
+            VALIDATION_CHANNEL: "FullyReplicated",
+        }
+
+    def _input_data_configs(self, bucket: aws.s3.Bucket, channels: Mapping[str, str]) -> list[Any]:
+        return [
+            {
+                "channel_name": channel,
+                "content_type": CSV_CONTENT_TYPE,
+                "data_source": {
+                    "s3_data_source": {
+                        "s3_data_type": "S3Prefix",
+                        "s3_uri": bucket.bucket.apply(
+                            lambda b, c=channel: s3_uri(b, self._data_prefix, c, "")
+                        ),
+                        "s3_data_distribution_type": distribution,
+                    }
+                },
+            }
+            for channel, distribution in channels.items()
+        ]
+
+    def _tuning_job(
+        self,
+        tuning: ModelTuning,
+        bucket: aws.s3.Bucket,
+        role: aws.iam.Role,
+        depends_on: Sequence[pulumi.Resource],
+    ) -> SageMakerTuningResult:
+        """A SageMaker hyperparameter tuning job whose every trial is the stack's training job with other
+        hyperparameters, and the resource that waits for it and reads its best trial."""
+        args = self._args
+        channels = self._channels()
+        config = tuning_job_config(tuning, TUNABLE_HYPERPARAMETERS[Framework.XGBOOST])
+        static = static_hyperparameters(args.hyperparameters, tuning)
+        resources = {
+            "instance_type": args.training_instance_type,
+            "instance_count": args.training_instance_count,
+            "volume_size_in_gb": TRAINING_VOLUME_GB,
+            "volume_kms_key_id": args.kms_key_arn,
+        }
+        spec = {
+            "image": args.training_image,
+            "static_hyperparameters": static,
+            "config": config,
+            "data": {f.key: f.sha256 for f in args.staged_files},
+            "channels": channels,
+            "resources": resources,
+            "max_runtime_seconds": args.max_runtime_seconds,
+            "kms_key_arn": args.kms_key_arn,
+            "network_isolation": True,
+        }
+        # As a training job's: every argument forces a replacement and names are unique, so the name is a
+        # hash of everything the tuning job is made of.
+        name = pulumi.Output.all(role.arn, bucket.bucket).apply(
+            lambda values: (
+                f"{self._tuning_prefix}-"
+                + content_hash({**spec, "role": values[0], "bucket": values[1]}, TUNING_DIGEST_LENGTH)
+            )
+        )
+        job = aws.sagemaker.HyperParameterTuningJob(
+            f"{self._name}-tuning",
+            name=name,
+            config=aws.sagemaker.HyperParameterTuningJobConfigArgs(**config),
+            training_job_definition=aws.sagemaker.HyperParameterTuningJobTrainingJobDefinitionArgs(
+                role_arn=role.arn,
+                algorithm_specification=aws.sagemaker.HyperParameterTuningJobTrainingJobDefinitionAlgorithmSpecificationArgs(
+                    training_image=args.training_image, training_input_mode="File"
+                ),
+                static_hyper_parameters=static,
+                input_data_configs=self._input_data_configs(bucket, channels),
+                output_data_config=aws.sagemaker.HyperParameterTuningJobTrainingJobDefinitionOutputDataConfigArgs(
+                    s3_output_path=bucket.bucket.apply(lambda b: s3_uri(b, OUTPUT_PREFIX)),
+                    kms_key_id=args.kms_key_arn,
+                ),
+                resource_config=aws.sagemaker.HyperParameterTuningJobTrainingJobDefinitionResourceConfigArgs(
+                    instance_type=args.training_instance_type,
+                    instance_count=args.training_instance_count,
+                    volume_size_in_gb=TRAINING_VOLUME_GB,
+                    volume_kms_key_id=args.kms_key_arn,
+                ),
+                stopping_condition=aws.sagemaker.HyperParameterTuningJobTrainingJobDefinitionStoppingConditionArgs(
+                    max_runtime_in_seconds=args.max_runtime_seconds
+                ),
+                # The built-in algorithm needs no network: SageMaker moves the data and the model itself.
+                enable_network_isolation=True,
+            ),
+            opts=self._opts(depends_on=list(depends_on)),
+        )
+        return SageMakerTuningResult(
+            f"{self._name}-tuning-result",
+            job.name,
+            args.region,
+            tuning_budget_seconds(tuning, args.max_runtime_seconds),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[job]),
         )
 
     def _public_api(self, serving: SageMakerEndpoint) -> PublicPredictApi:

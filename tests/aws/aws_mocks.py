@@ -34,6 +34,7 @@ OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 TRAINING_JOB = "aws:sagemaker/trainingJob:TrainingJob"
+TUNING_JOB = "aws:sagemaker/hyperParameterTuningJob:HyperParameterTuningJob"
 MODEL = "aws:sagemaker/model:Model"
 ENDPOINT_CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
 ENDPOINT = "aws:sagemaker/endpoint:Endpoint"
@@ -51,6 +52,7 @@ COMPONENT = "mnist-platform:aws:SageMakerPlatform"
 TRAINING_ATTEMPT = "pulumi-python:dynamic/aws:TrainingJobAttempt"
 UNIQUE_SUFFIX = "pulumi-python:dynamic/aws:UniqueSuffix"
 GATE = "pulumi-python:dynamic/aws:ChampionGate"
+TUNING_RESULT = "pulumi-python:dynamic/aws:TuningJobResult"
 
 
 def _suffixed(args: MockResourceArgs) -> str:
@@ -84,6 +86,30 @@ def _outputs(args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         name = inputs["trainingJobName"]
         state["arn"] = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name}"
         return name, state
+    if typ == TUNING_JOB:
+        name = inputs["name"]
+        state.update(
+            arn=f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:hyper-parameter-tuning-job/{name}", status="InProgress"
+        )
+        return name, state
+    if typ == TUNING_RESULT:
+        # The tuning job's third trial won (SageMaker names trials `<tuning job>-NNN-<8 hex>`).
+        best = f"{inputs['tuning_job_name']}-003-1a2b3c4d"
+        artifact = f"s3://mnist-data-0a1b2c3/output/{best}/output/model.tar.gz"
+        summary = {
+            "service": "sagemaker",
+            "job": inputs["tuning_job_name"],
+            "trials": 4,
+            "completed": 4,
+            "strategy": "Bayesian",
+            "objective": {"metric": "validation:merror", "goal": "Minimize"},
+            "best_trial": best,
+            "best_objective": 0.031,
+            "best_hyperparameters": {"eta": "0.21"},
+            "spread": {"min": 0.031, "median": 0.05, "max": 0.09},
+        }
+        state.update(best_training_job=best, best_artifact=artifact, summary=summary)
+        return inputs["tuning_job_name"], state
     if typ in (MODEL, ENDPOINT_CONFIG, ENDPOINT):
         name = inputs.get("name") or _suffixed(args)
         kind = {MODEL: "model", ENDPOINT_CONFIG: "endpoint-config", ENDPOINT: "endpoint"}[typ]
