@@ -70,7 +70,11 @@ TESTS: dict[str, list[str]] = {
         "not slow",
     ],
     "training/datasets.py": ["tests/training/test_datasets.py", "tests/training/test_dataset_downloads.py"],
-    "mnistctl/client.py": ["tests/client/test_endpoint_clients.py"],
+    "mnistctl/client.py": [
+        "tests/client/test_endpoint_clients.py",
+        "tests/client/test_client_failures.py",
+        "tests/serving/test_sagemaker_replies.py",
+    ],
     "policy/rules.py": ["tests/policy/test_policy_rules.py"],
 }
 
