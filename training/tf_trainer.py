@@ -35,11 +35,16 @@ from training.hyperparameters import (
     HYPERPARAMETERS_FILE,
     METRICS_FILE,
     ProgressCallback,
+    field_names,
     parse_assignments,
     with_overrides,
 )
 
 AIP_MODEL_DIR_ENV = "AIP_MODEL_DIR"  # where Vertex AI expects the exported model
+# Set by Vertex AI in every trial of a hyperparameter tuning job; the trial then reports its metric for the
+# tuning service with cloudml-hypertune (to /tmp/hypertune/output.metrics, or $CLOUD_ML_HP_METRIC_FILE).
+TRIAL_ID_ENV = "CLOUD_ML_TRIAL_ID"
+HYPERTUNE_METRIC = "accuracy"  # the study spec's metric_id (infra/gcp/tuning_job.py)
 TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 SERVING_SIGNATURE = "serving_default"
 SERVING_INPUT = "images"
@@ -380,6 +385,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"where the SavedModel goes (default: ${AIP_MODEL_DIR_ENV}, which Vertex AI sets)",
     )
     parser.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a hyperparameter")
+    # Vertex AI's tuning service passes each trial's values as `--<parameter_id>=<value>`.
+    tunable = parser.add_argument_group("hyperparameters (as a Vertex AI tuning trial passes them)")
+    for name in field_names(Hyperparameters):
+        tunable.add_argument(f"--{name}", dest=f"hp_{name}", metavar="VALUE", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dry-run", action="store_true", help="a few hundred images, one epoch: seconds")
     args = parser.parse_args(argv)
@@ -394,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.dry_run:
         hp = with_overrides(hp, DRY_RUN_HYPERPARAMETERS)
     hp = with_overrides(hp, parse_assignments(args.set))
+    given = {name: getattr(args, f"hp_{name}") for name in field_names(Hyperparameters)}
+    hp = with_overrides(hp, {name: value for name, value in given.items() if value is not None})
     data = load_dataset(args.dataset, args.data_dir) if args.dataset else args.data
     metrics = train_and_evaluate(data, args.model_dir, hp, dry_run=args.dry_run, threads=args.threads)
     metrics |= {
@@ -405,8 +416,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         _write_text(
             posixpath.join(_parent(str(args.model_dir)), METRICS_FILE), json.dumps(metrics, indent=2) + "\n"
         )
+        if os.environ.get(TRIAL_ID_ENV) is not None:
+            report_to_tuning_service(metrics["accuracy"], hp.epochs)
     print(json.dumps(metrics, indent=2))
     return metrics
+
+
+def report_to_tuning_service(accuracy: float, step: int) -> None:
+    """The trial's objective for Vertex AI's tuning service, written as cloudml-hypertune writes it."""
+    import hypertune
+
+    hypertune.HyperTune().report_hyperparameter_tuning_metric(
+        hyperparameter_metric_tag=HYPERTUNE_METRIC, metric_value=accuracy, global_step=step
+    )
 
 
 if __name__ == "__main__":

@@ -74,6 +74,23 @@ _REPLACE_KEYS = (
 )
 
 
+@dataclass(frozen=True)
+class JobMethods:
+    """The JobService methods of one kind of Vertex AI job: the custom job's wait, adoption, cancel and
+    delete below serve the hyperparameter tuning job too (infra/gcp/tuning_job.py)."""
+
+    noun: str
+    get: str
+    list: str
+    cancel: str
+    delete: str
+
+
+CUSTOM_JOB = JobMethods(
+    "custom job", "get_custom_job", "list_custom_jobs", "cancel_custom_job", "delete_custom_job"
+)
+
+
 @dataclass
 class VertexCustomJobArgs:
     """Inputs of a VertexCustomJob (snake_case: the policy pack reads `instance_type`, `instance_count`,
@@ -165,10 +182,10 @@ class VertexCustomJobProvider(ResourceProvider):
             f"({props['instance_count']:.0f} x {props['instance_type']}): {url}"
         )
         try:
-            job = _wait_until_done(client, job.name, props)
+            job = wait_until_done(client, job.name, props)
         except BaseException:
             # Interrupted (Ctrl-C, a timeout): do not leave a job billing behind a failed update.
-            _cancel_quietly(client, job.name)
+            cancel_quietly(client, job.name)
             raise
         state = job.state.name
         if state != SUCCEEDED:
@@ -204,29 +221,36 @@ class VertexCustomJobProvider(ResourceProvider):
         return ReadResult(id_, {**state_of(props), "state": job.state.name})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
-        client = job_service(props["region"], props.get("api_endpoint"))
-        job = ignore_not_found(client.get_custom_job, name=id_)
-        if job is None:
-            log(f"custom job {id_} already gone")
-            return
-        if job.state.name not in TERMINAL_STATES:
-            log(f"cancelling custom job {id_} ({job.state.name})")
-            ignore_not_found(client.cancel_custom_job, name=id_)
-            _wait_until_done(client, id_, {**props, "max_runtime_seconds": CANCEL_WAIT_SECONDS}, slack=0)
-        operation = ignore_not_found(client.delete_custom_job, name=id_)
-        if operation is not None:
-            with contextlib.suppress(exceptions.NotFound):
-                wait_for(operation, f"deleting custom job {id_}", DELETE_WAIT_SECONDS)
-        log(f"deleted custom job {id_}")
+        delete_job(job_service(props["region"], props.get("api_endpoint")), id_, props)
 
 
-def left_by_an_interrupted_create(client: Any, parent: str, job_identity: str) -> Any:
+def delete_job(client: Any, id_: str, props: Mapping[str, Any], kind: JobMethods = CUSTOM_JOB) -> None:
+    """Cancel the job if it still runs, then delete its record; a job already gone is success."""
+    job = ignore_not_found(getattr(client, kind.get), name=id_)
+    if job is None:
+        log(f"{kind.noun} {id_} already gone")
+        return
+    if job.state.name not in TERMINAL_STATES:
+        log(f"cancelling {kind.noun} {id_} ({job.state.name})")
+        ignore_not_found(getattr(client, kind.cancel), name=id_)
+        wait_props = {**props, "max_runtime_seconds": CANCEL_WAIT_SECONDS}
+        wait_until_done(client, id_, wait_props, slack=0, kind=kind)
+    operation = ignore_not_found(getattr(client, kind.delete), name=id_)
+    if operation is not None:
+        with contextlib.suppress(exceptions.NotFound):
+            wait_for(operation, f"deleting {kind.noun} {id_}", DELETE_WAIT_SECONDS)
+    log(f"deleted {kind.noun} {id_}")
+
+
+def left_by_an_interrupted_create(
+    client: Any, parent: str, job_identity: str, kind: JobMethods = CUSTOM_JOB
+) -> Any:
     """The job an interrupted create of this identity left that is still worth having: one running (to
     be waited for, not started again) or one that succeeded (to be adopted). None when there is none;
     failed, cancelled and expired ones are skipped (they bill nothing; their records stay for inspection)."""
     found = retrying(
         lambda: list(
-            client.list_custom_jobs(
+            getattr(client, kind.list)(
                 request={"parent": parent, "filter": f'labels.{IDENTITY_TAG}="{job_identity}"'}
             )
         )
@@ -234,42 +258,47 @@ def left_by_an_interrupted_create(client: Any, parent: str, job_identity: str) -
     usable = [job for job in found if job.state.name == SUCCEEDED or job.state.name not in TERMINAL_STATES]
     for job in found:
         if job not in usable:
-            log(f"custom job {job.name} of the same identity ended {job.state.name}: not adopted")
+            log(f"{kind.noun} {job.name} of the same identity ended {job.state.name}: not adopted")
     # The newest first: a job started after an earlier one failed is the one to follow.
     usable.sort(key=lambda job: job.create_time.timestamp() if job.create_time else 0.0, reverse=True)
     return usable[0] if usable else None
 
 
-def _wait_until_done(
-    client: Any, name: str, props: Mapping[str, Any], slack: float = PROVISIONING_SLACK_SECONDS
+def wait_until_done(
+    client: Any,
+    name: str,
+    props: Mapping[str, Any],
+    slack: float = PROVISIONING_SLACK_SECONDS,
+    kind: JobMethods = CUSTOM_JOB,
 ) -> Any:
     deadline = time.monotonic() + float(props["max_runtime_seconds"]) + slack
     interval = float(props.get("poll_seconds") or DEFAULT_POLL_SECONDS)
     last_state = None
     while True:
-        job = retrying(client.get_custom_job, name=name)
+        job = retrying(getattr(client, kind.get), name=name)
         state = job.state.name
         if state != last_state:
-            log(f"custom job {resource_id(name)}: {state}")
+            log(f"{kind.noun} {resource_id(name)}: {state}")
             last_state = state
         if state in TERMINAL_STATES:
             return job
         if time.monotonic() > deadline:
             raise GcpProviderError(
-                f"custom job {name} is still {state} after its timeout plus {slack:.0f}s; cancelled. "
+                f"{kind.noun} {name} is still {state} after its timeout plus {slack:.0f}s; cancelled. "
                 "Check quota for the machine type in the console."
             )
         time.sleep(interval)
 
 
-def _cancel_quietly(client: Any, name: str) -> None:
+def cancel_quietly(client: Any, name: str, kind: JobMethods = CUSTOM_JOB) -> None:
+    """Cancel a job that has not ended (an interrupted or timed-out create): it must not bill on."""
     try:
-        job = client.get_custom_job(name=name)
+        job = getattr(client, kind.get)(name=name)
         if job.state.name not in TERMINAL_STATES:
-            client.cancel_custom_job(name=name)
-            log(f"cancelled custom job {name}")
+            getattr(client, kind.cancel)(name=name)
+            log(f"cancelled {kind.noun} {name}")
     except exceptions.GoogleAPICallError as error:
-        log(f"could not cancel custom job {name} ({error}); cancel it in the console")
+        log(f"could not cancel {kind.noun} {name} ({error}); cancel it in the console")
 
 
 def read_metrics(metrics_uri: str, project: str, storage_endpoint: str | None) -> dict[str, Any]:

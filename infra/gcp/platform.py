@@ -46,8 +46,17 @@ from infra.gcp.image_context import (
 )
 from infra.gcp.model import VertexModel, VertexModelArgs
 from infra.gcp.names import endpoint_id, gs_uri, image_tag, image_uri
+from infra.gcp.tuning_job import VertexTuningJob, VertexTuningJobArgs, study_spec
 from infra.hashing import content_hash
-from infra.settings import PROJECT, PROJECT_IMAGE, Dataset, Framework, Settings
+from infra.settings import (
+    PROJECT,
+    PROJECT_IMAGE,
+    TUNABLE_HYPERPARAMETERS,
+    Dataset,
+    Framework,
+    ModelTuning,
+    Settings,
+)
 
 MODEL_KEY = Framework.TENSORFLOW.value
 # Every API the stack calls; kept on destroy (disabling one breaks whatever else the project runs).
@@ -122,6 +131,8 @@ class VertexPlatformArgs:
     """The champion gate's rule for the TF model (docs/gate.md)."""
     iam_propagation_seconds: float = DEFAULT_PROPAGATION_SECONDS
     """How long the build, the job and the deployment wait for new accounts and grants (iam_wait.py)."""
+    tuning: ModelTuning | None = None
+    """`tuning.tensorflow`: a Vertex hyperparameter tuning job instead of the custom job (tuning_job.py)."""
 
     def __post_init__(self) -> None:
         if {f.name for f in self.staged_files} != {"train.npz", "test.npz"}:
@@ -234,6 +245,7 @@ class VertexPlatform(pulumi.ComponentResource):
             poll_seconds=poll_seconds,
             promotion=settings.promotion.rule(Framework.TENSORFLOW),
             iam_propagation_seconds=iam_propagation_seconds,
+            tuning=settings.tuning.get(Framework.TENSORFLOW),
         )
         return cls(name, args)
 
@@ -294,7 +306,9 @@ class VertexPlatform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[training_sa, serving_sa, build_sa]),
         )
         image = self._image(bucket, repository, build_sa, depends_on=[*build_access, propagated])
-        job = self._training_job(
+        # With `tuning`, the best trial of a tuning job is the challenger: its SavedModel and metrics.json
+        # are where the gate reads a custom job's (`name`, `model_dir`, `metrics_uri`).
+        job = (self._tuning_job if args.tuning else self._training_job)(
             bucket, image, training_sa, depends_on=[*uploads, *training_access, propagated]
         )
         endpoint = gcp.vertex.AiEndpoint(
@@ -351,7 +365,10 @@ class VertexPlatform(pulumi.ComponentResource):
             lambda values: {MODEL_KEY: self._endpoint_entry(values[0])}
         )
         # What the endpoint serves (the champion) and what the last training run made of the gate.
-        self.models = models_entry(gate.champion, gate.challenger).apply(lambda entry: {MODEL_KEY: entry})
+        tuned = job.summary if isinstance(job, VertexTuningJob) else None
+        self.models = pulumi.Output.all(models_entry(gate.champion, gate.challenger), tuned).apply(
+            lambda values: {MODEL_KEY: {**values[0], **({"tuning": values[1]} if values[1] else {})}}
+        )
         self.register_outputs(
             {
                 "endpoints": self.endpoints,
@@ -608,6 +625,59 @@ class VertexPlatform(pulumi.ComponentResource):
                 kms_key_name=args.kms_key_name,
                 api_endpoint=args.api_endpoints.vertex,
                 storage_api_endpoint=args.api_endpoints.storage,
+                poll_seconds=args.poll_seconds,
+            ),
+            opts=self._dynamic_opts(depends_on=[image, *depends_on]),
+        )
+
+    def _tuning_job(
+        self,
+        bucket: gcp.storage.Bucket,
+        image: CloudBuildImage,
+        account: gcp.serviceaccount.Account,
+        depends_on: Sequence[pulumi.Resource],
+    ) -> VertexTuningJob:
+        """Every trial the custom job of `_training_job` with the searched hyperparameters left to Vertex,
+        which passes them as `--<name>=<value>`."""
+        args = self._args
+        tuning = args.tuning
+        assert tuning is not None  # only called with a search
+        data = data_hash(list(args.staged_files))
+        fixed = {k: v for k, v in args.hyperparameters.items() if k not in tuning.ranges}
+        study = study_spec(tuning, TUNABLE_HYPERPARAMETERS[Framework.TENSORFLOW])
+        spec = {
+            "context": args.image_context.sha256,
+            "command": list(TRAIN_COMMAND),
+            "data": data,
+            "hyperparameters": fixed,
+            "study": study,
+            "trials": [tuning.max_trials, tuning.parallel_trials],
+            "machine_type": args.training_machine_type,
+            "replicas": args.training_replica_count,
+            "timeout": args.training_timeout_seconds,
+            "kms": args.kms_key_name,
+        }
+        digest = content_hash(spec, JOB_DIGEST_LENGTH)
+        return VertexTuningJob(
+            f"{self._name}-tuning",
+            VertexTuningJobArgs(
+                project=args.project,
+                region=args.region,
+                display_name=f"mnist-{args.stack}-{MODEL_KEY}-tuning-{digest}",
+                image_uri=image.image,
+                command=TRAIN_COMMAND,
+                args=bucket.name.apply(lambda b: training_args(gs_uri(b, "data", data), fixed)),
+                base_output_directory=bucket.name.apply(lambda b: gs_uri(b, "tuning", digest)),
+                service_account=account.email,
+                study_spec=study,
+                max_trial_count=tuning.max_trials,
+                parallel_trial_count=tuning.parallel_trials,
+                instance_type=args.training_machine_type,
+                instance_count=args.training_replica_count,
+                max_runtime_seconds=args.training_timeout_seconds,
+                labels=self._labels,
+                kms_key_name=args.kms_key_name,
+                api_endpoint=args.api_endpoints.vertex,
                 poll_seconds=args.poll_seconds,
             ),
             opts=self._dynamic_opts(depends_on=[image, *depends_on]),

@@ -13,16 +13,18 @@ code (`code_hash`, the checkout's serving/ and mnistctl/ sources) replaces it.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import requests
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
 from infra.dynamic import IDENTITY_SEED, changed_keys, identity, identity_seed, log, state_of
+from infra.local.rollout import PROBE_DIGITS, probe_for, run_canary
 from infra.local.servers import PortTakenError, ServerSpec, found_server, start_server
 from infra.local.support import (
     LOOPBACK,
@@ -37,12 +39,14 @@ from infra.local.support import (
     wait_port_closed,
 )
 from mnistctl.cli import serve_command
+from mnistctl.smoke import held_out_digits
 from serving.constants import (
     PING_ROUTE,
     SAGEMAKER_DEPLOYED_INFERENCE_OUTPUT,
     SAGEMAKER_INFERENCE_OUTPUT_ENV,
     Flavor,
 )
+from serving.front import Routes
 from serving.identity import model_identity
 
 STARTUP_TIMEOUT_SECONDS = 180.0  # loading TensorFlow on a busy two-core machine takes a while
@@ -59,6 +63,10 @@ _REPLACE_KEYS = (
     "environment",
     "code_hash",
 )
+# The front the endpoint sits behind when `rollout` is set (front.py), and how it rolls out: taken over in
+# place, never a reason to restart the server.
+_FRONT_KEYS = ("front_url", "front_routes", "rollout")
+_SERVER_KEYS = ("pid", "port", "url", "started", "log_path")
 
 
 def serving_environment(flavor: str) -> dict[str, str]:
@@ -89,6 +97,16 @@ class LocalEndpointArgs:
     """Hash of the serving code the server runs (platform.serving_code_hash): new code, new server."""
     requested_port: pulumi.Input[int] = 0
     """A fixed loopback port, or 0 for a free one."""
+    front_url: pulumi.Input[str] = ""
+    """The front (front.py) the endpoint sits behind when `rollout` is set; "" for none."""
+    front_routes: pulumi.Input[str] = ""
+    """The front's routes file, which the endpoint writes; "" for none."""
+    rollout: Mapping[str, Any] | None = None
+    """`rollout` (RolloutSettings as a dict): a new server is a canary behind the front first."""
+    probe_dataset: pulumi.Input[str] = ""
+    """The dataset whose held-out digits probe a canary's live accuracy."""
+    probe_data_dir: pulumi.Input[str] = ""
+    """Where those digits are read from (the stack's data folder)."""
 
 
 class LocalEndpointProvider(ResourceProvider):
@@ -102,6 +120,7 @@ class LocalEndpointProvider(ResourceProvider):
         adopted, previous_port = found_server(spec)
         if adopted is not None:
             _verified(props, adopted, spec)
+            _take_over_front(props, adopted, spec)
             return CreateResult(id_=endpoint_id, outs={**state_of(props), **adopted})
         requested = int(props.get("requested_port") or 0)
         if not requested:
@@ -115,6 +134,7 @@ class LocalEndpointProvider(ResourceProvider):
             except PortTakenError:
                 raise port_taken_error(requested, str(props["model"])) from None
         _verified(props, started, spec)
+        _take_over_front(props, started, spec)
         log(f"endpoint {props['name']} ready at {started['url']} (pid {started['pid']})")
         return CreateResult(id_=endpoint_id, outs={**state_of(props), **started})
 
@@ -124,7 +144,15 @@ class LocalEndpointProvider(ResourceProvider):
             replaces = ["pid"]  # the recorded server is gone: start it again
         # A fixed port can only be held by one server at a time: stop the old one first.
         fixed_port = bool(news.get("requested_port") or olds.get("requested_port"))
-        return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=fixed_port)
+        # A new front (or a new rollout) is taken over in place: the server stays.
+        changes = bool(replaces) or bool(changed_keys(olds, news, _FRONT_KEYS))
+        return DiffResult(changes=changes, replaces=replaces, delete_before_replace=fixed_port)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        server = {key: olds.get(key) for key in _SERVER_KEYS}
+        if news.get("front_routes"):
+            Routes(stable=str(olds["url"])).write(Path(str(news["front_routes"])))
+        return UpdateResult(outs={**state_of(news), **server})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         if not server_running(props):
@@ -136,6 +164,9 @@ class LocalEndpointProvider(ResourceProvider):
         # The record goes with its server; a newer server of the same identity (a replacement started
         # after this one died) keeps its own.
         forget_record(record_path(Path(props["root"]), id_), pid)
+        routes = Path(str(props.get("front_routes") or ""))
+        if props.get("front_routes") and Routes.read(routes).stable == props.get("url"):
+            Routes().write(routes)  # the front answers 503 instead of forwarding to a stopped server
         if not pid or not is_our_server(props):
             log(f"endpoint {props.get('name')}: server {pid or '?'} is already gone")
             return
@@ -167,6 +198,53 @@ def serving_problem(port: int, model_dir: Path) -> str | None:
             f"{model_dir}, has sha256 {expected}"
         )
     return None
+
+
+def _take_over_front(props: dict[str, Any], state: dict[str, Any], spec: ServerSpec) -> None:
+    """Behind a front (`rollout` set): bake the new server as a canary beside the one the front routes to
+    now (rollout.py), or, with nothing serving yet, route everything to it. A rolled-back canary stops the
+    new server and fails the create: Pulumi keeps the endpoint it was replacing, which kept serving."""
+    if not props.get("front_routes"):
+        return
+    routes, new_url = Path(str(props["front_routes"])), str(state["url"])
+    stable = Routes.read(routes).stable
+    rollout = props.get("rollout") or None
+    if not rollout or not stable or stable == new_url or not _answers(stable):
+        Routes(stable=new_url).write(routes)
+        return
+    data_dir = props.get("probe_data_dir") or None
+    images, labels = held_out_digits(
+        PROBE_DIGITS, props.get("probe_dataset"), Path(data_dir) if data_dir else None
+    )
+    verdict = run_canary(
+        routes=routes,
+        front_url=str(props["front_url"]),
+        stable_url=stable,
+        canary_url=new_url,
+        rollout=rollout,
+        probe=probe_for(str(props["front_url"]), str(props["flavor"]), str(props["name"])),
+        images=images,
+        labels=labels,
+        what=f"endpoint {props['name']}",
+    )
+    if verdict.passed:
+        log(f"endpoint {props['name']}: {verdict.reason}")
+        return
+    stop_process_group(int(state["pid"]), STOP_TIMEOUT_SECONDS)
+    forget_record(spec.record, int(state["pid"]))
+    raise LocalProviderError(
+        f"endpoint {props['name']}: {verdict.reason}. The old model ({stable}) kept serving throughout and "
+        f"takes every request again; the new server was stopped (its log: {state.get('log_path')}). "
+        "The next `pulumi up` tries the canary again: retrain (mnist-platform:hyperparameters) or loosen "
+        "mnist-platform:rollout to change the outcome."
+    )
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url + PING_ROUTE, timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def _verified(props: dict[str, Any], state: dict[str, Any], spec: ServerSpec) -> None:
@@ -255,6 +333,11 @@ class LocalEndpoint(pulumi.dynamic.Resource, module="local", name="Endpoint"):
             "root": args.root,
             "code_hash": args.code_hash,
             "requested_port": args.requested_port,
+            "front_url": args.front_url,
+            "front_routes": args.front_routes,
+            "rollout": dict(args.rollout) if args.rollout else None,
+            "probe_dataset": args.probe_dataset,
+            "probe_data_dir": args.probe_data_dir,
             IDENTITY_SEED: identity_seed("local:Endpoint", name),
             "environment": pulumi.Output.from_input(args.flavor).apply(serving_environment),
             "pid": None,

@@ -22,10 +22,11 @@ from infra.hashing import content_hash, tree_sha256
 from infra.local.batch import LocalBatchJob, LocalBatchJobArgs, input_content_hash
 from infra.local.dataset import LocalDataset, LocalDatasetArgs
 from infra.local.endpoint import LocalEndpoint, LocalEndpointArgs
+from infra.local.front import LocalFront, LocalFrontArgs
 from infra.local.gate import LocalGate, LocalGateArgs
 from infra.local.training_job import LocalTrainingJob, LocalTrainingJobArgs
 from infra.local.ui import LocalUi, LocalUiArgs
-from infra.settings import Framework, Settings
+from infra.settings import Framework, RolloutSettings, Settings
 from mnistctl.client import DEFAULT_WATSONX_VERSION, LOCAL_VERTEX_PROJECT
 from serving.constants import Flavor
 
@@ -113,6 +114,8 @@ class LocalPlatformArgs:
     """Hash of the serving code the endpoints run; a change restarts them."""
     ui_code_hash: pulumi.Input[str] = ""
     """Hash of the code the ui runs; a change restarts it."""
+    rollout: RolloutSettings | None = None
+    """Canary rollouts behind a traffic-splitting front per model (front.py, rollout.py); None: at once."""
     batch_inputs: Mapping[Framework, str] = field(default_factory=dict)
     """Per model, what its champion scores in batch (`test` or a path; mnistctl/batch.py); none when empty."""
     training_slots: int | None = None
@@ -144,6 +147,7 @@ class LocalPlatform(pulumi.ComponentResource):
         self.training_jobs: dict[Framework, LocalTrainingJob] = {}
         self.gates: dict[Framework, LocalGate] = {}
         self.local_endpoints: dict[Framework, LocalEndpoint] = {}
+        self.fronts: dict[Framework, LocalFront] = {}
         endpoint_names: dict[Framework, str] = {}
         for model in args.models:
             job = LocalTrainingJob(
@@ -176,6 +180,20 @@ class LocalPlatform(pulumi.ComponentResource):
                 child,
             )
             endpoint_names[model] = f"{name}-{model.value}"
+            front = None
+            if args.rollout is not None:
+                # The front holds the endpoint's URL (and its fixed port) across model updates.
+                front = self.fronts[model] = LocalFront(
+                    f"{name}-{model.value}-front",
+                    LocalFrontArgs(
+                        name=endpoint_names[model],
+                        root=args.root,
+                        code_hash=args.serving_code_hash,
+                        requested_port=args.ports.get(model, 0),
+                    ),
+                    # After the dataset, which claims localRoot (a front's files first would make it refuse).
+                    pulumi.ResourceOptions(parent=self, depends_on=[self.data]),
+                )
             self.local_endpoints[model] = LocalEndpoint(
                 f"{name}-{model.value}-endpoint",
                 LocalEndpointArgs(
@@ -186,14 +204,17 @@ class LocalPlatform(pulumi.ComponentResource):
                     artifact_hash=gate.champion_hash,
                     root=args.root,
                     code_hash=args.serving_code_hash,
-                    requested_port=args.ports.get(model, 0),
+                    requested_port=args.ports.get(model, 0) if front is None else 0,
+                    **_behind(front, args, self.data.path),
                 ),
                 child,
             )
 
         self.endpoints = pulumi.Output.all(
             **{
-                model.value: _endpoint_entry(model, endpoint_names[model], endpoint.url)
+                model.value: _endpoint_entry(
+                    model, endpoint_names[model], self.fronts.get(model, endpoint).url
+                )
                 for model, endpoint in self.local_endpoints.items()
             }
         )
@@ -270,10 +291,26 @@ class LocalPlatform(pulumi.ComponentResource):
             ui=settings.local.ui,
             serving_code_hash=serving_code_hash(),
             ui_code_hash=ui_code_hash(),
+            rollout=settings.rollout,
             batch_inputs={model: job.input for model, job in settings.batch.items()},
             training_slots=settings.local.training_slots,
         )
         return cls(name, args)
+
+
+def _behind(
+    front: LocalFront | None, args: LocalPlatformArgs, data_path: pulumi.Output[str]
+) -> dict[str, Any]:
+    """The endpoint's front inputs: none without `rollout`."""
+    if front is None or args.rollout is None:
+        return {}
+    return {
+        "front_url": front.url,
+        "front_routes": front.routes,
+        "rollout": args.rollout.model_dump(),
+        "probe_dataset": args.dataset,
+        "probe_data_dir": data_path,
+    }
 
 
 def _endpoint_entry(model: Framework, name: str, url: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:

@@ -36,6 +36,7 @@ KEY_IAM = "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"
 ENDPOINT = "gcp:vertex/aiEndpoint:AiEndpoint"
 IMAGE = "pulumi-python:dynamic/cloudbuild:Image"
 CUSTOM_JOB = "pulumi-python:dynamic/vertex:CustomJob"
+TUNING_JOB = "pulumi-python:dynamic/vertex:HyperparameterTuningJob"
 MODEL = "pulumi-python:dynamic/vertex:Model"
 DEPLOYMENT = "pulumi-python:dynamic/vertex:Deployment"
 GATE = "pulumi-python:dynamic/gcp:ChampionGate"
@@ -81,6 +82,33 @@ def _outputs(args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
             model_dir=f"{base}/model",
             metrics_uri=f"{base}/metrics.json",
             metrics={"accuracy": 0.99},
+        )
+        return name, state
+    if typ == TUNING_JOB:
+        # Trial 2 of the tuning job won; Vertex writes each trial's model under `<base>/<trial id>/`.
+        job_id = str(int(content_hash(state["display_name"], 8), 16))
+        name = f"projects/{PROJECT}/locations/{REGION}/hyperparameterTuningJobs/{job_id}"
+        base = state["base_output_directory"]
+        summary = {
+            "service": "vertex",
+            "job": name,
+            "trials": 2,
+            "completed": 2,
+            "strategy": "Bayesian",
+            "objective": {"metric": "accuracy", "goal": "Maximize"},
+            "best_trial": "2",
+            "best_objective": 0.991,
+            "best_hyperparameters": {"learning_rate": 0.004},
+            "spread": {"min": 0.98, "median": 0.9855, "max": 0.991},
+        }
+        state.update(
+            name=name,
+            job_id=job_id,
+            state="JOB_STATE_SUCCEEDED",
+            best_trial="2",
+            model_dir=f"{base}/2/model",
+            metrics_uri=f"{base}/2/metrics.json",
+            summary=summary,
         )
         return name, state
     if typ == GATE:

@@ -135,17 +135,17 @@ def killed_before_the_result_is_recorded(monkeypatch: pytest.MonkeyPatch, module
 def killed_while_the_job_trains(monkeypatch: pytest.MonkeyPatch) -> None:
     """The next custom job's create submits the job, then `pulumi up` is killed outright while it waits
     for the job (SIGKILL, a CI runner gone): no clean-up runs, the job trains on at Vertex."""
-    real_wait, real_cancel = custom_job._wait_until_done, custom_job._cancel_quietly
+    real_wait, real_cancel = custom_job.wait_until_done, custom_job.cancel_quietly
 
     def dies(*args: object, **kwargs: object) -> object:
-        monkeypatch.setattr(custom_job, "_wait_until_done", real_wait)
+        monkeypatch.setattr(custom_job, "wait_until_done", real_wait)
         raise EngineInterrupted("killed while the custom job trains")
 
     def no_clean_up(*args: object) -> None:
-        monkeypatch.setattr(custom_job, "_cancel_quietly", real_cancel)
+        monkeypatch.setattr(custom_job, "cancel_quietly", real_cancel)
 
-    monkeypatch.setattr(custom_job, "_wait_until_done", dies)
-    monkeypatch.setattr(custom_job, "_cancel_quietly", no_clean_up)
+    monkeypatch.setattr(custom_job, "wait_until_done", dies)
+    monkeypatch.setattr(custom_job, "cancel_quietly", no_clean_up)
 
 
 def assert_one_of_each_held_in_the_state(
@@ -426,13 +426,13 @@ def test_a_job_whose_create_is_interrupted_by_ctrl_c_is_cancelled_not_left_billi
     vertex_fake: VertexFake, gcs_fake: GcsFake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     vertex_fake.queue_seconds = 30.0  # the job waits for machines when Ctrl-C comes
-    real_wait = custom_job._wait_until_done
+    real_wait = custom_job.wait_until_done
 
     def ctrl_c(*args: object, **kwargs: object) -> object:
-        monkeypatch.setattr(custom_job, "_wait_until_done", real_wait)
+        monkeypatch.setattr(custom_job, "wait_until_done", real_wait)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(custom_job, "_wait_until_done", ctrl_c)
+    monkeypatch.setattr(custom_job, "wait_until_done", ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         VertexCustomJobProvider().create({**job_props(vertex_fake, gcs_fake), IDENTITY_SEED: "seed"})
 

@@ -88,3 +88,21 @@ def stop_stack_processes(root: Path) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
         wait_gone(pid, 5)
+
+
+FAILING_SERVER = Path(__file__).with_name("failing_server.py")
+
+
+def new_servers_fail_predictions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, the local stack's new endpoint servers load their model as usual but answer every
+    prediction with a 500 (tests/local/failing_server.py); servers already running are untouched."""
+    from infra.local import endpoint as local_endpoint
+
+    real_command = local_endpoint.server_command
+
+    def failing(props: dict[str, Any], port: int) -> list[str]:
+        command = real_command(props, port)
+        serve = command.index("serve")
+        return [command[0], str(FAILING_SERVER), *command[serve:]]
+
+    monkeypatch.setattr(local_endpoint, "server_command", failing)

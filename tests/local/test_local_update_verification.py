@@ -33,9 +33,12 @@ BETTER = {"num_round": 12, "max_depth": 4}  # 0.79
 
 
 @pytest.fixture(autouse=True)
-def training_code_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+def code_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
     hashes = {model: local.training_code_hash(model) for model in Framework}
     monkeypatch.setattr(local, "training_code_hash", hashes.__getitem__)
+    # Others may edit serving/ or mnistctl/ while this runs: that would rightly restart the servers.
+    serving = local.serving_code_hash()
+    monkeypatch.setattr(local, "serving_code_hash", lambda: serving)
 
 
 @pytest.fixture

@@ -211,6 +211,9 @@ class VertexFake(FakeServer):
             method + "endpoints.undeployModel": "aiplatform.endpoints.undeploy",
             method + "endpoints.predict": "aiplatform.endpoints.predict",
         }
+        from gcp_fakes.tuning import TuningJobs
+
+        self.tuning = TuningJobs(self, _LOC)  # hyperparameterTuningJobs (gcp_fakes/tuning.py)
 
     @property
     def gcs_root(self) -> Path:
@@ -253,6 +256,7 @@ class VertexFake(FakeServer):
         """Pids of replicas and model servers still running."""
         with self.lock:
             pids = [r.process.pid for j in self.jobs.values() for r in j.replicas if r.process.poll() is None]
+            pids += [process.pid for process in self.tuning.processes() if process.poll() is None]
             pids += [
                 d.process.pid
                 for e in self.endpoints.values()
@@ -282,6 +286,10 @@ class VertexFake(FakeServer):
                 job.cancel_requested = True
                 for replica in job.replicas:
                     _stop(replica.process)
+            for tuning_job in self.tuning.jobs.values():
+                tuning_job.cancel_requested = True
+            for process in self.tuning.processes():
+                _stop(process)
             for endpoint in self.endpoints.values():
                 for deployed in endpoint.deployed.values():
                     if deployed.process is not None:
