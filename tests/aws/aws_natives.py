@@ -7,7 +7,8 @@ for real (tests/harness.py ProviderEngine) and so the EndpointUpdateCheck, which
   a successful update (`finish(succeeded=True)`), and, when the update failed, at the start of the next one
   (`begin()`: Pulumi's pending deletes), unless it is declared `retain_on_delete` (read from the
   registration with `record_retain_on_delete`, as the engine would);
-- an Endpoint whose configuration changes is updated in place (UpdateEndpoint). moto has no UpdateEndpoint,
+- an Endpoint whose name changes is replaced (created, the old one deleted at the end); one whose
+  configuration changes is updated in place (UpdateEndpoint). moto has no UpdateEndpoint,
   so its record of the endpoint is set as SageMaker leaves it: on the new configuration, or, with
   `rollback_reason` set, `InService` on the old one with that FailureReason, while the provider records the
   new one (terraform-provider-aws#48997);
@@ -101,6 +102,9 @@ class NativeResources:
         self, args: MockResourceArgs, recorded: tuple[str, str, dict[str, Any]] | None
     ) -> tuple[str, dict[str, Any]]:
         name, config = args.inputs["name"], args.inputs["endpointConfigName"]
+        if recorded is not None and recorded[1] != name:  # a new name replaces the endpoint
+            self.replaced.append((args.typ, args.name, recorded[1]))
+            recorded = None
         if recorded is None:
             self.sagemaker.create_endpoint(
                 EndpointName=name, EndpointConfigName=config, Tags=self._tags(args)
@@ -119,6 +123,8 @@ class NativeResources:
             return  # retain_on_delete: the engine drops it from the state and calls no delete
         if typ == MODEL:
             self.sagemaker.delete_model(ModelName=physical)
+        elif typ == ENDPOINT:
+            self.sagemaker.delete_endpoint(EndpointName=physical)
         else:
             self.sagemaker.delete_endpoint_config(EndpointConfigName=physical)
 

@@ -51,11 +51,14 @@ def natives(aws: None, monkeypatch: pytest.MonkeyPatch) -> NativeResources:
     return natives
 
 
-def up(engine: ProviderEngine, natives: NativeResources, data_dir: Path, num_round: int) -> StackRun:
+def up(
+    engine: ProviderEngine, natives: NativeResources, data_dir: Path, num_round: int, **extra: Any
+) -> StackRun:
     config = {
         "dataset": "mnist-t10k",
         "dataDir": str(data_dir),
         "hyperparameters": {"xgboost": {"num_round": num_round}},
+        **extra,
     }
     natives.begin()
     try:
@@ -133,6 +136,25 @@ def test_a_rolled_back_update_fails_up_with_the_reason_and_deletes_nothing_the_e
     up(engine, natives, t10k_dir, 400)
     assert engine.steps[-1] != ("update", "mnist-xgboost-endpoint-check")
     assert ("same", "mnist-xgboost-endpoint-check") in engine.steps[-6:]
+
+
+@pytest.mark.slow
+def test_a_new_instance_type_is_verified_on_the_new_endpoint_and_the_old_chain_removed(
+    natives: NativeResources, t10k_dir: Path
+):
+    """A new instance type is a new endpoint (infra/aws/unique_suffix.py): the check follows it to the new
+    endpoint, and the old endpoint's configuration and model go once the new one serves."""
+    engine = ProviderEngine(fallback=natives)
+    first = up(engine, natives, t10k_dir, 150)
+    old_endpoint = first.one(ENDPOINT).inputs["name"]
+    moved = up(engine, natives, t10k_dir, 150, endpointInstanceType="ml.c5.large")
+    config, model, _ = serving(moved)
+    new_endpoint = moved.one(ENDPOINT).inputs["name"]
+    assert new_endpoint != old_endpoint
+    assert names("config") == {config} and names("model") == {model}
+    assert set(sagemaker_backends[ACCOUNT][REGION].endpoints) == {new_endpoint}
+    assert ("update", "mnist-xgboost-endpoint-check") in engine.steps  # never replaced: see its delete
+    assert engine.live["mnist-xgboost-endpoint-check"].state["served_config"] == config
 
 
 # -- the provider alone ------------------------------------------------------------------------------
