@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
 import pulumi
@@ -37,6 +37,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 
 from infra.dynamic import changed_keys, log, state_of, warn
 from infra.gate import Decision, PromotionRule, Verdict, decide, readable_accuracy
+from infra.hashing import content_hash
 
 # The inputs whose change means a new round of the rule (a new challenger, or a new rule).
 DECISION_KEYS = (
@@ -162,11 +163,7 @@ class ChampionGateProvider(ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         champion = olds.get("champion") or None
         if champion and not self.kept(news, str(champion["artifact"])):
-            warn(
-                f"gate {news['model']}: the champion's copy {champion['artifact']} is gone (removed behind "
-                "the stack's back); deciding as if there were no champion"
-            )
-            champion = None
+            champion = self._restored(news, champion)
         outs = self._round(news, champion=champion, retired=olds.get("retired") or None)
         return UpdateResult(outs={**state_of(news), **outs})
 
@@ -178,6 +175,8 @@ class ChampionGateProvider(ResourceProvider):
         champion = olds.get("champion") or None
         if not changes and champion and not self.kept(olds, str(champion["artifact"])):
             changes = True  # the champion's copy was removed behind the stack's back: decide again
+        if not changes and not same_run(olds.get("challenger"), self.evaluate(news)):
+            changes = True  # a new run under the same job name (retrained in place): judge it
         return DiffResult(changes=changes, replaces=replaces, delete_before_replace=False)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -190,6 +189,37 @@ class ChampionGateProvider(ResourceProvider):
                 log(f"gate {props.get('model')}: removing the {kind}'s copy {record['artifact']}")
                 self.discard(props, str(record["artifact"]))
 
+    def _restored(self, props: Mapping[str, Any], champion: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The champion whose copy was removed behind the stack's back, copied again from the artifact its
+        training run left (`source_artifact`): it is still the model to beat, and what serves it may need
+        the copy. Without a source to copy from, the update fails (forcePromotion: decided without it)."""
+        model, artifact = props["model"], champion["artifact"]
+        source = champion.get("source_artifact")
+        accuracy = readable_accuracy(champion.get("accuracy"))
+        try:
+            if not source:
+                raise GateError("the state records no source_artifact to copy it from")
+            warn(
+                f"gate {model}: the champion's copy {artifact} is gone (removed behind the stack's back); "
+                f"restoring it from {source}"
+            )
+            name = str(champion.get("copy_name") or champion["source"])
+            copy = self.keep(props, Candidate(name, str(source), accuracy))
+        except Exception as error:
+            if props.get("force_promotion"):
+                warn(
+                    f"gate {model}: the champion's copy {artifact} is gone and could not be restored "
+                    f"({error}); forcePromotion is true: deciding without a champion"
+                )
+                return None
+            raise GateError(
+                f"gate {model}: the champion's copy {artifact} is gone (removed behind the stack's back) and "
+                f"could not be restored from its source {source}: {error}. The gate does not judge a "
+                "challenger without the champion it must beat: put the copy back, or run once with "
+                "`pulumi config set forcePromotion true` to serve the challenger."
+            ) from error
+        return {**champion, "artifact": copy}
+
     # -- one round of the rule ------------------------------------------------------------------
 
     def _round(
@@ -197,7 +227,7 @@ class ChampionGateProvider(ResourceProvider):
     ) -> dict[str, Any]:
         model = str(props["model"])
         challenger = self.evaluate(props)
-        if champion and champion.get("source") == challenger.source:
+        if same_run(champion, challenger):
             verdict = Verdict(
                 Decision.CHAMPION, "the challenger is the serving champion already (the same training run)"
             )
@@ -217,11 +247,14 @@ class ChampionGateProvider(ResourceProvider):
                 f"{float(props['min_accuracy']):.4f}) or set forcePromotion, then run `pulumi up` again."
             )
         if verdict.promotes:
-            copy = self.keep(props, challenger)
+            copy_name = _copy_name(challenger, champion, retired)
+            copy = self.keep(props, replace(challenger, source=copy_name))
             if self.discards_retired_on_promotion and retired and retired.get("artifact") not in (None, copy):
                 self.discard(props, str(retired["artifact"]))
             retired = champion
             champion = {**challenger.record(artifact=copy), "source_artifact": challenger.artifact}
+            if copy_name != challenger.source:
+                champion["copy_name"] = copy_name
         (warn if verdict.decision in (Decision.HELD, Decision.FORCED) else log)(message)
         assert champion is not None
         return {
@@ -230,6 +263,30 @@ class ChampionGateProvider(ResourceProvider):
             "challenger": challenger.record(decision=verdict.decision.value, reason=verdict.reason),
             "retired": dict(retired) if retired else None,
         }
+
+
+def same_run(record: Mapping[str, Any] | None, candidate: Candidate) -> bool:
+    """Whether `record` (a champion or challenger in the gate's state) is the training run `candidate` is.
+
+    The job's name is not enough: a later run can take an earlier one's name (a reverted spec retrains
+    under its old name; SageMaker reuses the name of a deleted job). So a run is its name, when it finished
+    and the metrics it reported, which every stack's `evaluate` reads from the run itself."""
+    if not record or record.get("source") != candidate.source:
+        return False
+    return record.get("trained") == candidate.trained and dict(record.get("metrics") or {}) == dict(
+        candidate.metrics
+    )
+
+
+def _copy_name(
+    challenger: Candidate, champion: Mapping[str, Any] | None, retired: Mapping[str, Any] | None
+) -> str:
+    """What the challenger's champion copy is named after: its job, or, when a copy of an earlier run of the
+    same name is still kept (a reused name), its job and a hash of this run, so that neither overwrites the
+    other while something may still serve it."""
+    if not any(record and record.get("source") == challenger.source for record in (champion, retired)):
+        return challenger.source
+    return f"{challenger.source}-{content_hash([challenger.trained, dict(challenger.metrics)], length=8)}"
 
 
 _SUMMARY_KEYS = ("artifact", "accuracy", "trained", "source")

@@ -9,7 +9,8 @@ The gate's id carries its identity (infra/dynamic.py: the resource, its model an
 copy it makes is listed in its record, `<localRoot>/run/<id>.json`, before it is made. A create starts
 without a champion, so whatever copies its record lists were left by an earlier create that never reached
 the state (an interrupted `pulumi up`) or by a gate that `pulumi refresh` dropped: it removes them first,
-and the round leaves exactly one champion copy. `read` reports the gate gone when its champion's copy is.
+and the round leaves exactly one champion copy. A champion's copy removed behind the stack's back keeps the
+gate in the state: the next `pulumi up` copies it again from its training job's folder (gate_provider.py).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, ReadResult
+from pulumi.dynamic import CreateResult
 
-from infra.dynamic import IDENTITY_SEED, identity, identity_seed, log, state_of
+from infra.dynamic import IDENTITY_SEED, identity, identity_seed, log
 from infra.gate import PromotionRule
 from infra.gate_provider import Candidate, ChampionGateProvider, gate_inputs, scored
 from infra.hashing import tree_sha256
@@ -70,12 +71,6 @@ class LocalGateProvider(ChampionGateProvider):
         forget_record(record)
         result = super().create(props)
         return CreateResult(id_=gate_id(props), outs=result.outs)
-
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        champion = props.get("champion") or None
-        if champion and not self.kept(props, str(champion.get("artifact"))):
-            return ReadResult(None, {})  # its copy removed behind the stack's back: the next up gates anew
-        return ReadResult(id_, state_of(props))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         super().delete(id_, props)

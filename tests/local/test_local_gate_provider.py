@@ -164,17 +164,41 @@ def test_a_new_root_replaces_the_gate(tmp_path: Path, job):
     assert provider.diff("gate", state, moved).replaces == ["root"]
 
 
-def test_a_champion_copy_removed_behind_the_stacks_back_is_decided_again(
+def test_a_champion_copy_removed_behind_the_stacks_back_is_restored_byte_for_byte_and_still_holds(
     tmp_path: Path, job, warnings: list[str]
 ):
     provider = LocalGateProvider()
-    challenger = job("xgboost-1", 0.96)
-    state = up(provider, None, props(tmp_path, challenger))
-    Path(state["champion_artifact"]).unlink()
-    assert provider.diff("gate", state, props(tmp_path, challenger)).changes
-    state = up(provider, state, props(tmp_path, challenger))
-    assert Path(state["champion_artifact"]).is_file()  # copied again from the same job's output
-    assert any("is gone" in w for w in warnings)
+    state = up(provider, None, props(tmp_path, job("xgboost-1", 0.96, weights="the champion's weights")))
+    loser = job("xgboost-2", 0.93)
+    state = up(provider, state, props(tmp_path, loser))
+    assert state["challenger"]["decision"] == "held"
+    copy = Path(state["champion_artifact"]).parent
+    before = {path.name: path.read_bytes() for path in copy.iterdir()}
+    shutil.rmtree(copy)
+
+    assert provider.read("gate", state).id == "gate"  # refresh keeps the gate: its champion still counts
+    assert provider.diff("gate", state, props(tmp_path, loser)).changes
+    state = up(provider, state, props(tmp_path, loser))
+    assert state["challenger"]["decision"] == "held"  # not promoted as if there were no champion
+    assert state["champion"]["source"] == "xgboost-1" and state["champion_artifact"] == str(copy / ARTIFACT)
+    assert {path.name: path.read_bytes() for path in copy.iterdir()} == before  # copied from its source
+    assert any("restoring it from" in w and "xgboost-1" in w for w in warnings)
+
+
+def test_a_champion_copy_gone_with_its_source_fails_the_update_unless_forced(tmp_path: Path, job):
+    provider = LocalGateProvider()
+    champion = job("xgboost-1", 0.96)
+    state = up(provider, None, props(tmp_path, champion))
+    loser = job("xgboost-2", 0.93)
+    state = up(provider, state, props(tmp_path, loser))
+    shutil.rmtree(Path(state["champion_artifact"]).parent)
+    shutil.rmtree(Path(champion[1]).parent)  # its training job's folder is gone too
+
+    with pytest.raises(GateError, match="could not be restored from its source") as error:
+        up(provider, state, props(tmp_path, loser))
+    assert "forcePromotion" in str(error.value) and champion[1] in str(error.value)
+    forced = up(provider, state, props(tmp_path, loser, force=True))
+    assert forced["challenger"]["decision"] == "promoted" and forced["champion"]["source"] == "xgboost-2"
 
 
 def test_delete_removes_every_copy_and_tolerates_already_gone(tmp_path: Path, job):
@@ -201,11 +225,49 @@ def test_a_copy_made_by_an_interrupted_create_is_removed_by_the_next_one(
     assert state["champion"]["source"] == "xgboost-2"
 
 
-def test_read_reports_a_gate_whose_champion_copy_is_gone_as_gone(tmp_path: Path, job):
+def test_read_keeps_a_gate_whose_champion_copy_is_gone(tmp_path: Path, job):
     provider = LocalGateProvider()
     news = props(tmp_path, job("xgboost-1", 0.96))
     created = provider.create(news)
     state = {**news, **(created.outs or {})}
     assert provider.read(created.id, state).id == created.id
     shutil.rmtree(Path(state["champion_artifact"]).parent)
-    assert provider.read(created.id, state).id is None  # refresh drops it; the next up gates anew
+    # Kept in the state, champion and all: the next up restores the copy (dropping it would crown anyone).
+    assert provider.read(created.id, state).id == created.id
+
+
+def retrain_in_place(job_output: tuple[str, str], accuracy: float, weights: str) -> None:
+    """A later run under the same job name: its folder made again with another model and metrics (a
+    reverted spec retrains under its old name)."""
+    out = Path(job_output[1]).parent
+    shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / ARTIFACT).write_text(weights)
+    (out / "metrics.json").write_text(json.dumps({"accuracy": accuracy, "n_test": 2000}))
+
+
+def test_a_job_name_reused_by_a_later_run_is_judged_again_and_both_copies_are_kept(tmp_path: Path, job):
+    provider = LocalGateProvider()
+    first = job("xgboost-a", 0.95, weights="run 1 of spec a")
+    state = up(provider, None, props(tmp_path, first))
+    state = up(provider, state, props(tmp_path, job("xgboost-b", 0.94)))  # spec b: held
+    assert state["challenger"]["decision"] == "held"
+    run1_copy = Path(state["champion_artifact"])
+
+    # Back to spec a: retrained under its old name, and better this time. Not "the champion already".
+    retrain_in_place(first, 0.97, "run 2 of spec a")
+    state = up(provider, state, props(tmp_path, first))
+    assert state["challenger"]["decision"] == "promoted", state["challenger"]["reason"]
+    assert state["champion"]["source"] == "xgboost-a" and state["champion"]["accuracy"] == 0.97
+    run2_copy = Path(state["champion_artifact"])
+    assert run2_copy != run1_copy and run2_copy.read_text() == "run 2 of spec a"
+    assert run1_copy.read_text() == "run 1 of spec a"  # the retired run's copy is not overwritten
+    assert state["retired"]["artifact"] == str(run1_copy)
+
+    # Retrained once more under the same name with no input changed: the diff sees the new run.
+    retrain_in_place(first, 0.90, "run 3 of spec a")
+    assert provider.diff("gate", state, props(tmp_path, first)).changes
+    state = up(provider, state, props(tmp_path, first))
+    assert state["challenger"]["decision"] == "held" and state["champion"]["accuracy"] == 0.97
+    # The same run again (held) changes nothing.
+    assert not provider.diff("gate", state, props(tmp_path, first)).changes
