@@ -1157,7 +1157,13 @@ def load_settings(
         raise ValueError(
             f"config {PROJECT}:rollout is not available on the ibm stack: a watsonx.ai online deployment "
             "serves one model asset and splits no traffic; unset it (an update is still verified, "
-            "docs/ibm.md); allowed on: aws, gcp, local"
+            "docs/ibm.md); allowed on: aws, local"
+        )
+    if settings.rollout is not None and settings.cloud is Cloud.GCP:
+        raise ValueError(
+            f"config {PROJECT}:rollout is not available on the gcp stack yet: its canary through Vertex AI's "
+            "trafficSplit is not implemented (docs/gate.md), and an update would silently go all at once; "
+            "unset it; allowed on: aws, local"
         )
     return settings
 
