@@ -182,10 +182,13 @@ def hosting_role_policy(
     image_repository_arn: str,
     kms_key_arn: str | None = None,
     champion_prefix: str | None = None,
+    rollback_alarm_prefix: str | None = None,
 ) -> PolicyDocument:
     """What the hosted model needs: read the model artifacts of this stack's jobs, pull, log.
 
     With `champion_prefix` (the champion gate's copies, what the endpoint serves) only those are readable.
+    With `rollback_alarm_prefix` (a canary rollout) it may describe the alarms named so: SageMaker's guide
+    to deployment guardrails asks the execution role for cloudwatch:DescribeAlarms on the rollback alarms.
     """
     bucket_arn = s3_bucket_arn(account.partition, bucket)
     log_groups = account.arn("logs", f"log-group:{ENDPOINT_LOG_GROUP_PREFIX}/{endpoint_name_prefix}-*")
@@ -210,6 +213,15 @@ def hosting_role_policy(
         },
         _metrics(ENDPOINT_METRICS_NAMESPACE),
     ]
+    if rollback_alarm_prefix:
+        statements.append(
+            {
+                "Sid": "DescribeRollbackAlarms",
+                "Effect": "Allow",
+                "Action": "cloudwatch:DescribeAlarms",
+                "Resource": account.arn("cloudwatch", f"alarm:{rollback_alarm_prefix}-*"),
+            }
+        )
     if kms_key_arn:
         statements.extend(_kms(kms_key_arn))
     return document(*statements)

@@ -229,6 +229,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
                         image_repository_arn=_repository_arn(args.image, values[0]),
                         kms_key_arn=args.kms_key_arn,
                         champion_prefix=args.champion_prefix,
+                        rollback_alarm_prefix=self._name if args.rollout else None,
                     )
                 )
             ),

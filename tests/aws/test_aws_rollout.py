@@ -4,13 +4,15 @@ model of CreateEndpoint's DeploymentConfig; without `rollout`, today's all-at-on
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import botocore.session
 import pytest
-from aws_mocks import ALARM, ENDPOINT, ENDPOINT_CONFIG, _call, _outputs
+from aws_mocks import ALARM, ENDPOINT, ENDPOINT_CONFIG, ROLE_POLICY, _call, _outputs
 from botocore.validate import validate_parameters
 from harness import Resource, StackRun, run_stack
 from pulumi.runtime.mocks import MockResourceArgs
@@ -119,3 +121,19 @@ def test_min_live_accuracy_is_said_not_to_be_judged_on_aws(
     with caplog.at_level(logging.WARNING):  # under mocks, pulumi.log.warn goes to logging
         _run(t10k_dir, {**ROLLOUT, "minLiveAccuracy": 0.9})
     assert "rollout.minLiveAccuracy (0.9) is not judged on aws" in caplog.text
+
+
+def test_the_hosting_role_may_describe_the_rollback_alarms_only_with_rollout(
+    canary: StackRun, t10k_dir: Path
+) -> None:
+    """SageMaker's guide: the execution role needs cloudwatch:DescribeAlarms on the auto-rollback alarms."""
+
+    def described(run: StackRun) -> list[Any]:
+        policy = json.loads(run.one(ROLE_POLICY, "hosting").inputs["policy"])
+        return [s["Resource"] for s in policy["Statement"] if s["Action"] == "cloudwatch:DescribeAlarms"]
+
+    (pattern,) = described(canary)
+    for alarm in canary.of_type(ALARM):
+        arn = f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{alarm.outputs['name']}"
+        assert fnmatch.fnmatchcase(arn, pattern), (arn, pattern)
+    assert described(_run(t10k_dir, None)) == []
