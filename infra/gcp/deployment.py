@@ -197,6 +197,7 @@ class VertexDeploymentProvider(ResourceProvider):
             _abandon(client, operation, endpoint)
             raise
         deployed_id = response.deployed_model.id
+        _verify_serving(client, endpoint, deployed_id, props)
         log(f"deployed model {deployed_id} serves 100% of {endpoint}")
         return CreateResult(
             id_=f"{endpoint}/deployedModels/{deployed_id}",
@@ -280,6 +281,40 @@ def _wait_for_deploys_in_flight(client: Any, endpoint: str) -> None:
                 )
             time.sleep(IN_FLIGHT_POLL_SECONDS)
             operation = retrying(client.get_operation, request={"name": operation.name})
+
+
+def serving_problem(endpoint: Any, deployed_id: str, props: Mapping[str, Any]) -> str | None:
+    """Why `endpoint` (as Vertex AI reports it) does not serve the new deployment `deployed_id` with what
+    `props` ask and all of its traffic, in the endpoint's own terms; None when it does."""
+    found = [m for m in endpoint.deployed_models if m.id == deployed_id]
+    split = dict(endpoint.traffic_split)
+    if not found:
+        listed = [m.id for m in endpoint.deployed_models]
+        return f"its deployedModels ({listed}) do not include the new deployed model {deployed_id}"
+    served = served_by(found[0])
+    if not serves_what_props_ask(served, props):
+        return f"deployed model {deployed_id} serves {served}, not {props['model']} as asked"
+    share = int(split.get(deployed_id, 0))
+    if share != FULL_TRAFFIC:
+        return f"its trafficSplit {split} gives the new deployed model {deployed_id} {share} %"
+    return None
+
+
+def _verify_serving(client: Any, endpoint: str, deployed_id: str, props: Mapping[str, Any]) -> None:
+    """Read the endpoint back after the deploy: fail the create unless it serves the new model with all of
+    its traffic. The new deployed model is then undeployed (nothing bills for it) and Pulumi keeps the
+    deployment it was to replace, which is left serving (docs/gate.md "What is verified")."""
+    current = retrying(client.get_endpoint, name=endpoint)
+    problem = serving_problem(current, deployed_id, props)
+    if problem is None:
+        return
+    if any(m.id == deployed_id for m in current.deployed_models):
+        _undeploy(client, current, deployed_id)
+    raise GcpProviderError(
+        f"deploying {props['model']} to {endpoint} did not take: {problem}. The new deployed model was "
+        "undeployed; the deployment it was to replace keeps serving. Look at the endpoint in the console "
+        "(something may have changed its traffic split meanwhile), then run `pulumi up` again."
+    )
 
 
 def _traffic_of(client: Any, endpoint: str, deployed_id: str) -> int:

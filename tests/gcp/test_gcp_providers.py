@@ -366,3 +366,47 @@ def test_only_the_placeholder_token_goes_to_a_plain_http_fake() -> None:
     assert "credentials" not in client_kwargs(None)  # production: Application Default Credentials
     assert "credentials" not in client_kwargs("us-central1-aiplatform.googleapis.com")
     assert json.dumps(client_kwargs(None)["transport"]) == '"rest"'
+
+
+@pytest.mark.slow
+def test_a_deploy_whose_traffic_does_not_reach_the_new_model_fails_and_the_old_one_keeps_serving(
+    vertex_fake: VertexFake, gcs_fake: GcsFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gcs_fake.put(f"gs://{BUCKET}/jobs/1/model/saved_model.pb", b"one")
+    gcs_fake.put(f"gs://{BUCKET}/jobs/2/model/saved_model.pb", b"two")
+    endpoint_id = "1234567890"
+    endpoint = vertex_fake.add_endpoint(endpoint_id)
+    models, deployments = VertexModelProvider(), VertexDeploymentProvider()
+    first_model = models.create(model_props(vertex_fake, f"gs://{BUCKET}/jobs/1/model"))
+    first = deployments.create(deployment_props(vertex_fake, endpoint_id, first_model.id))
+    assert first.outs is not None
+    old_id = first.outs["deployed_model_id"]
+
+    # The fault: the deploy operation succeeds, but the endpoint's split still sends everything to the old
+    # model (as when something else sets the split meanwhile).
+    real_run = vertex_fake._run_deployment
+
+    def split_left_on_the_old_model(endpoint_, deployed, model, split, operation) -> None:
+        real_finish = operation.finish
+
+        def finish(*args: Any, **kwargs: Any) -> None:
+            endpoint_.traffic = {old_id: 100}
+            real_finish(*args, **kwargs)
+
+        operation.finish = finish
+        real_run(endpoint_, deployed, model, split, operation)
+
+    monkeypatch.setattr(vertex_fake, "_run_deployment", split_left_on_the_old_model)
+    second_model = models.create(model_props(vertex_fake, f"gs://{BUCKET}/jobs/2/model"))
+    assert first_model.outs is not None and second_model.outs is not None
+    with pytest.raises(GcpProviderError, match="did not take: its trafficSplit") as error:
+        deployments.create(deployment_props(vertex_fake, endpoint_id, second_model.id))
+    assert f"{{'{old_id}': 100}}" in str(error.value) and "keeps serving" in str(error.value)
+    live = endpoint_client(vertex_fake).get_endpoint(name=endpoint)
+    assert [m.id for m in live.deployed_models] == [old_id]  # the new one undeployed, nothing else touched
+    assert dict(live.traffic_split) == {old_id: 100}
+
+    deployments.delete(first.id, first.outs)
+    models.delete(first_model.id, first_model.outs)
+    models.delete(second_model.id, second_model.outs)
+    assert not vertex_fake.running_processes()
