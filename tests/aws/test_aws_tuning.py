@@ -458,11 +458,14 @@ def moto_backed(args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
             **create_request(args.inputs)
         )
         bucket = args.inputs["trainingJobDefinition"]["outputDataConfig"]["s3OutputPath"][5:].split("/")[0]
-        merrors = [0.05, 0.031, 0.09]
+        # A search of 3 trials finds merror 0.031 (trial 2); one of 2 trials a poor best, 0.40 (trial 1).
+        trials = int(args.inputs["config"]["resourceLimits"]["maxNumberOfTrainingJobs"])
+        merrors = [0.05, 0.031, 0.09] if trials == 3 else [0.40, 0.45]
         for i, merror in enumerate(merrors, 1):
             finished_job(bucket, f"{name}-{i:03d}-0a0b0c0d", {"validation:merror": merror})
         record = sagemaker_backends[ACCOUNT][REGION].hyper_parameter_tuning_jobs[name]
-        finish_tuning_job(record, f"{name}-002-0a0b0c0d", 0.031)
+        best = 1 + merrors.index(min(merrors))
+        finish_tuning_job(record, f"{name}-{best:03d}-0a0b0c0d", min(merrors), trials=len(merrors))
     return id_, state
 
 
@@ -483,7 +486,7 @@ def up(engine: ProviderEngine, data_dir: Path, overrides: dict[str, Any]) -> Sta
     return run
 
 
-def test_the_best_trial_is_promoted_by_the_gate_and_served_and_destroy_leaves_no_copy(
+def test_the_best_trial_is_promoted_and_served_a_worse_search_is_held_and_destroy_leaves_no_copy(
     monkeypatch: pytest.MonkeyPatch, aws: None, t10k_dir: Path
 ):
     client = MotoWithStubbedTrialList([0.05, 0.031, 0.09])
@@ -506,6 +509,16 @@ def test_the_best_trial_is_promoted_by_the_gate_and_served_and_destroy_leaves_no
     again = up(engine, t10k_dir, {"tuning": {"xgboost": {**SEARCH, "maxTrials": 3, "parallelTrials": 1}}})
     assert again.one(TUNING_JOB).inputs == run.one(TUNING_JOB).inputs
     assert ("same", "mnist-tuning-result") in engine.steps and ("same", "mnist-xgboost-gate") in engine.steps
+
+    # A new search whose best trial is worse than the champion: held, the endpoint keeps serving the champion.
+    client.objectives = [0.40, 0.45]
+    worse = up(engine, t10k_dir, {"tuning": {"xgboost": {**SEARCH, "maxTrials": 2, "parallelTrials": 1}}})
+    held = worse.outputs["models"]["xgboost"]
+    assert worse.one(TUNING_JOB).inputs["name"] != name
+    assert held["challenger"]["decision"] == "held" and held["challenger"]["source"].endswith("-001-0a0b0c0d")
+    assert held["champion"]["source"] == best and held["artifact"] == model["artifact"]
+    assert worse.one("aws:sagemaker/model:Model").inputs["primaryContainer"]["modelDataUrl"] == served
+    assert held["tuning"]["best_objective"] == 0.40 and held["tuning"]["spread"]["max"] == 0.45
 
     engine.destroy()
     assert s3.list_objects_v2(Bucket=bucket, Prefix="champions/").get("KeyCount") == 0

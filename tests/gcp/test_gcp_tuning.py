@@ -198,23 +198,37 @@ def test_a_job_whose_trials_all_fail_names_each_trials_reason(vertex_fake: Verte
         VertexTuningJobProvider().create(props)
 
 
+# Trial 1 reports at once (as the trainer does, through cloudml-hypertune); trial 2 trains on and on.
+ONE_DONE_ONE_RUNNING = (
+    "import os, time, hypertune\n"
+    "if os.environ['CLOUD_ML_TRIAL_ID'] == '1':\n"
+    "    hypertune.HyperTune().report_hyperparameter_tuning_metric('accuracy', 0.9, 1)\n"
+    "else:\n"
+    "    time.sleep(60)\n"
+)
+
+
 def test_a_tuning_job_cancelled_while_it_runs_fails_the_update_and_bills_nothing(
     vertex_fake: VertexFake,
 ) -> None:
-    sleeper = "import time; time.sleep(60)"
-    props = tuning_props(vertex_fake, [], command=[sys.executable, "-c", sleeper])
+    """Cancelled (in the console) after one trial succeeded: the update fails, the succeeded trial is not
+    taken for a finished search, and no trial is left running."""
+    props = tuning_props(vertex_fake, [], command=[sys.executable, "-c", ONE_DONE_ONE_RUNNING])
     client = job_client(vertex_fake)
 
-    def cancel_when_running() -> None:
-        while not vertex_fake.tuning.jobs or not vertex_fake.running_processes():
+    def cancel_once_a_trial_succeeded() -> None:
+        while True:
+            jobs = list(vertex_fake.tuning.jobs.values())
+            trials = jobs[0].trials if jobs else []
+            if [t.state for t in trials] == ["SUCCEEDED", "ACTIVE"]:
+                client.cancel_hyperparameter_tuning_job(name=vertex_fake.tuning.job_name(jobs[0].id))
+                return
             time.sleep(0.1)
-        client.cancel_hyperparameter_tuning_job(
-            name=vertex_fake.tuning.job_name(next(iter(vertex_fake.tuning.jobs)))
-        )
 
-    threading.Thread(target=cancel_when_running, daemon=True).start()
-    with pytest.raises(GcpProviderError, match="ended JOB_STATE_CANCELLED: CANCELED"):
+    threading.Thread(target=cancel_once_a_trial_succeeded, daemon=True).start()
+    with pytest.raises(GcpProviderError, match="ended JOB_STATE_CANCELLED: CANCELED") as error:
         VertexTuningJobProvider().create(props)
+    assert "1 SUCCEEDED" in str(error.value)
     assert not vertex_fake.running_processes()
 
 
