@@ -131,7 +131,7 @@ class OnlineDeploymentProvider(ResourceProvider):
             return None
 
         try:
-            conn.wait(
+            details = conn.wait(
                 f"online deployment {props['name']} to be ready",
                 ready,
                 READY_TIMEOUT_SECONDS,
@@ -142,6 +142,7 @@ class OnlineDeploymentProvider(ResourceProvider):
             # next create finds the deployment by its identity tag and adopts it.)
             _delete_quietly(client, deployment_id)
             raise
+        _verify_serving(client, deployment_id, details, props)
         url = (conn.wml_url or watsonx_url(str(props["region"]))).rstrip("/")
         outs = {**state_of(props), "deployment_id": deployment_id, "url": url}
         return CreateResult(id_=deployment_id, outs=outs)
@@ -207,6 +208,27 @@ def _serves(details: Mapping[str, Any], props: dict[str, Any]) -> bool:
         (entity.get("asset") or {}).get("id") == props["model_id"]
         and hardware.get("name") == props["instance_type"]
         and int(hardware.get("num_nodes", 1)) == int(props["max_replicas"])
+    )
+
+
+def _verify_serving(
+    client: Any, deployment_id: str, details: Mapping[str, Any], props: dict[str, Any]
+) -> None:
+    """The deployment as watsonx.ai reports it once ready must serve the new model (its asset id), on the
+    hardware asked: otherwise it is deleted and the create fails with what it serves, and Pulumi keeps the
+    deployment it was to replace, which goes on serving (docs/gate.md "What is verified")."""
+    if _serves(details, props):
+        return
+    entity = details.get("entity") or {}
+    served = (entity.get("asset") or {}).get("id")
+    hardware = entity.get("hardware_spec") or {}
+    _delete_quietly(client, deployment_id)
+    state = deployment_status(dict(details))[0]
+    asked = f"model {props['model_id']} on {props['instance_type']} x {int(props['max_replicas'])}"
+    raise IbmProviderError(
+        f"online deployment {props['name']} ({deployment_id}) is {state} but serves asset {served} on "
+        f"{hardware.get('name')} x {hardware.get('num_nodes')}, not {asked}: it was deleted; the deployment "
+        "it was to replace keeps serving. Run `pulumi up` again; if it persists, look at the space."
     )
 
 

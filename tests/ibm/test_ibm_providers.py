@@ -648,3 +648,40 @@ def test_a_model_left_without_its_content_is_deleted_and_stored_again_whole(
     assert created.id != half_made
     assert list(ibm_cloud_fake.state.models) == [created.id]
     assert ibm_cloud_fake.state.models[created.id]["entity"]["content_import_state"] == "completed"
+
+
+@pytest.mark.slow
+def test_a_ready_deployment_that_serves_another_asset_is_deleted_and_fails_the_update(
+    ibm_cloud_fake: IbmCloudFake,
+    runtime_instances: tuple[dict, dict],
+    onnx_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    client = ibm.watsonx(ibm_cloud_fake)
+    space_id = create_space(client, *runtime_instances)
+    client.set.default_space(space_id)
+    old_model, new_model = store_model(client, onnx_model_dir), store_model(client, onnx_model_dir)
+    props = {
+        "name": "mnist-platform-test-pytorch",
+        "space_id": space_id,
+        "model_id": new_model,
+        "instance_type": "XS",
+        "min_replicas": 1,
+        "max_replicas": 1,
+        "tags": ["project:mnist-platform", "stack:test"],
+        **common(ibm_cloud_fake),
+    }
+    # The fault: the service reports the new deployment, once ready, on the old model's asset.
+    real_document = ibm_cloud_fake.wml._document
+
+    def on_the_old_asset(deployment: Any) -> dict[str, Any]:
+        document = real_document(deployment)
+        if deployment.model_id != new_model:
+            return document
+        return {**document, "entity": {**document["entity"], "asset": {"id": old_model, "rev": "1"}}}
+
+    monkeypatch.setattr(ibm_cloud_fake.wml, "_document", on_the_old_asset)
+
+    with pytest.raises(IbmProviderError, match=f"serves asset {old_model} on XS x 1, not model {new_model}"):
+        OnlineDeploymentProvider().create(props)
+    assert not ibm_cloud_fake.state.deployments  # deleted: nothing left billing
