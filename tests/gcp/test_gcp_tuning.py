@@ -264,3 +264,22 @@ def test_the_fake_refuses_what_the_discovery_document_and_vertex_refuse(vertex_f
         client.create_hyperparameter_tuning_job(
             parent=vertex_fake.parent, hyperparameter_tuning_job=aiplatform_v1.HyperparameterTuningJob(body)
         )
+
+
+def test_a_tuning_job_whose_create_is_interrupted_by_ctrl_c_is_cancelled_not_left_billing(
+    vertex_fake: VertexFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from infra.gcp import tuning_job
+
+    def ctrl_c_once_trials_run(client: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        while not vertex_fake.running_processes():
+            time.sleep(0.1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuning_job, "wait_until_done", ctrl_c_once_trials_run)
+    props = tuning_props(vertex_fake, [], command=[sys.executable, "-c", "import time; time.sleep(60)"])
+    with pytest.raises(KeyboardInterrupt):
+        VertexTuningJobProvider().create(props)
+    (job,) = vertex_fake.tuning.jobs.values()
+    assert vertex_fake.tuning.wait(job.id, timeout=60) == "JOB_STATE_CANCELLED"
+    assert not vertex_fake.running_processes()
