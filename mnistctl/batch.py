@@ -99,7 +99,8 @@ class BatchReport:
     accuracy: float | None
     correct: int | None
     seconds: float
-    images_per_second: float
+    images_per_second: float | None
+    """None when the run's time is not known (a job whose start and end are the same second)."""
     batch_size: int
     cost: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
@@ -276,7 +277,7 @@ def write_results(
         accuracy=accuracy,
         correct=correct,
         seconds=round(seconds, 6),
-        images_per_second=round(len(batch.pixels) / seconds, 1) if seconds > 0 else float("inf"),
+        images_per_second=round(len(batch.pixels) / seconds, 1) if seconds > 0 else None,
         batch_size=batch_size,
         cost={
             **asdict(cost),
@@ -369,9 +370,10 @@ def summary_lines(report: BatchReport) -> Sequence[str]:
     )
     estimate = report.cost.get("estimate")
     cost = estimate if isinstance(estimate, str) else f"{estimate:.6f} USD"
+    rate = "unknown" if report.images_per_second is None else f"{report.images_per_second:,.0f}"
     return [
         f"{report.model}: {report.images} images from {report.input} in {report.seconds:.2f} s "
-        f"({report.images_per_second:,.0f} images/s)",
+        f"({rate} images/s)",
         f"accuracy {accuracy}",
         f"cost {cost} ({report.cost.get('price_source')})",
     ]

@@ -27,6 +27,7 @@ from typing import Any, cast
 import pulumi
 import pulumi_aws as aws
 
+from infra.aws.batch_transform import BatchPlan, declare_transform_job, plan_batch
 from infra.aws.data import CSV_CONTENT_TYPE, StagedFile, dataset_prefix, stage_sagemaker_csv
 from infra.aws.gate import CHAMPIONS_PREFIX, SageMakerGate, SageMakerGateArgs, require_merror
 from infra.aws.iam import Account, bucket_tls_only_policy, service_trust_policy, training_role_policy
@@ -107,6 +108,8 @@ class SageMakerPlatformArgs:
     """Customer KMS key for the bucket, the training volume and output, and the endpoint volume."""
     public_api: PublicApi = PublicApi.OFF
     """A throttled HTTP API (API Gateway + Lambda) in front of the endpoint: IAM-authorized or open."""
+    batch: BatchPlan | None = None
+    """`batch.xgboost`: a batch transform job of the champion's model (infra/aws/batch_transform.py)."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Extra default tags; `project` and `stack` are always set."""
     promotion: PromotionRule = field(default_factory=lambda: PromotionRule(min_accuracy=0.0))
@@ -188,6 +191,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
             kms_key_arn=aws_settings.kms_key_arn,
             public_api=aws_settings.public_api,
             promotion=settings.promotion.rule(Framework.XGBOOST),
+            batch=plan_batch(settings, Framework.XGBOOST),
             rollout=settings.rollout,
             tuning=settings.tuning.get(Framework.XGBOOST),
         )
@@ -276,6 +280,22 @@ class SageMakerPlatform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         api = self._public_api(serving) if args.public_api is not PublicApi.OFF else None
+        # Batch scoring with the champion's model (docs/batch.md): a new champion is a new Model, a new job.
+        self.batch: pulumi.Output[dict] | None = None
+        if args.batch is not None:
+            transform = declare_transform_job(
+                f"{name}-{MODEL_KEY}-batch",
+                args.batch,
+                region=args.region,
+                bucket=bucket.bucket,
+                model_name=serving.model_name,
+                role_name=serving.hosting_role_name,
+                account=self._account,
+                job_prefix=sagemaker_prefix(f"{args.stack}-batch", 32),
+                kms_key_arn=args.kms_key_arn,
+                opts=self._opts(),
+            )
+            self.batch = transform.entry().apply(lambda entry: {MODEL_KEY: entry})
 
         self.bucket = bucket.bucket
         self.dataset = pulumi.Output.from_input(args.dataset.value)
@@ -296,6 +316,7 @@ class SageMakerPlatform(pulumi.ComponentResource):
                 "dataset": self.dataset,
                 "training_job_name": self.training_job_name,
                 "endpoint_name": self.endpoint_name,
+                **({"batch": self.batch} if self.batch is not None else {}),
             }
         )
 
