@@ -337,11 +337,19 @@ class TuningRange(_Strict):
 
 
 TuningChoices = list[bool | int | float | str]
+
+
+def _search_kind(value: Any) -> str | None:
+    if isinstance(value, list):
+        return "choices"
+    return "range" if isinstance(value, dict | TuningRange) else None
+
+
 # A dict is a range, a list the choices: told apart by shape, so an error speaks of the one meant.
 TuningSearch = Annotated[
     Annotated[TuningRange, Tag("range")] | Annotated[TuningChoices, Tag("choices")],
     Discriminator(
-        lambda value: "choices" if isinstance(value, list) else "range" if isinstance(value, dict) else None,
+        _search_kind,
         custom_error_type="tuning_search",
         custom_error_message='expected a range {"min": .., "max": .., "scale": ..} or a list of choices',
     ),

@@ -6,9 +6,10 @@ so `mnistctl --help` and `mnistctl predict` start quickly.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -72,6 +73,15 @@ def train(
             "Default: train at once, with every core.",
         ),
     ] = None,
+    tune: Annotated[
+        str | None,
+        typer.Option(
+            help="Tune instead: the search as JSON, the stack's `tuning` entry of this model with its "
+            'objective ({"maxTrials": 4, "objective": {"metric": "validation:merror", "goal": '
+            '"Minimize"}, "ranges": {"eta": {"min": 0.05, "max": 0.5}}}); OUT gets the best trial '
+            "(training/tuning.py).",
+        ),
+    ] = None,
 ) -> None:
     """Train one model and write its artifact in the layout each platform serves."""
     from training.datasets import DatasetError
@@ -87,20 +97,39 @@ def train(
         queue = SlotQueue(slots) if slots is not None else None
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--slots") from error
+    search = _search_option(tune) if tune is not None else None
     with _TrainingProgress(f"{framework.value} on {dataset.value}") as progress:
         try:
-            metrics = train_model(
-                framework.value,
-                dataset.value,
-                data_dir,
-                out,
-                overrides,
-                dry_run,
-                progress=progress.update,
-                preset=preset.value,
-                slots=queue,
-                on_wait=lambda message: errors.print(message, markup=False, highlight=False),
-            )
+            if search is not None:
+                from training.tuning import tune_model
+
+                metrics = tune_model(
+                    framework.value,
+                    dataset.value,
+                    data_dir,
+                    out,
+                    search,
+                    overrides,
+                    dry_run,
+                    progress=progress.update,
+                    preset=preset.value,
+                    slots=queue,
+                    on_wait=lambda message: errors.print(message, markup=False, highlight=False),
+                    log=lambda message: errors.print(message, markup=False, highlight=False),
+                )
+            else:
+                metrics = train_model(
+                    framework.value,
+                    dataset.value,
+                    data_dir,
+                    out,
+                    overrides,
+                    dry_run,
+                    progress=progress.update,
+                    preset=preset.value,
+                    slots=queue,
+                    on_wait=lambda message: errors.print(message, markup=False, highlight=False),
+                )
         except DatasetError as error:
             raise fail(str(error), EXIT_BAD_INPUT) from error
         except ValueError as error:  # unknown hyperparameter or a value of the wrong type
@@ -108,6 +137,18 @@ def train(
     from mnistctl.report import metrics_table
 
     console.print(metrics_table(metrics, title=f"{framework.value} -> {out}"))
+
+
+def _search_option(text: str) -> dict[str, Any]:
+    try:
+        search = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise typer.BadParameter(f"not JSON ({error.msg}): {text!r}", param_hint="--tune") from None
+    if not isinstance(search, dict) or not {"maxTrials", "ranges", "objective"} <= set(search):
+        raise typer.BadParameter(
+            "expected a JSON map with maxTrials, ranges and objective {metric, goal}", param_hint="--tune"
+        )
+    return search
 
 
 class _TrainingProgress:

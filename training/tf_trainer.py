@@ -21,7 +21,7 @@ import posixpath
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -157,9 +157,25 @@ class _ReportProgress(keras.callbacks.Callback):
             self.progress(step, total, f"epoch {self.epoch + 1}/{self.epochs}{detail}")
 
 
+class _EpochEnd(keras.callbacks.Callback):
+    def __init__(self, on_epoch: Callable[[int, keras.Model], None]) -> None:
+        super().__init__()
+        self.on_epoch = on_epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.model is not None:  # set by fit before the first epoch
+            self.on_epoch(epoch + 1, self.model)
+
+
 def train(
-    x_train: np.ndarray, y_train: np.ndarray, hp: Hyperparameters, progress: ProgressCallback | None = None
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    hp: Hyperparameters,
+    progress: ProgressCallback | None = None,
+    on_epoch: Callable[[int, keras.Model], None] | None = None,
 ) -> keras.Model:
+    """``on_epoch(epoch, model)`` hears each finished epoch (training/tuning.py scores the model on its
+    validation split and may stop the training by raising)."""
     keras.utils.set_random_seed(hp.seed)
     model = build_model(hp)
     steps_per_epoch = int(np.ceil(len(x_train) / hp.batch_size))
@@ -183,7 +199,11 @@ def train(
         augmenter = _augmenter(hp)
         data = data.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=1)
     data = with_pipeline_options(data.prefetch(2))
-    callbacks = [_ReportProgress(progress, hp.epochs, steps_per_epoch)] if progress else []
+    callbacks: list[keras.callbacks.Callback] = (
+        [_ReportProgress(progress, hp.epochs, steps_per_epoch)] if progress else []
+    )
+    if on_epoch is not None:
+        callbacks.append(_EpochEnd(on_epoch))
     # shuffle=False: the pipeline shuffles; verbose=0 is documented though the annotation says str
     if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
         fit_on_all_workers(model, data, hp.epochs, callbacks)
@@ -232,6 +252,7 @@ def train_and_evaluate(
     dry_run: bool = False,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    on_epoch: Callable[[int, keras.Model], None] | None = None,
 ) -> dict[str, Any]:
     """Train on ``data`` (folder of train.npz/test.npz, local or gs://, or a Split); export to ``model_dir``.
 
@@ -247,7 +268,7 @@ def train_and_evaluate(
     model_dir = str(model_dir)
     started = time.perf_counter()
     with strategy.scope() if strategy else contextlib.nullcontext():
-        model = train(*shard(split.x_train, split.y_train, role), hp, progress)
+        model = train(*shard(split.x_train, split.y_train, role), hp, progress, on_epoch)
     train_seconds = time.perf_counter() - started
     if hp.average_mirrored:
         model = with_mirror_average(model)

@@ -13,7 +13,7 @@ import argparse
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,7 +162,10 @@ def train(
     y_train: torch.Tensor,
     hp: Hyperparameters,
     progress: ProgressCallback | None = None,
+    on_epoch: Callable[[int, Net], None] | None = None,
 ) -> Net:
+    """``on_epoch(epoch, model)`` hears each finished epoch, the model in eval mode (training/tuning.py
+    scores it on its validation split and may stop the training by raising)."""
     torch.manual_seed(hp.seed)
     generator = torch.Generator().manual_seed(hp.seed)
     model = Net(hp.dropout, hp.width, hp.convs, hp.hidden)
@@ -195,6 +198,10 @@ def train(
             step += 1
             if progress and (step % 10 == 0 or step == total):
                 progress(step, total, f"epoch {epoch}/{hp.epochs} loss {loss.item():.4f}")
+        if on_epoch is not None:
+            model.eval()
+            on_epoch(epoch, model)
+            model.train()
     model.eval()
     model.to(memory_format=torch.contiguous_format)  # pyright: ignore[reportCallIssue]  (as exported)
     return model
@@ -280,6 +287,7 @@ def train_and_evaluate(
     dry_run: bool = False,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    on_epoch: Callable[[int, Net], None] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate on the test part, write model.onnx, model.tar.gz and hyperparameters.json."""
     if dry_run:
@@ -291,7 +299,7 @@ def train_and_evaluate(
     x_train, y_train = to_tensor(split.x_train), torch.from_numpy(split.y_train.astype(np.int64))
     x_test, y_test = to_tensor(split.x_test), torch.from_numpy(split.y_test.astype(np.int64))
     started = time.perf_counter()
-    model = train(x_train, y_train, hp, progress)
+    model = train(x_train, y_train, hp, progress, on_epoch)
     train_seconds = time.perf_counter() - started
     served = WithSoftmax(model, hp.average_mirrored).eval()
     onnx_path = export_onnx(served, out_dir)

@@ -114,15 +114,17 @@ def train(
     hp: Hyperparameters,
     nthread: int | None = None,
     progress: ProgressCallback | None = None,
+    callbacks: Sequence[TrainingCallback] = (),
 ) -> xgb.Booster:
-    callbacks = [_ReportProgress(progress, hp.num_round)] if progress else None
+    """``callbacks`` hear every boosting round's validation metrics (training/tuning.py prunes with them)."""
+    reporting = [_ReportProgress(progress, hp.num_round)] if progress else []
     return xgb.train(
         hp.booster_params(nthread),
         dtrain,
         num_boost_round=hp.num_round,
         evals=[(dvalid, "validation")],
         verbose_eval=False,
-        callbacks=callbacks,
+        callbacks=[*reporting, *callbacks] or None,
     )
 
 
@@ -164,6 +166,7 @@ def train_and_evaluate(
     dry_run: bool = False,
     nthread: int | None = None,
     progress: ProgressCallback | None = None,
+    callbacks: Sequence[TrainingCallback] = (),
 ) -> dict[str, Any]:
     """Train on ``channels/train``, evaluate on ``channels/validation``; write the artifact."""
     dtrain, dvalid = read_channels(channels)
@@ -174,7 +177,7 @@ def train_and_evaluate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    booster = train(dtrain, dvalid, hp, nthread=nthread, progress=progress)
+    booster = train(dtrain, dvalid, hp, nthread=nthread, progress=progress, callbacks=callbacks)
     train_seconds = time.perf_counter() - started
     artifact = save_model(booster, out_dir)
     save_hyperparameters(hp, out_dir)

@@ -9,6 +9,7 @@ Everything lives under one folder, `localRoot`, which `pulumi destroy` removes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from infra.local.front import LocalFront, LocalFrontArgs
 from infra.local.gate import LocalGate, LocalGateArgs
 from infra.local.training_job import LocalTrainingJob, LocalTrainingJobArgs
 from infra.local.ui import LocalUi, LocalUiArgs
-from infra.settings import Framework, RolloutSettings, Settings
+from infra.settings import Framework, ModelTuning, RolloutSettings, Settings
 from mnistctl.client import DEFAULT_WATSONX_VERSION, LOCAL_VERTEX_PROJECT
 from serving.constants import Flavor
 
@@ -120,6 +121,8 @@ class LocalPlatformArgs:
     """Per model, what its champion scores in batch (`test` or a path; mnistctl/batch.py); none when empty."""
     training_slots: int | None = None
     """How many trainings run at once on this machine (training/slots.py); one per 4 cores when None."""
+    tuning: Mapping[Framework, str] = field(default_factory=dict)
+    """Per model, its search as JSON (config `tuning`): the job tunes and hands the best trial to the gate."""
 
 
 class LocalPlatform(pulumi.ComponentResource):
@@ -163,6 +166,7 @@ class LocalPlatform(pulumi.ComponentResource):
                     preset=args.training_preset,
                     dry_run=args.dry_run,
                     training_slots=args.training_slots,
+                    tuning=args.tuning.get(model),
                 ),
                 child,
             )
@@ -220,7 +224,9 @@ class LocalPlatform(pulumi.ComponentResource):
         )
         self.models = pulumi.Output.all(
             **{
-                model.value: models_entry(gate.champion, gate.challenger)
+                model.value: with_tuning(
+                    models_entry(gate.champion, gate.challenger), self.training_jobs[model].metrics
+                )
                 for model, gate in self.gates.items()
             }
         )
@@ -294,6 +300,7 @@ class LocalPlatform(pulumi.ComponentResource):
             rollout=settings.rollout,
             batch_inputs={model: job.input for model, job in settings.batch.items()},
             training_slots=settings.local.training_slots,
+            tuning={model: search_json(search) for model, search in settings.tuning.items()},
         )
         return cls(name, args)
 
@@ -311,6 +318,22 @@ def _behind(
         "probe_dataset": args.dataset,
         "probe_data_dir": data_path,
     }
+
+
+def search_json(search: ModelTuning) -> str:
+    """A model's search as `mnistctl train --tune` takes it (its objective filled in by the settings)."""
+    return json.dumps(search.model_dump(by_alias=True, mode="json"), sort_keys=True)
+
+
+def with_tuning(entry: pulumi.Output[dict[str, Any]], metrics: pulumi.Input[dict]) -> pulumi.Output[dict]:
+    """A `models` entry with the latest job's search, `tuning` (trials run, the best trial, its
+    hyperparameters and objective, the spread), when it tuned."""
+
+    def merge(values: list[Any]) -> dict[str, Any]:
+        found = (values[1] or {}).get("tuning")
+        return {**values[0], **({"tuning": found} if found else {})}
+
+    return pulumi.Output.all(entry, metrics).apply(merge)
 
 
 def _endpoint_entry(model: Framework, name: str, url: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:

@@ -78,6 +78,7 @@ TRAINER_INPUTS = (
     "preset",
     "dry_run",
     "root",
+    "tuning",
 )
 
 
@@ -106,6 +107,9 @@ class LocalTrainingJobArgs:
     training_slots: pulumi.Input[int] | None = None
     """How many trainings this machine runs at once (config localTrainingSlots; training/slots.py); one
     per 4 cores when None. Not part of the job's identity: it changes when the model trains, not what."""
+    tuning: pulumi.Input[str] | None = None
+    """The model's search (config `tuning`, as JSON): the job tunes (`mnistctl train --tune`,
+    training/tuning.py) and its output is the best trial's; None trains once."""
 
 
 class LocalTrainingJobProvider(ResourceProvider):
@@ -276,6 +280,8 @@ def trainer_command(props: Mapping[str, Any], out: Path) -> list[str]:
         command += ["--hp", f"{name}={value}"]
     if props.get("dry_run"):
         command.append("--dry-run")
+    if props.get("tuning"):
+        command += ["--tune", str(props["tuning"])]
     return command
 
 
@@ -430,6 +436,7 @@ class LocalTrainingJob(pulumi.dynamic.Resource, module="local", name="TrainingJo
             "preset": args.preset,
             "dry_run": args.dry_run,
             "training_slots": args.training_slots,
+            "tuning": args.tuning,
             IDENTITY_SEED: identity_seed("local:TrainingJob", name),
             "out_dir": None,
             "artifact": None,
