@@ -189,6 +189,19 @@ class ChampionGateProvider(ResourceProvider):
                 log(f"gate {props.get('model')}: removing the {kind}'s copy {record['artifact']}")
                 self.discard(props, str(record["artifact"]))
 
+    def serving(self, props: Mapping[str, Any], artifact: str) -> bool:
+        """Whether something still serves the copy `artifact`, where the stack can ask (False otherwise)."""
+        return False
+
+    def _serves_instead(
+        self, props: Mapping[str, Any], retired: Mapping[str, Any], champion: Mapping[str, Any], copy: str
+    ) -> bool:
+        return (
+            champion.get("artifact") not in (None, copy)
+            and self.serving(props, str(retired["artifact"]))
+            and not self.serving(props, str(champion["artifact"]))
+        )
+
     def _restored(self, props: Mapping[str, Any], champion: Mapping[str, Any]) -> dict[str, Any] | None:
         """The champion whose copy was removed behind the stack's back, copied again from the artifact its
         training run left (`source_artifact`): it is still the model to beat, and what serves it may need
@@ -250,7 +263,14 @@ class ChampionGateProvider(ResourceProvider):
             copy_name = _copy_name(challenger, champion, retired)
             copy = self.keep(props, replace(challenger, source=copy_name))
             if self.discards_retired_on_promotion and retired and retired.get("artifact") not in (None, copy):
-                self.discard(props, str(retired["artifact"]))
+                if champion and self._serves_instead(props, retired, champion, copy):
+                    # The last update did not take (its check failed, or its canary was rolled back): the
+                    # retired copy is what still serves, the champion's never did. Keep the served one.
+                    log(f"gate {model}: {retired['artifact']} still serves; removing {champion['artifact']}")
+                    self.discard(props, str(champion["artifact"]))
+                    champion = retired
+                else:
+                    self.discard(props, str(retired["artifact"]))
             retired = champion
             champion = {**challenger.record(artifact=copy), "source_artifact": challenger.artifact}
             if copy_name != challenger.source:

@@ -32,6 +32,7 @@ from infra.hashing import tree_sha256
 from infra.local.support import (
     LocalProviderError,
     forget_record,
+    process_cmdline,
     read_record,
     record_path,
     remove_tree,
@@ -110,6 +111,19 @@ class LocalGateProvider(ChampionGateProvider):
 
     def kept(self, props: Mapping[str, Any], artifact: str) -> bool:
         return Path(artifact).exists() and (Path(artifact).parent / METRICS_FILE).is_file()
+
+    def serving(self, props: Mapping[str, Any], artifact: str) -> bool:
+        """Whether a model server on this machine runs on the copy (asked of the process table: an endpoint
+        whose update did not take still runs on the retired copy, which must not be removed under it)."""
+        folder = str(Path(artifact).parent)
+        processes = Path("/proc")
+        if not processes.is_dir():
+            return False  # no process table to ask (not Linux): the copy is removed as before
+        for entry in processes.iterdir():
+            command = process_cmdline(int(entry.name)) if entry.name.isdigit() else None
+            if command and "serve" in command and "--model" in command and folder in command:
+                return True
+        return False
 
 
 def gate_id(props: Mapping[str, Any]) -> str:

@@ -171,6 +171,8 @@ def test_a_canary_that_fails_is_rolled_back_and_the_old_model_serves_every_reque
     assert [a for a in answers if a[1] == CANARY], "no user request reached the canary"
     assert all(status == 200 for status, _, _ in answers)  # a wrong digit is still a 200
     assert engine.live[ENDPOINT].state["pid"] == old["pid"]
+    # Two promotions whose updates did not take: the copy the old server runs on is still there.
+    assert Path(old["model_dir"]).is_dir()
 
     # (4) A better, healthy model: promoted to 100 %; the front's URL is unchanged; the old server is gone.
     config["hyperparameters"] = {"xgboost": BETTER}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -271,3 +273,28 @@ def test_a_job_name_reused_by_a_later_run_is_judged_again_and_both_copies_are_ke
     assert state["challenger"]["decision"] == "held" and state["champion"]["accuracy"] == 0.97
     # The same run again (held) changes nothing.
     assert not provider.diff("gate", state, props(tmp_path, first)).changes
+
+
+def test_a_retired_copy_still_served_is_kept_and_the_never_served_champion_goes_instead(tmp_path: Path, job):
+    provider = LocalGateProvider()
+    state = up(provider, None, props(tmp_path, job("xgboost-a", 0.95)))
+    served = Path(state["champion_artifact"]).parent
+    state = up(provider, state, props(tmp_path, job("xgboost-b", 0.96)))  # promoted, but its update failed
+    never_served = Path(state["champion_artifact"]).parent
+    assert state["retired"]["artifact"] == str(served / ARTIFACT)
+    # What a rolled-back update leaves: the old server, still running on the retired copy.
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "serve", "--model", str(served)],
+        start_new_session=True,
+    )
+    try:
+        state = up(provider, state, props(tmp_path, job("xgboost-c", 0.97)))
+        assert served.is_dir()  # not removed under the server still using it
+        assert not never_served.exists()
+        assert state["retired"]["artifact"] == str(served / ARTIFACT)
+    finally:
+        server.kill()
+        server.wait()
+    # Once nothing serves it, the next promotion removes it as usual.
+    state = up(provider, state, props(tmp_path, job("xgboost-d", 0.98)))
+    assert not served.exists()
