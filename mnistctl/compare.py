@@ -41,6 +41,10 @@ class ComparisonRow:
     """What the champion gate decided: promoted, forced, held, or champion (nothing new)."""
     reason: str | None = None
     """The gate's reason, naming both accuracies and the rule."""
+    tuning: str = "untuned"
+    """Whether the served model (the champion) came out of a tuning job: `tuning_summary`."""
+    last_search: str | None = None
+    """The stack's latest tuning job of this model (`models.<m>.tuning`), whatever the gate made of it."""
 
     @property
     def label(self) -> str:
@@ -77,9 +81,48 @@ def compare(
                     challenger_accuracy=_number(challenger.get("accuracy")),
                     decision=challenger.get("decision"),
                     reason=challenger.get("reason"),
+                    tuning=tuning_summary(metrics.get("tuning")),
+                    last_search=search_summary(model.get("tuning")),
                 )
             )
     return rows
+
+
+def tuning_summary(tuning: Any) -> str:
+    """ "untuned", or "tuned: trial 3 of 20" for a model that is the best trial of a tuning job."""
+    trials = _number(tuning.get("trials")) if isinstance(tuning, Mapping) else None
+    if not isinstance(tuning, Mapping) or trials is None:
+        return "untuned"
+    best = _number(tuning.get("best_trial"))
+    return f"tuned: trial {best:.0f} of {trials:.0f}" if best is not None else f"tuned ({trials:.0f} trials)"
+
+
+def search_summary(tuning: Any) -> str | None:
+    """A tuning job in a line: trials, the best trial's objective and hyperparameters, the spread."""
+    trials = _number(tuning.get("trials")) if isinstance(tuning, Mapping) else None
+    if not isinstance(tuning, Mapping) or trials is None:
+        return None
+    objective = tuning.get("objective")
+    metric = objective.get("metric", "objective") if isinstance(objective, Mapping) else "objective"
+    spread = tuning.get("spread")
+    finished, pruned = _count(tuning, "completed"), _count(tuning, "pruned")
+    parts = [
+        f"{trials:.0f} trials ({finished} finished, {pruned} pruned)",
+        f"best trial {_cell(_number(tuning.get('best_trial')), '.0f')}: {metric} "
+        f"{_cell(_number(tuning.get('best_objective')), '.4f')}",
+    ]
+    if isinstance(spread, Mapping):
+        low, middle, high = (_cell(_number(spread.get(k)), ".4f") for k in ("min", "median", "max"))
+        parts.append(f"spread {low} / {middle} / {high} (min / median / max)")
+    chosen = tuning.get("best_hyperparameters")
+    if isinstance(chosen, Mapping) and chosen:
+        parts.append(", ".join(f"{name}={value}" for name, value in sorted(chosen.items())))
+    return "; ".join(parts)
+
+
+def _count(tuning: Mapping[str, Any], key: str) -> str:
+    value = _number(tuning.get(key))
+    return "?" if value is None else str(int(value))
 
 
 def artifact_bytes(artifact: Any) -> int | None:
@@ -108,13 +151,14 @@ def comparison_table(rows: Sequence[ComparisonRow]) -> Table:
         table.add_column(column)
     for column in ("smoke accuracy", "p50 ms", "p99 ms", "artifact MB", "train s", "eval accuracy"):
         table.add_column(column, justify="right")
+    table.add_column("tuning")
     table.add_column("challenger", justify="right")
     table.add_column("gate")
     for row in rows:
         gate = (_cell(row.challenger_accuracy, ".2%"), row.decision or "-")
         if row.error is not None:
             table.add_row(
-                row.stack, row.model, row.flavor, f"[red]{row.error}[/]", "-", "-", "-", "-", "-", *gate
+                row.stack, row.model, row.flavor, f"[red]{row.error}[/]", "-", "-", "-", "-", "-", "-", *gate
             )
             continue
         table.add_row(
@@ -127,6 +171,7 @@ def comparison_table(rows: Sequence[ComparisonRow]) -> Table:
             _cell(row.artifact_bytes / _MB if row.artifact_bytes is not None else None, ".2f"),
             _cell(row.train_seconds, ".1f"),
             _cell(row.trained_accuracy, ".2%"),
+            row.tuning,
             *gate,
         )
     return table
@@ -136,7 +181,8 @@ GATE_RULE = (
     "Champion gate: a retrained model (the challenger) is served only when its held-out accuracy is "
     ">= minAccuracy and >= the served model's (the champion's) accuracy - promotionTolerance; otherwise "
     "the endpoint keeps serving the champion untouched. forcePromotion: true serves it anyway. "
-    "'eval accuracy' is the champion's, 'challenger' the last training run's."
+    "'eval accuracy' is the champion's, 'challenger' the last training run's; 'tuning' says whether the "
+    "champion is the best trial of a tuning job (config tuning) or was trained once (untuned)."
 )
 
 
@@ -144,6 +190,7 @@ def gate_notes(rows: Sequence[ComparisonRow]) -> list[str]:
     """The rule, then the gate's reason for each model whose last challenger was not simply promoted."""
     notes = [GATE_RULE]
     notes += [f"{row.label}: {row.reason}" for row in rows if row.reason and row.decision != "promoted"]
+    notes += [f"{row.label}: last tuning job: {row.last_search}" for row in rows if row.last_search]
     return notes
 
 

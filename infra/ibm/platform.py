@@ -33,7 +33,7 @@ from infra.ibm.resource_instance import ResourceInstance, ResourceInstanceArgs
 from infra.ibm.space import DeploymentSpace, DeploymentSpaceArgs
 from infra.ibm.training_job import TrainingJob, TrainingJobArgs
 from infra.local.dataset import LocalDataset, LocalDatasetArgs
-from infra.local.platform import training_code_hash
+from infra.local.platform import search_json, training_code_hash, with_tuning
 from infra.settings import KMS_KEY_CRN, PROJECT, Framework, Settings
 from mnistctl.client import DEFAULT_WATSONX_VERSION
 from serving.constants import WATSONX_IMAGE_SHAPE, Flavor
@@ -79,6 +79,9 @@ class WatsonxPlatformArgs:
     """Train on a tiny subset (tests and quick looks)."""
     training_slots: int | None = None
     """How many trainings run at once on this machine (training/slots.py); one per 4 cores when None."""
+    tuning: str | None = None
+    """The model's search as JSON (config `tuning`): the job tunes on this machine (training/tuning.py) and
+    hands the best trial to the gate; None trains once."""
     kms_key_crn: str | None = None
     """Key Protect root key for the bucket; COS-managed keys when None."""
     endpoints: Mapping[str, str] = field(default_factory=dict)
@@ -129,6 +132,7 @@ class WatsonxPlatform(pulumi.ComponentResource):
             training_preset=settings.training_preset.value,
             dry_run=ibm.dry_run,
             training_slots=ibm.training_slots,
+            tuning=search_json(settings.tuning[MODEL]) if MODEL in settings.tuning else None,
             kms_key_crn=ibm.kms_key_crn,
             endpoints=ibm.endpoints,
             promotion=settings.promotion.rule(MODEL),
@@ -232,6 +236,7 @@ class WatsonxPlatform(pulumi.ComponentResource):
                 preset=args.training_preset,
                 dry_run=args.dry_run,
                 training_slots=args.training_slots,
+                tuning=args.tuning,
                 framework=MODEL.value,
                 **common,
             ),
@@ -299,9 +304,9 @@ class WatsonxPlatform(pulumi.ComponentResource):
             }
         )
         # What the deployment serves (the champion) and what the last training run made of the gate.
-        self.models = models_entry(self.gate.champion, self.gate.challenger).apply(
-            lambda entry: {MODEL.value: entry}
-        )
+        self.models = with_tuning(
+            models_entry(self.gate.champion, self.gate.challenger), self.training_job.metrics
+        ).apply(lambda entry: {MODEL.value: entry})
         self.bucket = self.cos_bucket.bucket
         self.dataset = pulumi.Output.from_input(args.dataset)
         self.register_outputs(

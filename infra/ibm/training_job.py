@@ -71,6 +71,9 @@ class TrainingJobArgs:
     training_slots: pulumi.Input[int] | None = None
     """How many trainings this machine runs at once (config localTrainingSlots; training/slots.py): the
     training queues for a slot like the local stack's. Not part of the job's identity."""
+    tuning: pulumi.Input[str] | None = None
+    """The model's search (config `tuning`, as JSON): trained with `mnistctl train --tune` on this machine
+    (training/tuning.py), the best trial is uploaded; None trains once."""
     framework: str = "pytorch"
     endpoints: pulumi.Input[dict[str, str]] = field(default_factory=dict)
     """URL overrides (empty in production)."""
@@ -199,6 +202,7 @@ class TrainingJob(pulumi.dynamic.Resource, module="ibm", name="TrainingJob"):
             "preset": args.preset,
             "dry_run": args.dry_run,
             "training_slots": args.training_slots,
+            "tuning": args.tuning,
             "bucket": args.bucket,
             "region": args.region,
             "api_key": args.api_key,

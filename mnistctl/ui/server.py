@@ -30,8 +30,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mnistctl.client import EndpointClient, client_for
+from mnistctl.compare import tuning_summary
 from mnistctl.images import image_to_mnist
 from mnistctl.stacks import endpoints as stack_endpoints
+from mnistctl.stacks import models as stack_models
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -65,6 +67,8 @@ class EndpointAnswer:
     flavor: str
     platform: str
     name: str
+    tuning: str = "untuned"
+    """Whether the served model is the best trial of a tuning job (mnistctl.compare.tuning_summary)."""
     digit: int | None = None
     probabilities: list[float] | None = None
     latency_ms: float | None = None
@@ -113,20 +117,27 @@ class Scorer:
         client_factory: ClientFactory | None = None,
     ) -> None:
         self.entries = stack_endpoints(outputs)
+        served = stack_models(outputs)
+        self.tuning = {
+            model: tuning_summary((served.get(model, {}).get("metrics") or {}).get("tuning"))
+            for model in self.entries
+        }
         self.timeout = timeout
         self._client_factory = client_factory or client_for
         self._clients: dict[str, EndpointClient] = {}
 
     def describe(self) -> list[dict[str, str]]:
         """The endpoints as the page lists them, in the stack's order."""
-        return [asdict(self._answer(model, entry)) for model, entry in self.entries.items()]
+        return [
+            asdict(self._answer(model, entry, self.tuning[model])) for model, entry in self.entries.items()
+        ]
 
     async def score(self, pixels: np.ndarray) -> list[EndpointAnswer]:
         """Every endpoint's answer to `pixels` (float32 [784]), in the stack's order."""
         return list(await asyncio.gather(*(self._score_one(model, pixels) for model in self.entries)))
 
     async def _score_one(self, model: str, pixels: np.ndarray) -> EndpointAnswer:
-        answer = self._answer(model, self.entries[model])
+        answer = self._answer(model, self.entries[model], self.tuning[model])
         try:
             probabilities, latency_ms = await asyncio.wait_for(
                 asyncio.to_thread(self._predict, model, pixels), self.timeout
@@ -150,11 +161,13 @@ class Scorer:
         return probabilities, (time.perf_counter() - started) * 1000.0
 
     @staticmethod
-    def _answer(model: str, entry: Mapping[str, Any]) -> EndpointAnswer:
+    def _answer(model: str, entry: Mapping[str, Any], tuning: str) -> EndpointAnswer:
         flavor = str(entry["flavor"])
         region = entry.get("region")
         platform = PLATFORM_BY_FLAVOR.get(flavor, flavor) + (f" ({region})" if region else "")
-        return EndpointAnswer(model=model, flavor=flavor, platform=platform, name=str(entry["name"]))
+        return EndpointAnswer(
+            model=model, flavor=flavor, platform=platform, name=str(entry["name"]), tuning=tuning
+        )
 
 
 def create_app(

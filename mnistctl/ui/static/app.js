@@ -134,6 +134,7 @@ function makePanel(endpoint) {
   panel.append(
     element("h2", null, endpoint.model),
     element("p", "where", `${endpoint.platform} · ${endpoint.name}`),
+    element("p", "tuning", endpoint.tuning || "untuned"),
     element("p", "answer", ""),
     element("p", "latency", ""),
     element("p", "error", ""),
