@@ -16,7 +16,7 @@ gate in the state: the next `pulumi up` copies it again from its training job's 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +39,8 @@ from infra.local.support import (
     write_record,
 )
 from training.hyperparameters import METRICS_FILE
+
+TRIALS_FOLDER = "trials"  # training/tuning.py's: every trial of a tuned challenger (not imported: optuna)
 
 CHAMPIONS_FOLDER = "champions"
 
@@ -96,7 +98,9 @@ class LocalGateProvider(ChampionGateProvider):
         remove_tree(folder)  # a copy left half-written by an interrupted update
         folder.parent.mkdir(parents=True, exist_ok=True)
         try:
-            shutil.copytree(artifact.parent, folder)
+            # A tuned challenger's folder also holds every trial (training/tuning.py): the champion is the
+            # best one alone, the trials stay with their training job.
+            shutil.copytree(artifact.parent, folder, ignore=_trials_at_top(artifact.parent))
         except OSError as error:
             remove_tree(folder)
             raise LocalProviderError(
@@ -181,3 +185,8 @@ def _folder_hash(artifact: str | None) -> str:
     folder = Path(artifact).parent
     # The copy is made by the gate on this machine; if it is not there (yet), its name identifies it.
     return tree_sha256(folder) if folder.is_dir() else folder.name
+
+
+def _trials_at_top(top: Path) -> Callable[[str, list[str]], set[str]]:
+    """copytree's `ignore`: the `trials` folder of a tuned output, only at its top."""
+    return lambda folder, names: {TRIALS_FOLDER} & set(names) if Path(folder) == top else set()

@@ -108,6 +108,7 @@ def test_the_local_stack_tunes_reports_the_trials_and_serves_the_best(
     served_dir = Path(engine.live[ENDPOINT].state["model_dir"])
     best_artifact = out / "trials" / f"{int(tuning['best_trial']):03d}" / "model.tar.gz"
     assert (served_dir / "model.tar.gz").read_bytes() == best_artifact.read_bytes()
+    assert not (served_dir / "trials").exists()  # the champion's copy is the best trial alone
     images, _ = held_out_digits(8, "mnist-t10k", t10k_dir)
     answers = client_for(first.outputs["endpoints"]["xgboost"]).predict(images)
     np.testing.assert_allclose(answers, predict_proba(load_model(best_artifact), images), atol=1e-5)
