@@ -36,7 +36,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from infra.dynamic import changed_keys, log, state_of, warn
-from infra.gate import Decision, PromotionRule, Verdict, decide, readable_accuracy
+from infra.gate import TIE_EPSILON, Decision, PromotionRule, Verdict, decide, readable_accuracy
 from infra.hashing import content_hash
 
 # The inputs whose change means a new round of the rule (a new challenger, or a new rule).
@@ -244,6 +244,13 @@ class ChampionGateProvider(ResourceProvider):
             verdict = Verdict(
                 Decision.CHAMPION, "the challenger is the serving champion already (the same training run)"
             )
+        elif champion and _reran_to_a_tie(champion, challenger):
+            # Judged, and a tie: promoting it would only replace what serves with an equal model.
+            verdict = Verdict(
+                Decision.CHAMPION,
+                f"a new run of the champion's job scored the same accuracy ({challenger.accuracy:.4f}): "
+                "the champion is kept, nothing to replace",
+            )
         else:
             accuracy = champion.get("accuracy") if champion else None
             verdict = decide(
@@ -295,6 +302,17 @@ def same_run(record: Mapping[str, Any] | None, candidate: Candidate) -> bool:
         return False
     return record.get("trained") == candidate.trained and dict(record.get("metrics") or {}) == dict(
         candidate.metrics
+    )
+
+
+def _reran_to_a_tie(champion: Mapping[str, Any], challenger: Candidate) -> bool:
+    """A new run of the champion's own job (its folder trained again, the same spec) scoring the same."""
+    accuracy = readable_accuracy(champion.get("accuracy"))
+    return (
+        champion.get("source") == challenger.source
+        and accuracy is not None
+        and challenger.accuracy is not None
+        and abs(challenger.accuracy - accuracy) <= TIE_EPSILON
     )
 
 

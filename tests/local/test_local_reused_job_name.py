@@ -68,6 +68,8 @@ def test_reverting_to_an_earlier_spec_retrains_under_its_old_name_and_the_gate_j
     challenger = again["challenger"]
     assert challenger["source"] == first["champion"]["source"]  # the same job name, a new run
     assert challenger["trained"] != first["champion"]["trained"]
-    # Judged (a tie with the champion promotes), not waved through as "the champion already".
-    assert challenger["decision"] == "promoted", challenger["reason"]
-    assert again["champion"]["artifact"] != first["champion"]["artifact"]  # the earlier run's copy kept apart
+    # Judged on its accuracy (a tie with its own job's earlier run keeps the champion, nothing replaced), not
+    # waved through as "the same training run".
+    assert "the same training run" not in challenger["reason"]
+    assert f"scored the same accuracy ({challenger['accuracy']:.4f})" in challenger["reason"]
+    assert challenger["decision"] == "champion" and again["champion"] == first["champion"]
