@@ -41,7 +41,7 @@ def props(champion: Path, tmp_path: Path, t10k_dir: Path) -> dict[str, Any]:
 def test_a_run_scores_the_input_and_delete_removes_it_and_its_record(props: dict[str, Any]):
     provider = LocalBatchJobProvider()
     created = provider.create(props)
-    outs = created.outs
+    outs = created.outs or {}
     assert outs["images"] == 2000 and 0.5 < outs["accuracy"] <= 1.0
     assert Path(outs["report"]).is_file() and Path(outs["confusion_png"]).is_file()
     assert provider.read(created.id, outs).id == created.id
@@ -54,7 +54,7 @@ def test_an_interrupted_runs_leftovers_are_removed_and_a_finished_run_is_adopted
     props: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ):
     provider = LocalBatchJobProvider()
-    first = provider.create(props).outs
+    first = provider.create(props).outs or {}
     # An update to a new champion interrupted mid-score: its folder listed, half-written, no report.
     newer = {**props, "champion_hash": "champion-2"}
     half = run_folder(newer)
@@ -64,7 +64,7 @@ def test_an_interrupted_runs_leftovers_are_removed_and_a_finished_run_is_adopted
     assert read_record(record) == {"runs": [first["out_dir"]]}
 
     write_record(record, {"runs": [first["out_dir"], str(half)]})
-    updated = provider.update(batch_id(props), first, newer).outs
+    updated = provider.update(batch_id(props), first, newer).outs or {}
     assert updated["out_dir"] == str(half) and (half / REPORT_FILE).is_file()
     assert not Path(first["out_dir"]).exists()  # the previous run's folder, once the new one is whole
     assert read_record(record) == {"runs": [str(half)]}
@@ -74,18 +74,19 @@ def test_an_interrupted_runs_leftovers_are_removed_and_a_finished_run_is_adopted
         raise AssertionError("scored again")
 
     monkeypatch.setattr(provider_module, "_score", no_scoring)
-    again = provider.update(batch_id(props), updated, newer).outs
+    again = provider.update(batch_id(props), updated, newer).outs or {}
     assert again["accuracy"] == updated["accuracy"]
 
 
 def test_read_and_diff_report_a_run_whose_report_was_removed_behind_the_stacks_back(props: dict[str, Any]):
     provider = LocalBatchJobProvider()
     created = provider.create(props)
-    assert not provider.diff(created.id, created.outs, props).changes  # nothing changed: not scored again
-    Path(created.outs["report"]).unlink()
-    assert provider.read(created.id, created.outs).id is None
-    assert provider.diff(created.id, created.outs, props).changes
-    provider.delete(created.id, created.outs)
+    state = created.outs or {}
+    assert not provider.diff(created.id, state, props).changes  # nothing changed: not scored again
+    Path(state["report"]).unlink()
+    assert provider.read(created.id, state).id is None
+    assert provider.diff(created.id, state, props).changes
+    provider.delete(created.id, state)
 
 
 def test_a_new_champion_or_input_scores_again_and_another_model_or_root_replaces(props: dict[str, Any]):
