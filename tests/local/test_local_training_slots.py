@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from faults import UpInterrupted, interrupt_once, interruptible, stack_processes, stop_stack_processes
-from harness import ProviderEngine, run_stack
+from harness import EngineInterrupted, ProviderEngine, run_stack
 
 from infra.local import platform as local
 from infra.local import training_job as local_training
@@ -118,3 +118,34 @@ def test_a_trainer_stopped_by_destroy_frees_its_slot(
         assert wait_gone(trainer, 15)
     assert free_at_once(queue)
     assert not list((queue.folder / "queue").glob("*.ticket"))
+
+
+def test_the_ibm_stacks_trainer_dies_with_an_interrupted_up_and_its_place_in_the_queue_with_it(
+    root: Path, t10k_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The ibm stack trains through `run_trainer`, a child of the provider that an interruption kills."""
+    props: dict[str, Any] = {
+        "framework": "xgboost",
+        "dataset": "mnist-t10k",
+        "data_dir": str(t10k_dir),
+        "root": str(root),
+        "hyperparameters": {},
+        "dry_run": True,
+        "training_slots": 1,
+    }
+    feed = local_training.TerminalLines.feed
+
+    def interrupted_once_it_waits(lines: local_training.TerminalLines, data: bytes) -> None:
+        feed(lines, data)
+        if b"waiting for one of 1 training slot" in data:
+            raise EngineInterrupted("pulumi up stopped while the trainer waited for a slot")
+
+    monkeypatch.setattr(local_training.TerminalLines, "feed", interrupted_once_it_waits)
+    queue = SlotQueue(1, settle=0)
+    with queue.ticket(0, "another stack's training") as other:
+        other.wait()
+        with pytest.raises(EngineInterrupted):
+            local_training.run_trainer("xgboost-ibm", props, root / "models" / "xgboost-ibm")
+        assert not stack_processes(root)  # killed, not left waiting
+    assert free_at_once(queue)
+    assert not list((queue.folder / "queue").glob("*.ticket"))  # its ticket was found dead and removed
