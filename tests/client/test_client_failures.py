@@ -40,6 +40,7 @@ from mnistctl.client import (
     client_for,
     csv_payload,
     resolve_endpoint,
+    sagemaker_reply_scores,
 )
 from serving.constants import Flavor
 
@@ -355,9 +356,14 @@ def test_an_empty_key_variable_is_skipped_for_the_next(monkeypatch: pytest.Monke
 @responses.activate
 @pytest.mark.usefixtures("ibm_key")
 def test_another_iam_is_asked_at_its_own_token_route() -> None:
-    iam = responses.post("https://private.iam.test/identity/token", json={"access_token": "tok"})
+    iam = responses.post("https://private.iam.test/VPX/identity/token", json={"access_token": "tok"})
     responses.post(SCORING, json=SCORES)
-    entry = {"flavor": "watsonx", "name": "dep", "region": "us-south", "iam_url": "https://private.iam.test/"}
+    entry = {
+        "flavor": "watsonx",
+        "name": "dep",
+        "region": "us-south",
+        "iam_url": "https://private.iam.test/VPX/",
+    }
     client_for(entry).predict(ONE_IMAGE)
     assert iam.call_count == 1
 
@@ -459,11 +465,16 @@ def test_a_reply_of_the_wrong_shape_says_what_came_and_what_was_expected() -> No
 
 def test_resolve_endpoint_keeps_every_option_given_and_drops_the_empty_ones() -> None:
     assert resolve_endpoint(
-        "watsonx", "dep", url="http://127.0.0.1:9//", region="us-south", project="p", version="2025-01-01"
+        "watsonx",
+        "dep",
+        url="http://127.0.0.1:9/prefix-X//",
+        region="us-south",
+        project="p",
+        version="2025-01-01",
     ) == {
         "flavor": "watsonx",
         "name": "dep",
-        "url": "http://127.0.0.1:9",
+        "url": "http://127.0.0.1:9/prefix-X",
         "region": "us-south",
         "project": "p",
         "version": "2025-01-01",
@@ -509,3 +520,127 @@ def test_a_sagemaker_reply_without_a_content_type_is_read_as_json() -> None:
     client._runtime.meta.events.unregister("before-send.sagemaker-runtime.InvokeEndpoint", captured)
     client._runtime.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint", untyped)
     np.testing.assert_allclose(client.predict(ONE_IMAGE), [[0.1] * 10])
+
+
+def test_logits_of_several_images_are_made_probabilities_row_by_row() -> None:
+    logits = np.array([[2.0, 1.0] + [0.0] * 8, [0.0] * 9 + [5.0], [-1.0] * 10], dtype=np.float32)
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(as_probabilities(logits, 3), expected, rtol=1e-6)
+    # Each row shifted by its own maximum: rows of very different scale both stay finite.
+    apart = as_probabilities([[1000.0] + [0.0] * 9, [-1000.0] * 9 + [-999.0]], 2)
+    assert np.isfinite(apart).all() and apart[1, 9] > apart[1, 0]
+
+
+def test_blank_lines_anywhere_in_a_csv_reply_are_skipped() -> None:
+    body = b"0.1,0.9\n\n0.7,0.3\n\n"
+    assert sagemaker_reply_scores(body, "text/csv; charset=utf-8; header=absent") == [[0.1, 0.9], [0.7, 0.3]]
+
+
+@pytest.mark.usefixtures("aws_keys")
+def test_a_csv_reply_is_read_as_csv_through_the_client() -> None:
+    client, captured = _captured({"flavor": "sagemaker", "name": "ep", "url": "http://127.0.0.1:9"})
+
+    def csv_reply(request: Any, **_: Any) -> AWSResponse:
+        captured.requests.append(request)
+        return AWSResponse(request.url, 200, {"Content-Type": "text/csv"}, _RawBody(b",".join([b"0.1"] * 10)))
+
+    client._runtime.meta.events.unregister("before-send.sagemaker-runtime.InvokeEndpoint", captured)
+    client._runtime.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint", csv_reply)
+    np.testing.assert_allclose(client.predict(ONE_IMAGE), [[0.1] * 10])
+
+
+def test_a_cloud_sagemaker_endpoint_without_a_region_takes_the_users_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
+    client = SageMakerEndpointClient(Endpoint(flavor=Flavor.SAGEMAKER, name="ep"))
+    assert client._runtime.meta.region_name == "eu-central-1"
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"flavor": "sagemaker", "name": "ep", "url": "http://127.0.0.1:9"},
+        {"flavor": "vertex", "name": "1", "url": "http://127.0.0.1:9"},
+        {"flavor": "watsonx", "name": "d", "url": "http://127.0.0.1:9"},
+    ],
+)
+def test_every_client_keeps_the_endpoint_it_was_made_for(entry: dict[str, Any]) -> None:
+    assert client_for(entry).endpoint == Endpoint.model_validate(entry)
+
+
+def test_a_cloud_vertex_client_calls_with_the_users_credentials_and_a_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from google.auth.credentials import AnonymousCredentials
+
+    users = AnonymousCredentials()  # stands for the credentials Application Default Credentials finds
+    monkeypatch.setattr("google.auth.default", lambda *_, **__: (users, "p"))
+    client = VertexEndpointClient(
+        Endpoint(flavor=Flavor.VERTEX, name="42", region="us-central1", project="p")
+    )
+    assert client._client._transport._credentials is users
+
+    calls: list[dict[str, Any]] = []
+
+    def predict(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return type("Reply", (), {"predictions": [{"probabilities": [0.1] * 10}]})()
+
+    monkeypatch.setattr(client._client, "predict", predict)
+    client.predict(ONE_IMAGE)
+    assert (
+        calls[0]["timeout"] == 60.0
+        and calls[0]["endpoint"] == "projects/p/locations/us-central1/endpoints/42"
+    )
+
+
+def test_a_missing_api_key_names_every_variable_read(ibm_key: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IC_API_KEY")
+    client = client_for({"flavor": "watsonx", "name": "dep", "region": "us-south"})
+    with pytest.raises(ValueError) as missing:
+        client.predict(ONE_IMAGE)
+    assert str(missing.value) == (
+        "set IBMCLOUD_API_KEY or IC_API_KEY or WATSONX_APIKEY to an IBM Cloud API key to call watsonx.ai"
+    )
+
+
+@responses.activate
+@pytest.mark.usefixtures("ibm_key")
+def test_an_iam_that_is_briefly_unavailable_is_asked_again(waits: list[float]) -> None:
+    iam = responses.post(IAM, json={"errorCode": "BXNIM0001E"}, status=503)
+    responses.post(IAM, json={"access_token": "tok"})
+    responses.post(SCORING, json=SCORES)
+    client_for({"flavor": "watsonx", "name": "dep", "region": "us-south"}).predict(ONE_IMAGE)
+    assert iam.call_count == 1 and len(responses.calls) == 3 and waits == [0.25]
+
+
+@pytest.mark.usefixtures("ibm_key")
+def test_every_watsonx_call_has_the_clients_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = client_for({"flavor": "watsonx", "name": "dep", "region": "us-south"})
+    assert isinstance(client, WatsonxEndpointClient)
+    timeouts: list[Any] = []
+
+    def post(url: str, **kwargs: Any) -> requests.Response:
+        timeouts.append(kwargs.get("timeout"))
+        body = {"access_token": "tok"} if url == IAM else SCORES
+        return _response(json.dumps(body), status=200)
+
+    monkeypatch.setattr(client._session, "post", post)
+    client.predict(ONE_IMAGE)
+    assert timeouts == [(5.0, 60.0), (5.0, 60.0)]
+
+
+def test_watsonx_images_go_in_the_shape_the_stored_model_declares(monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = {"flavor": "watsonx", "name": "d", "url": "http://127.0.0.1:9", "input_shape": [784]}
+    client = client_for(entry)
+    assert isinstance(client, WatsonxEndpointClient)
+    bodies: list[Any] = []
+
+    def post(url: str, **kwargs: Any) -> requests.Response:
+        bodies.append(kwargs["json"])
+        return _response(json.dumps(SCORES), status=200)
+
+    monkeypatch.setattr(client._session, "post", post)
+    client.predict(ONE_IMAGE)
+    assert np.asarray(bodies[0]["input_data"][0]["values"]).shape == (1, 784)
