@@ -107,7 +107,6 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         self._args = args
         role, policy = self._hosting_role()
         self.hosting_role_name = role.name  # a batch transform job runs with the model's role too
-        self.hosting_role_name = role.name  # a batch transform job runs with the model's role too
         # `artifact` resolves only once the job resource is created, i.e. after the training finished.
         model = aws.sagemaker.Model(
             f"{name}-model",
