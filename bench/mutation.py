@@ -75,7 +75,7 @@ TESTS: dict[str, list[str]] = {
         "tests/client/test_client_failures.py",
         "tests/serving/test_sagemaker_replies.py",
     ],
-    "policy/rules.py": ["tests/policy/test_policy_rules.py"],
+    "policy/rules.py": ["tests/policy/test_policy_rules.py", "tests/policy/test_policy_budget.py"],
 }
 
 # mutmut's reading of a mutant's exit code (mutmut/stats.py, `status_by_exit_code`); others are "suspicious".

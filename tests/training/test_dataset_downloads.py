@@ -355,3 +355,11 @@ def test_a_verified_file_with_bad_idx_content_is_named_in_the_error(
     with pytest.raises(DatasetError) as refused:
         datasets.load_dataset(dataset, tmp_path)
     assert str(refused.value).startswith(f"{tmp_path / at_fault}.gz"), refused.value
+
+
+@pytest.mark.parametrize("reader", [datasets.read_idx_images, datasets.read_idx_labels])
+def test_a_gzipped_file_that_is_not_idx_is_refused_naming_it(reader, tmp_path: Path) -> None:
+    path = tmp_path / "not-idx.gz"
+    path.write_bytes(gzip.compress(b"PK\x03\x04 a zip, not an IDX file"))
+    with pytest.raises(DatasetError, match=r"not-idx\.gz is not an IDX (image|label) file \(bad header\)"):
+        reader(path)
