@@ -115,13 +115,12 @@ def train_model(
 
     With ``slots``, the training queues for one of the machine's training slots (training/slots.py, in
     the order of ``TRAINING_ORDER``) and trains with the slot's share of the cores unless ``threads`` says
-    otherwise; ``on_wait`` hears what it waits for. The framework is imported while it queues.
+    otherwise; ``on_wait`` hears what it waits for.
     """
     framework = parse_framework(framework)
     if slots is None:
         return _train(framework, dataset, data_dir, out, overrides, dry_run, progress, threads, preset, None)
     with slots.ticket(training_priority(framework), f"{framework.value} training") as ticket:
-        trainer_module(framework)  # the slow import, done while waiting
         return _train(
             framework,
             dataset,
@@ -148,6 +147,9 @@ def _train(
     preset: Preset | str,
     take_slot: Callable[[], Slot] | None,
 ) -> dict[str, Any]:
+    # The slot first: importing a framework (TensorFlow: seconds of CPU) beside the training that holds
+    # the slot slows that training more than the import saves (bench/results/up-mnist-t10k.json).
+    slot = take_slot() if take_slot is not None else None
     module = trainer_module(framework)
     try:
         dataset = DatasetName(dataset)
@@ -157,7 +159,6 @@ def _train(
     preset = parse_preset(preset)
     # before loading data: a typo fails at once
     hp = hyperparameters_for(framework, overrides, dry_run, dataset, preset)
-    slot = take_slot() if take_slot is not None else None
     if slot is not None and threads is None:
         threads = slot.threads
     split = load_dataset(dataset, data_dir)
