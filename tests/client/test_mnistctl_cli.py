@@ -46,8 +46,11 @@ def fake_training(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Replaces `training.run` with a recorder; tests set `fail` to make it raise."""
     calls: dict[str, Any] = {}
 
-    def train_model(framework, dataset, data_dir, out, overrides, dry_run, progress=None, preset="standard"):
+    def train_model(
+        framework, dataset, data_dir, out, overrides, dry_run, progress=None, preset="standard", **queueing
+    ):
         calls.update(
+            slots=queueing.get("slots"),
             framework=framework,
             dataset=dataset,
             data_dir=data_dir,
