@@ -63,7 +63,9 @@ def test_every_tunable_setting_has_a_default_that_its_schema_accepts():
             continue
         for key, spec in policy.config_schema.properties.items():
             assert "default" in spec, f"{policy.name}.{key} has no default"
-            python_type = {"boolean": bool, "integer": int, "array": list}[spec["type"]]
+            python_type = {"boolean": bool, "integer": int, "number": (int, float), "array": list}[
+                spec["type"]
+            ]
             assert isinstance(spec["default"], python_type), f"{policy.name}.{key}"
 
 
