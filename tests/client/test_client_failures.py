@@ -205,9 +205,15 @@ def _captured(entry: dict[str, Any]) -> tuple[SageMakerEndpointClient, _Captured
 
 @pytest.fixture
 def aws_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's keys in the environment, read afresh: boto3's default session keeps the credentials it
+    first resolved, which may be an earlier test's (moto's `testing` keys)."""
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUSERSOWNKEY")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "user-secret")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.mark.usefixtures("aws_keys")
