@@ -183,22 +183,29 @@ class _RawBody(io.BytesIO):
         yield self.getvalue()
 
 
-class _Captured:
-    """Answers every SageMaker runtime call from inside botocore (before-send), keeping the signed request."""
+JSON_REPLY = (200, {"Content-Type": "application/json"}, json.dumps(ONE_REPLY).encode())
 
-    def __init__(self) -> None:
+
+class _Captured:
+    """Answers every SageMaker runtime call from inside botocore (before-send) with one reply (status,
+    headers, body), keeping the signed request."""
+
+    def __init__(self, reply: tuple[int, dict[str, str], bytes]) -> None:
+        self.reply = reply
         self.requests: list[Any] = []
 
     def __call__(self, request: Any, **_: Any) -> AWSResponse:
         self.requests.append(request)
-        body = _RawBody(json.dumps(ONE_REPLY).encode())
-        return AWSResponse(request.url, 200, {"Content-Type": "application/json"}, body)
+        status, headers, body = self.reply
+        return AWSResponse(request.url, status, headers, _RawBody(body))
 
 
-def _captured(entry: dict[str, Any]) -> tuple[SageMakerEndpointClient, _Captured]:
+def _captured(
+    entry: dict[str, Any], reply: tuple[int, dict[str, str], bytes] = JSON_REPLY
+) -> tuple[SageMakerEndpointClient, _Captured]:
     client = client_for(entry)
     assert isinstance(client, SageMakerEndpointClient)
-    captured = _Captured()
+    captured = _Captured(reply)
     client._runtime.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint", captured)
     return client, captured
 
@@ -273,15 +280,10 @@ def test_botocore_makes_one_attempt_per_call_within_the_clients_timeouts() -> No
 def test_sagemaker_errors_are_retried_by_the_client_alone(
     monkeypatch: pytest.MonkeyPatch, waits: list[float]
 ) -> None:
-    client, captured = _captured({"flavor": "sagemaker", "name": "ep", "url": "http://127.0.0.1:9"})
-
-    def unavailable(request: Any, **_: Any) -> AWSResponse:
-        captured.requests.append(request)
-        body = _RawBody(b'{"message": "busy"}')
-        return AWSResponse(request.url, 503, {"x-amzn-ErrorType": "ServiceUnavailable"}, body)
-
-    client._runtime.meta.events.unregister("before-send.sagemaker-runtime.InvokeEndpoint", captured)
-    client._runtime.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint", unavailable)
+    unavailable = (503, {"x-amzn-ErrorType": "ServiceUnavailable"}, b'{"message": "busy"}')
+    client, captured = _captured(
+        {"flavor": "sagemaker", "name": "ep", "url": "http://127.0.0.1:9"}, unavailable
+    )
     with pytest.raises(ClientError, match="ServiceUnavailable"):
         client.predict(ONE_IMAGE)
     assert len(captured.requests) == RETRY_ATTEMPTS  # not 4 x botocore's own attempts
@@ -517,14 +519,8 @@ def test_pixels_out_of_range_are_refused_in_these_words() -> None:
 
 
 def test_a_sagemaker_reply_without_a_content_type_is_read_as_json() -> None:
-    client, captured = _captured({"flavor": "sagemaker", "name": "ep", "url": "http://127.0.0.1:9"})
-
-    def untyped(request: Any, **_: Any) -> AWSResponse:
-        captured.requests.append(request)
-        return AWSResponse(request.url, 200, {}, _RawBody(json.dumps(ONE_REPLY).encode()))
-
-    client._runtime.meta.events.unregister("before-send.sagemaker-runtime.InvokeEndpoint", captured)
-    client._runtime.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint", untyped)
+    untyped = (200, {}, json.dumps(ONE_REPLY).encode())
+    client, _ = _captured({"flavor": "sagemaker", "name": "ep", "url": "http://127.0.0.1:9"}, untyped)
     np.testing.assert_allclose(client.predict(ONE_IMAGE), [[0.1] * 10])
 
 
@@ -544,14 +540,8 @@ def test_blank_lines_anywhere_in_a_csv_reply_are_skipped() -> None:
 
 @pytest.mark.usefixtures("aws_keys")
 def test_a_csv_reply_is_read_as_csv_through_the_client() -> None:
-    client, captured = _captured({"flavor": "sagemaker", "name": "ep", "url": "http://127.0.0.1:9"})
-
-    def csv_reply(request: Any, **_: Any) -> AWSResponse:
-        captured.requests.append(request)
-        return AWSResponse(request.url, 200, {"Content-Type": "text/csv"}, _RawBody(b",".join([b"0.1"] * 10)))
-
-    client._runtime.meta.events.unregister("before-send.sagemaker-runtime.InvokeEndpoint", captured)
-    client._runtime.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint", csv_reply)
+    csv_reply = (200, {"Content-Type": "text/csv"}, b",".join([b"0.1"] * 10))
+    client, _ = _captured({"flavor": "sagemaker", "name": "ep", "url": "http://127.0.0.1:9"}, csv_reply)
     np.testing.assert_allclose(client.predict(ONE_IMAGE), [[0.1] * 10])
 
 
